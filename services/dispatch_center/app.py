@@ -1,0 +1,23 @@
+"""Wires the dispatch center: its schema, consumers, API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.dispatch_center import consumers, views
+from services.dispatch_center.settings import CenterSettings
+from shared.runtime import ServiceSpec, create_service_app
+
+SPEC = ServiceSpec(
+    name="dispatch_center",
+    title="swdispatch dispatch center",
+    migrations=Path(__file__).parent / "migrations",
+    consumers=consumers.consumers,
+    routers=[views.router],
+)
+
+
+def create_app(settings: CenterSettings | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings or CenterSettings())

@@ -1,0 +1,23 @@
+"""Wires the station worker: its schema, consumers, API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.station_worker import consumers, views
+from shared.runtime import ServiceSpec, create_service_app
+from shared.settings import Settings
+
+SPEC = ServiceSpec(
+    name="station_worker",
+    title="swdispatch station worker",
+    migrations=Path(__file__).parent / "migrations",
+    consumers=consumers.consumers,
+    routers=[views.router],
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings or Settings())

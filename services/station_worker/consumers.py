@@ -1,0 +1,76 @@
+"""Orders arriving from the center."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+
+from shared import outbox, topics
+from shared.consumer import EventConsumer, Handler
+from shared.db import Connection, Pool
+from shared.domain import OrderStatus
+from shared.events import Actor, Envelope, EventPayload, OrderDispatched, OrderReceived, new_event
+from shared.settings import Settings
+
+
+async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
+    """Queue the order at its station and tell the center it arrived.
+
+    A redispatch (higher ``dispatch_no``) replaces the earlier one, also when it moves the
+    order to another station; an older or repeated dispatch changes nothing.
+    """
+    p: OrderDispatched = event.payload
+    now = datetime.now(UTC)
+    queued = await conn.fetchval(
+        """INSERT INTO station_orders (order_id, station_id, status, dispatch_no, category, urgency,
+               beneficiary_group, township_code, community_code, submitted_at, dispatch_by,
+               accept_by, assign_by, complete_by, case_details, received_at)
+           VALUES ($1, $2, 'dispatched', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+           ON CONFLICT (order_id) DO UPDATE SET
+               station_id = EXCLUDED.station_id, status = 'dispatched',
+               dispatch_no = EXCLUDED.dispatch_no, worker_id = NULL,
+               version = station_orders.version + 1, received_at = EXCLUDED.received_at,
+               updated_at = now()
+           WHERE station_orders.dispatch_no < EXCLUDED.dispatch_no
+           RETURNING order_id""",
+        event.order_id, p.station_id, p.dispatch_no, p.category, p.urgency, p.beneficiary_group,
+        p.location.township_code, p.location.community_code, p.submitted_at,
+        p.deadlines.dispatch_by, p.deadlines.accept_by, p.deadlines.assign_by,
+        p.deadlines.complete_by, p.case.model_dump(mode="json"), now,
+    )
+    if queued is None:
+        return
+    await conn.execute(
+        """INSERT INTO order_history (order_id, station_id, status, at, actor, note)
+           VALUES ($1, $2, $3, $4, 'dispatch_center', $5)""",
+        event.order_id, p.station_id, OrderStatus.DISPATCHED, now, p.reason,
+    )
+    await outbox.add(
+        conn,
+        topics.STATION_EVENTS,
+        new_event(
+            OrderReceived(station_id=p.station_id, dispatch_no=p.dispatch_no),
+            order_id=event.order_id,
+            actor=Actor(kind="system", id=f"station:{p.station_id}"),
+            correlation_id=event.correlation_id,
+            occurred_at=now,
+        ),
+    )
+
+
+HANDLERS: dict[type[EventPayload], Handler] = {OrderDispatched: on_dispatched}
+
+
+def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[EventConsumer]:
+    return [
+        EventConsumer(
+            name="station_worker",
+            topic=topics.CENTER_EVENTS,
+            pool=pool,
+            broker=broker,
+            handlers=HANDLERS,
+            max_event_bytes=settings.kafka.max_event_bytes,
+        )
+    ]

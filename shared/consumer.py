@@ -1,0 +1,142 @@
+"""Event consumers: decode, dead-letter what cannot be decoded, apply the rest exactly once.
+
+Each message is applied in one database transaction together with its inbox record; the
+offset is committed only after that commit (``AckPolicy.NACK_ON_ERROR``: on an unhandled error
+the consumer seeks back and the message comes again). A transient failure (database down) is
+retried with backoff and never skipped. A message that is not a known event, or that the
+handler keeps failing on, goes to ``<topic>.dlq`` with headers naming the reason and where it
+came from, and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from prometheus_client import Counter
+
+from shared import inbox, topics
+from shared.db import TRANSIENT_ERRORS, Connection, Pool
+from shared.events import Envelope, EventPayload, UndecodableEvent, decode
+from shared.kafka import consumer_options
+from shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Connection, Envelope[Any]], Awaitable[None]]
+
+HANDLER_ATTEMPTS = 3
+MAX_BACKOFF_S = 5.0
+
+APPLIED = Counter(
+    "swd_consumer_events_total",
+    "Events a consumer took from Kafka, by outcome (applied, duplicate, ignored, dead_lettered)",
+    ["consumer", "event_type", "outcome"],
+)
+DEAD_LETTERED = Counter(
+    "swd_dead_letter_events_total", "Messages sent to a dead-letter topic", ["topic", "reason"]
+)
+
+
+class EventConsumer:
+    """Applies the events of one topic that ``handlers`` names, as consumer ``name``."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topic: str,
+        pool: Pool,
+        broker: KafkaBroker,
+        handlers: Mapping[type[EventPayload], Handler],
+        max_event_bytes: int,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self._pool = pool
+        self._broker = broker
+        self._handlers = {cls.event_type: h for cls, h in handlers.items()}
+        self._max_event_bytes = max_event_bytes
+
+    async def consume(self, msg: KafkaMessage) -> None:
+        body: bytes = msg.body
+        if len(body) > self._max_event_bytes:
+            await self._dead_letter(msg, "oversized", f"{len(body)} bytes")
+            return
+        try:
+            event = decode(body)
+        except UndecodableEvent as exc:
+            await self._dead_letter(msg, exc.reason, exc.detail)
+            return
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            APPLIED.labels(self.name, event.type, "ignored").inc()
+            return
+        await self._apply(msg, event, handler)
+
+    async def _apply(self, msg: KafkaMessage, event: Envelope[Any], handler: Handler) -> None:
+        transient_failures = 0
+        handler_failures = 0
+        while True:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    applied = await inbox.claim(conn, self.name, event.event_id)
+                    if applied:
+                        await handler(conn, event)
+                APPLIED.labels(self.name, event.type, "applied" if applied else "duplicate").inc()
+                return
+            except TRANSIENT_ERRORS as exc:
+                transient_failures += 1
+                delay = min(0.1 * 2**transient_failures, MAX_BACKOFF_S)
+                log.warning(
+                    "%s: transient failure on %s (%s), retry in %.1fs",
+                    self.name, event.event_id, type(exc).__name__, delay,
+                )
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                handler_failures += 1
+                log.exception("%s: handler failed on %s %s", self.name, event.type, event.event_id)
+                if handler_failures >= HANDLER_ATTEMPTS:
+                    await self._dead_letter(msg, "handler_failed", type(exc).__name__)
+                    return
+                await asyncio.sleep(0.1 * handler_failures)
+
+    async def _dead_letter(self, msg: KafkaMessage, reason: str, detail: str) -> None:
+        record = msg.raw_message
+        assert not isinstance(record, tuple)
+        dlq = topics.dead_letter(record.topic)
+        # Never log the body: it may hold personal data.
+        log.warning(
+            "%s: %s:%s@%s to %s: %s (%s)",
+            self.name, record.topic, record.partition, record.offset, dlq, reason, detail,
+        )
+        await self._broker.publish(
+            record.value[: self._max_event_bytes] if record.value else b"",
+            dlq,
+            key=record.key,
+            headers={
+                "swd-dlq-reason": reason,
+                "swd-dlq-detail": detail,
+                "swd-dlq-consumer": self.name,
+                "swd-original-topic": record.topic,
+                "swd-original-partition": str(record.partition),
+                "swd-original-offset": str(record.offset),
+            },
+        )
+        DEAD_LETTERED.labels(dlq, reason).inc()
+        APPLIED.labels(self.name, "unknown", "dead_lettered").inc()
+
+
+def subscribe(broker: KafkaBroker, consumer: EventConsumer, kafka: KafkaSettings) -> None:
+    """Register ``consumer`` on its topic, in a consumer group named after it and the topic."""
+    broker.subscriber(
+        consumer.topic,
+        group_id=f"{consumer.name}.{consumer.topic}",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=f"{consumer.name}:{consumer.topic}",
+        **consumer_options(kafka),
+    )(consumer.consume)

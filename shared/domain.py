@@ -1,0 +1,69 @@
+"""The domain's vocabulary (../shared/DOMAIN.md): urgencies, categories, groups, roles, statuses."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Urgency(StrEnum):
+    EMERGENCY = "emergency"
+    URGENT = "urgent"
+    ROUTINE = "routine"
+
+
+class Category(StrEnum):
+    LIFE_ASSISTANCE = "life_assistance"
+    PSYCHOLOGICAL_COUNSELLING = "psychological_counselling"
+    EMOTIONAL_COMFORT = "emotional_comfort"
+    DISABILITY_REHABILITATION = "disability_rehabilitation"
+    FAMILY_EDUCATION = "family_education"
+    CHILD_PROTECTION = "child_protection"
+    CAPACITY_BUILDING = "capacity_building"
+    POLICY_AND_BENEFITS = "policy_and_benefits"
+    RIGHTS_AND_LEGAL = "rights_and_legal"
+    SOCIAL_INTEGRATION = "social_integration"
+    CRISIS_INTERVENTION = "crisis_intervention"
+    ELDER_CARE = "elder_care"
+
+
+class BeneficiaryGroup(StrEnum):
+    LEFT_BEHIND_CHILDREN = "left_behind_children"
+    CHILDREN_IN_DIFFICULTY = "children_in_difficulty"
+    WOMEN_IN_HARDSHIP = "women_in_hardship"
+    ELDERLY_IN_HARDSHIP = "elderly_in_hardship"
+    PEOPLE_WITH_DISABILITIES = "people_with_disabilities"
+    LOW_INCOME_HOUSEHOLDS = "low_income_households"
+    YOUTH_AT_RISK = "youth_at_risk"
+    COMMUNITY_CORRECTIONS = "community_corrections"
+    RELEASED_FROM_PRISON = "released_from_prison"
+    OTHERS = "others"
+
+
+class ReporterRole(StrEnum):
+    GRID_MEMBER = "grid_member"
+    BUILDING_CHIEF = "building_chief"
+    VILLAGE_LEADER = "village_leader"
+    RESIDENT_GROUP_LEADER = "resident_group_leader"
+
+
+class OrderStatus(StrEnum):
+    SUBMITTED = "submitted"
+    UNROUTABLE = "unroutable"
+    DISPATCHED = "dispatched"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    ESCALATED = "escalated"
+    ASSIGNED = "assigned"
+    IN_SERVICE = "in_service"
+    COMPLETED = "completed"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+class Stage(StrEnum):
+    """The four timed stages; each has a deadline measured from submission."""
+
+    DISPATCH = "dispatch"
+    ACCEPT = "accept"
+    ASSIGN = "assign"
+    COMPLETE = "complete"

@@ -1,0 +1,282 @@
+"""Event contracts: one envelope for every event, one payload model per (type, schema version).
+
+Fields marked ``personal=True`` hold personal data of residents. They travel only to the
+service that needs them (the station) and are dropped by :meth:`Envelope.redacted`, which is
+what the audit trail stores.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from shared.domain import BeneficiaryGroup, Category, ReporterRole, Stage, Urgency
+
+
+def personal(**kwargs: Any) -> Any:
+    """A field that holds personal data: never logged, dropped from redacted events."""
+    return Field(json_schema_extra={"personal": True}, **kwargs)
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Actor(Contract):
+    kind: Literal["integration", "operator", "station_staff", "system"]
+    id: str
+
+
+SYSTEM = Actor(kind="system", id="swdispatch")
+
+
+class Deadlines(Contract):
+    dispatch_by: AwareDatetime
+    accept_by: AwareDatetime
+    assign_by: AwareDatetime
+    complete_by: AwareDatetime
+
+    def for_stage(self, stage: Stage) -> datetime:
+        return {
+            Stage.DISPATCH: self.dispatch_by,
+            Stage.ACCEPT: self.accept_by,
+            Stage.ASSIGN: self.assign_by,
+            Stage.COMPLETE: self.complete_by,
+        }[stage]
+
+
+class Location(Contract):
+    township_code: str
+    community_code: str
+
+
+class CaseDetails(Contract):
+    """What a social worker needs to find and help the resident."""
+
+    beneficiary_name: str
+    beneficiary_phone: str | None
+    address: str
+    reporter_name: str
+    reporter_phone: str
+    reporter_role: ReporterRole
+    description: str
+    consent_to_share: bool
+
+
+class EventPayload(Contract):
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+class OrderSubmitted(EventPayload):
+    event_type = "order.submitted"
+    integration_id: str
+    external_id: str
+    category: Category
+    urgency: Urgency
+    beneficiary_group: BeneficiaryGroup
+    location: Location
+    reported_at: AwareDatetime
+    deadlines: Deadlines
+
+
+class OrderDispatched(EventPayload):
+    event_type = "order.dispatched"
+    station_id: str
+    dispatch_no: int = Field(ge=1, description="1 for the first dispatch, +1 per redispatch")
+    reason: str | None = None
+    category: Category
+    urgency: Urgency
+    beneficiary_group: BeneficiaryGroup
+    location: Location
+    submitted_at: AwareDatetime
+    deadlines: Deadlines
+    case: CaseDetails = personal()
+
+
+class OrderUnroutable(EventPayload):
+    event_type = "order.unroutable"
+    location: Location
+    reason: str
+
+
+class OrderEscalated(EventPayload):
+    event_type = "order.escalated"
+    stage: Stage
+    station_id: str | None
+    reason: str
+
+
+class OrderCancelled(EventPayload):
+    event_type = "order.cancelled"
+    station_id: str | None
+    reason: str
+
+
+class OrderClosed(EventPayload):
+    event_type = "order.closed"
+    station_id: str | None
+
+
+class OrderReceived(EventPayload):
+    event_type = "order.received"
+    station_id: str
+    dispatch_no: int
+
+
+class OrderAccepted(EventPayload):
+    event_type = "order.accepted"
+    station_id: str
+
+
+class OrderRejected(EventPayload):
+    event_type = "order.rejected"
+    station_id: str
+    dispatch_no: int
+    reason_code: str
+    note: str | None = personal(default=None)
+
+
+class OrderAssigned(EventPayload):
+    event_type = "order.assigned"
+    station_id: str
+    worker_id: str
+
+
+class OrderStarted(EventPayload):
+    event_type = "order.started"
+    station_id: str
+    worker_id: str
+
+
+class OrderCompleted(EventPayload):
+    event_type = "order.completed"
+    station_id: str
+    worker_id: str
+    outcome: str
+    service_minutes: int
+    follow_up_needed: bool
+    summary: str = personal()
+
+
+PAYLOAD_TYPES: dict[tuple[str, int], type[EventPayload]] = {
+    (cls.event_type, cls.schema_version): cls
+    for cls in (
+        OrderSubmitted,
+        OrderDispatched,
+        OrderUnroutable,
+        OrderEscalated,
+        OrderCancelled,
+        OrderClosed,
+        OrderReceived,
+        OrderAccepted,
+        OrderRejected,
+        OrderAssigned,
+        OrderStarted,
+        OrderCompleted,
+    )
+}
+KNOWN_TYPES = frozenset(event_type for event_type, _ in PAYLOAD_TYPES)
+
+P = TypeVar("P", bound=EventPayload)
+
+
+class Envelope(Contract, Generic[P]):
+    event_id: uuid.UUID
+    type: str
+    schema_version: int
+    occurred_at: AwareDatetime
+    order_id: uuid.UUID
+    actor: Actor
+    correlation_id: str
+    payload: P
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    def redacted(self) -> dict[str, Any]:
+        """The event as JSON-ready data without the fields that hold personal data."""
+        data = self.model_dump(mode="json")
+        payload_type = type(self.payload)
+        data["payload"] = {
+            name: value
+            for name, value in data["payload"].items()
+            if not _is_personal(payload_type, name)
+        }
+        return data
+
+
+def _is_personal(model: type[BaseModel], field_name: str) -> bool:
+    extra = model.model_fields[field_name].json_schema_extra
+    return isinstance(extra, dict) and extra.get("personal") is True
+
+
+def new_event(
+    payload: P,
+    *,
+    order_id: uuid.UUID,
+    actor: Actor,
+    correlation_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> Envelope[P]:
+    return Envelope[P](
+        event_id=uuid.uuid4(),
+        type=payload.event_type,
+        schema_version=payload.schema_version,
+        occurred_at=occurred_at or datetime.now(UTC),
+        order_id=order_id,
+        actor=actor,
+        correlation_id=correlation_id or str(uuid.uuid4()),
+        payload=payload,
+    )
+
+
+class UndecodableEvent(Exception):
+    """A message that is not an event this code knows; it belongs in the dead-letter topic."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class _Head(BaseModel):
+    type: str
+    schema_version: int
+
+
+def decode(body: bytes) -> Envelope[Any]:
+    """Parse one message into its typed envelope, or raise :class:`UndecodableEvent`."""
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UndecodableEvent("not_json", type(exc).__name__) from None
+    if not isinstance(raw, dict):
+        raise UndecodableEvent("invalid_envelope", "the message is not a JSON object")
+    try:
+        head = _Head.model_validate(raw)
+    except ValidationError as exc:
+        raise UndecodableEvent("invalid_envelope", _describe(exc)) from None
+    payload_type = PAYLOAD_TYPES.get((head.type, head.schema_version))
+    if payload_type is None:
+        if head.type in KNOWN_TYPES:
+            raise UndecodableEvent(
+                "unsupported_schema_version", f"{head.type} v{head.schema_version}"
+            )
+        raise UndecodableEvent("unknown_event_type", head.type[:100])
+    try:
+        return Envelope[payload_type].model_validate(raw)  # type: ignore[valid-type]
+    except ValidationError as exc:
+        raise UndecodableEvent("invalid_envelope", _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """Field locations and messages only: the input values may hold personal data."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}"
+        for err in exc.errors(include_input=False, include_url=False)
+    )[:1000]

@@ -1,0 +1,155 @@
+"""Bootstrap shared by the three services: pool, broker, consumers, outbox relay, HTTP app.
+
+A service describes itself with a :class:`ServiceSpec`; :func:`create_service_app` wires it
+into a FastAPI app whose lifespan starts and stops everything in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from faststream.kafka import KafkaBroker
+
+from shared.consumer import EventConsumer, subscribe
+from shared.db import Pool, create_pool
+from shared.http import install_middleware, ops_router
+from shared.migrations import migrate
+from shared.outbox import OutboxRelay
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    """The service's name, its database schema, and the prefix of its consumer groups."""
+    title: str
+    migrations: Path
+    consumers: Callable[[Pool, KafkaBroker, Settings], list[EventConsumer]]
+    routers: Sequence[APIRouter]
+    background: Sequence[Callable[[Runtime], Awaitable[None]]] = field(default=())
+    """Long-running jobs (timers); each is restarted with backoff if it fails."""
+
+
+class Runtime:
+    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._pool: Pool | None = None
+        self._broker: KafkaBroker | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.relay: OutboxRelay | None = None
+        self.consumers_started = False
+
+    @property
+    def pool(self) -> Pool:
+        assert self._pool is not None, "runtime not started"
+        return self._pool
+
+    @property
+    def broker(self) -> KafkaBroker:
+        assert self._broker is not None, "runtime not started"
+        return self._broker
+
+    async def start(self) -> None:
+        from shared.kafka import create_broker
+
+        s = self.settings
+        if s.migrate_on_start:
+            await migrate(s.database_url, self.spec.name, self.spec.migrations)
+        self._pool = await create_pool(s, self.spec.name)
+        self._broker = create_broker(
+            s.kafka, service=self.spec.name, graceful_timeout_s=s.graceful_timeout_s
+        )
+        for consumer in self.spec.consumers(self._pool, self._broker, s):
+            subscribe(self._broker, consumer, s.kafka)
+        await self._broker.start()
+        self.consumers_started = True
+        self.relay = OutboxRelay(
+            database_url=s.database_url,
+            schema=self.spec.name,
+            broker=self._broker,
+            batch_size=s.outbox_batch_size,
+            poll_interval_s=s.outbox_poll_interval_s,
+        )
+        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        for job in self.spec.background:
+            self._tasks.append(asyncio.create_task(self._keep_running(job), name=job.__name__))
+        log.info("%s started", self.spec.name)
+
+    async def _keep_running(self, job: Callable[[Runtime], Awaitable[None]]) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await job(self)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting in %.1fs", job.__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def stop(self) -> None:
+        # Consumers first (they finish the message in hand), then the jobs, then the pool.
+        if self._broker is not None:
+            await self._broker.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("%s stopped", self.spec.name)
+
+    async def readiness(self) -> str | None:
+        if not self.consumers_started:
+            return "consumers not started"
+        try:
+            async with asyncio.timeout(2):
+                await self.pool.fetchval("SELECT 1")
+        except Exception as exc:
+            return f"database unreachable ({type(exc).__name__})"
+        return None
+
+
+def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
+    runtime = Runtime(spec, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=spec.title, version="1", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_middleware(app, service=spec.name, max_body_bytes=settings.max_request_bytes)
+    app.include_router(ops_router(runtime.readiness))
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _pool(request: Request) -> Pool:
+    return _runtime(request).pool
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+PoolDep = Annotated[Pool, Depends(_pool)]

@@ -1,0 +1,62 @@
+"""Settings from the environment (prefix ``SWD_``), so one build runs on the embedded
+stack, on Apache Kafka and on a managed PostgreSQL alike."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWD_KAFKA_", extra="ignore")
+
+    bootstrap: str = "127.0.0.1:9092"
+    client_id: str = "swdispatch"
+    # Tansu rejects the idempotent producer; Apache Kafka in production turns it on.
+    enable_idempotence: bool = False
+    acks: Literal["all", "1", "0"] = "all"
+    # Tansu holds a fetch for the whole wait even when data is there, so keep it short.
+    fetch_max_wait_ms: int = 10
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    linger_ms: int = 0
+    topic_partitions: int = 6
+    topic_replication_factor: int = 1
+    max_event_bytes: int = 256 * 1024
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWD_DB_", extra="ignore")
+
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    command_timeout_s: float = 30.0
+
+
+class Settings(BaseSettings):
+    """What every service process reads."""
+
+    model_config = SettingsConfigDict(env_prefix="SWD_", extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5433/swdispatch"
+    migrate_on_start: bool = False
+    host: str = "127.0.0.1"
+    dispatch_center_port: int = 8001
+    station_worker_port: int = 8002
+    audit_port: int = 8003
+    log_level: str = "INFO"
+    outbox_poll_interval_s: float = 1.0
+    outbox_batch_size: int = 500
+    graceful_timeout_s: float = 15.0
+    max_request_bytes: int = 64 * 1024
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)

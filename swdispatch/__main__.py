@@ -1,0 +1,3 @@
+from swdispatch.cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""``swdispatch``: run the pipeline, one service, or an administrative task."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from shared.settings import Settings
+from swdispatch.stack import SERVICES, LocalStack, Ports, migrate_all
+
+STATE_DIR = Path(".swdispatch")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def run_service(service: str) -> None:
+    import uvicorn
+
+    from services.audit.app import create_app as audit_app
+    from services.dispatch_center.app import create_app as center_app
+    from services.station_worker.app import create_app as station_app
+
+    settings = Settings()
+    _configure_logging(settings.log_level)
+    factories = {"dispatch_center": center_app, "station_worker": station_app, "audit": audit_app}
+    port = getattr(settings, f"{service}_port")
+    uvicorn.run(
+        factories[service](),
+        host=settings.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+    )
+
+
+def up(args: argparse.Namespace) -> None:
+    from swdispatch import demo
+
+    _configure_logging("WARNING")
+    settings = Settings()
+    ports = Ports(
+        postgres=args.postgres_port,
+        kafka=args.kafka_port,
+        dispatch_center=settings.dispatch_center_port,
+        station_worker=settings.station_worker_port,
+        audit=settings.audit_port,
+    )
+    stack = LocalStack(root=STATE_DIR.resolve(), ports=ports)
+    print("starting embedded PostgreSQL and the Tansu broker ...", flush=True)
+    stack.start_infra()
+    try:
+        credentials = asyncio.run(stack.prepare())
+        demo.write_credentials(STATE_DIR / "demo-credentials.json", credentials)
+        for service in SERVICES:
+            stack.start_service(service)
+        stack.wait_ready()
+        print(f"\nPostgreSQL  {stack.database_url}\nKafka       {stack.kafka_bootstrap}")
+        for service, url in stack.urls.items():
+            print(f"{service:16} {url}   docs {url}/docs   metrics {url}/metrics")
+        print(f"\ndemo credentials: {STATE_DIR / 'demo-credentials.json'}")
+        print(f"service logs:     {stack.logs}/\n")
+        if args.no_demo:
+            print("running; Ctrl-C stops everything", flush=True)
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        else:
+            print(f"demo traffic: one request every {args.interval}s; Ctrl-C stops everything\n",
+                  flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            asyncio.run(demo.run_traffic(stack.urls, credentials, interval_s=args.interval,
+                                         count=args.count))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping ...", flush=True)
+        stack.stop()
+        print("stopped", flush=True)
+
+
+async def _with_schema(schema: str, work: Any) -> Any:
+    conn = await asyncpg.connect(Settings().database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL search_path TO {schema}")
+            return await work(conn)
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="swdispatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_up = sub.add_parser("up", help="run the whole pipeline on the embedded stack with demo traffic")
+    p_up.add_argument("--interval", type=float, default=3.0, help="seconds between demo requests")
+    p_up.add_argument("--count", type=int, default=None, help="stop after this many requests")
+    p_up.add_argument("--no-demo", action="store_true", help="no demo traffic")
+    p_up.add_argument("--postgres-port", type=int, default=5433)
+    p_up.add_argument("--kafka-port", type=int, default=9092)
+
+    sub.add_parser("migrate", help="apply every service's schema migrations")
+    sub.add_parser("topics", help="create the Kafka topics and their dead-letter topics")
+    p_seed = sub.add_parser("seed-demo", help="write the demo county and print demo credentials")
+    p_seed.add_argument("--credentials", type=Path, default=STATE_DIR / "demo-credentials.json")
+    for service in SERVICES:
+        sub.add_parser(service.replace("_", "-"), help=f"run the {service} service alone")
+
+    p_int = sub.add_parser("integrations", help="intake API keys").add_subparsers(
+        dest="action", required=True
+    )
+    p_int_create = p_int.add_parser("create", help="create an integration, print its key once")
+    p_int_create.add_argument("name")
+
+    p_staff = sub.add_parser("staff", help="station staff tokens").add_subparsers(
+        dest="action", required=True
+    )
+    p_staff_create = p_staff.add_parser("create", help="create a staff member, print the token")
+    p_staff_create.add_argument("--station", required=True)
+    p_staff_create.add_argument("--role", required=True, choices=["station_manager", "social_worker"])
+    p_staff_create.add_argument("name")
+
+    args = parser.parse_args(argv)
+    command = args.command.replace("-", "_")
+    if command in SERVICES:
+        run_service(command)
+    elif command == "up":
+        up(args)
+    elif command == "migrate":
+        applied = asyncio.run(migrate_all(Settings().database_url))
+        print(json.dumps(applied, indent=2))
+    elif command == "topics":
+        from shared.kafka import create_topics
+
+        print("created:", asyncio.run(create_topics(Settings().kafka)) or "nothing missing")
+    elif command == "seed_demo":
+        from swdispatch import demo
+
+        credentials = asyncio.run(demo.seed(Settings().database_url))
+        demo.write_credentials(args.credentials, credentials)
+        print(f"demo credentials written to {args.credentials}")
+    elif command == "integrations":
+        from services.dispatch_center.admin import create_integration
+
+        integration_id, key = asyncio.run(
+            _with_schema("dispatch_center", lambda c: create_integration(c, args.name))
+        )
+        print(f"integration {integration_id}\nX-API-Key: {key}\n(shown once; store it now)")
+    elif command == "staff":
+        import re
+
+        from services.station_worker.admin import create_staff
+
+        staff_id = re.sub(r"[^a-z0-9]+", "-", f"{args.station}-{args.name}".lower()).strip("-")
+        token = asyncio.run(_with_schema(
+            "station_worker",
+            lambda c: create_staff(c, args.station, args.role, args.name, staff_id),
+        ))
+        print(f"staff {staff_id}\nBearer token: {token}\n(shown once; store it now)")
+
+
+if __name__ == "__main__":
+    main()

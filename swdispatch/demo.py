@@ -1,0 +1,201 @@
+"""The demo county, its seed data and credentials, and the demo traffic generator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from services.audit.admin import create_reader
+from services.dispatch_center.admin import create_integration, upsert_community, upsert_station
+from services.station_worker.admin import create_staff
+from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
+
+
+@dataclass(frozen=True)
+class Station:
+    id: str
+    name: str
+    township_code: str
+    communities: tuple[tuple[str, str], ...]
+
+
+COUNTY = (
+    Station("st-chengxiang", "Chengxiang Street Social-Work Station", "TS-CX",
+            (("CX-XINHUA", "Xinhua Community"), ("CX-NANYUAN", "Nanyuan Community"),
+             ("CX-BEIMEN", "Beimen Community"))),
+    Station("st-shaxi", "Shaxi Township Social-Work Station", "TS-SX",
+            (("SX-DONGXIN", "Dongxin Village"), ("SX-TAIPING", "Taiping Village"),
+             ("SX-SONGNAN", "Songnan Village"))),
+    Station("st-liuhe", "Liuhe Township Social-Work Station", "TS-LH",
+            (("LH-HAIYUN", "Haiyun Village"), ("LH-DONGCANG", "Dongcang Village"),
+             ("LH-XINZHEN", "Xinzhen Village"), ("LH-PENGQIAO", "Pengqiao Village"))),
+)
+# A village no station covers yet: its requests wait at the center as unroutable.
+UNCOVERED = {"LH-PENGQIAO"}
+
+SURNAMES = ("Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu")
+GIVEN = ("Wei", "Fang", "Min", "Jing", "Lei", "Yan", "Hua", "Jun", "Xia", "Ping", "Qiang")
+
+
+def random_name(rng: random.Random) -> str:
+    return f"{rng.choice(SURNAMES)} {rng.choice(GIVEN)}{rng.choice(GIVEN).lower()}"
+
+
+def random_phone(rng: random.Random) -> str:
+    return f"+86 13{rng.randint(0, 9)}{rng.randint(10_000_000, 99_999_999)}"
+
+
+def random_request(rng: random.Random, *, community: str | None = None) -> dict[str, Any]:
+    """A plausible intake body for the demo county."""
+    station = rng.choice(COUNTY)
+    code = community or rng.choice([c for c, _ in station.communities if c not in UNCOVERED])
+    township = next(s.township_code for s in COUNTY for c, _ in s.communities if c == code)
+    urgency = rng.choices(list(Urgency), weights=(1, 3, 12))[0]
+    return {
+        "external_id": f"demo-{uuid.uuid4()}",
+        "reporter": {
+            "id": f"grid-{rng.randint(100, 999)}",
+            "name": random_name(rng),
+            "role": rng.choice(list(ReporterRole)).value,
+            "phone": random_phone(rng),
+        },
+        "beneficiary": {
+            "name": random_name(rng),
+            "group": rng.choice(list(BeneficiaryGroup)).value,
+            "phone": random_phone(rng) if rng.random() < 0.6 else None,
+            "consent_to_share": rng.random() < 0.9,
+        },
+        "location": {
+            "township_code": township,
+            "community_code": code,
+            "address": f"No. {rng.randint(1, 200)}, Lane {rng.randint(1, 30)}",
+        },
+        "category": rng.choice(list(Category)).value,
+        "urgency": urgency.value,
+        "description": "Reported during a grid visit; needs a follow-up by a social worker.",
+        "reported_at": (datetime.now(UTC) - timedelta(minutes=rng.randint(1, 90))).isoformat(),
+    }
+
+
+async def seed(database_url: str) -> dict[str, Any]:
+    """Write the demo county into each service's own schema; return fresh demo credentials."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL search_path TO dispatch_center")
+            for st in COUNTY:
+                await upsert_station(conn, st.id, st.name, st.township_code)
+                for code, name in st.communities:
+                    covered_by = None if code in UNCOVERED else st.id
+                    await upsert_community(conn, code, name, st.township_code, covered_by)
+            integration_id, key = await create_integration(conn, "demo-grid-platform")
+        stations: dict[str, Any] = {}
+        async with conn.transaction():
+            await conn.execute("SET LOCAL search_path TO station_worker")
+            for st in COUNTY:
+                manager = await create_staff(
+                    conn, st.id, "station_manager", f"Manager of {st.name}", f"{st.id}-manager"
+                )
+                workers = {
+                    f"{st.id}-sw{i}": await create_staff(
+                        conn, st.id, "social_worker", f"Social worker {i}", f"{st.id}-sw{i}"
+                    )
+                    for i in (1, 2)
+                }
+                stations[st.id] = {"manager_token": manager, "social_worker_tokens": workers}
+        async with conn.transaction():
+            await conn.execute("SET LOCAL search_path TO audit")
+            supervisor = await create_reader(conn, "county-supervisor", "County supervisor",
+                                             "supervisor")
+    finally:
+        await conn.close()
+    return {
+        "integration": {"id": integration_id, "api_key": key},
+        "stations": stations,
+        "audit_supervisor_token": supervisor,
+    }
+
+
+def write_credentials(path: Path, credentials: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(credentials, indent=2))
+    path.chmod(0o600)
+
+
+async def run_traffic(
+    urls: dict[str, str], credentials: dict[str, Any], *, interval_s: float, count: int | None
+) -> None:
+    """Submit a request every ``interval_s`` and report when it reaches station and audit."""
+    rng = random.Random()
+    sent = 0
+    async with httpx.AsyncClient(timeout=10) as http:
+        while count is None or sent < count:
+            body = random_request(rng)
+            started = time.perf_counter()
+            resp = await http.post(
+                f"{urls['dispatch_center']}/v1/requests", json=body,
+                headers={"X-API-Key": credentials["integration"]["api_key"]},
+            )
+            sent += 1
+            if resp.status_code >= 300:
+                print(f"  intake answered {resp.status_code}: {resp.text[:200]}", flush=True)
+            else:
+                asyncio.create_task(_follow(http, urls, credentials, resp.json(), started))
+            await asyncio.sleep(interval_s)
+
+
+async def _follow(
+    http: httpx.AsyncClient,
+    urls: dict[str, str],
+    credentials: dict[str, Any],
+    created: dict[str, Any],
+    started: float,
+) -> None:
+    order_id = created["order_id"]
+    center = await http.get(
+        f"{urls['dispatch_center']}/v1/requests/{order_id}",
+        headers={"X-API-Key": credentials["integration"]["api_key"]},
+    )
+    station_id = center.json().get("station_id")
+    if station_id is None:
+        print(f"order {order_id[:8]} {created['status']}: waits at the center", flush=True)
+        return
+    token = credentials["stations"][station_id]["manager_token"]
+    at_station = await _poll(
+        http, f"{urls['station_worker']}/v1/orders/{order_id}", token, lambda _: True
+    )
+    trail = await _poll(
+        http, f"{urls['audit']}/v1/orders/{order_id}/trail",
+        credentials["audit_supervisor_token"], lambda body: len(body) >= 3,
+    )
+    print(
+        f"order {order_id[:8]} -> {station_id}: at station after "
+        f"{_ms(at_station, started)}, audit trail of 3 events after {_ms(trail, started)}",
+        flush=True,
+    )
+
+
+async def _poll(
+    http: httpx.AsyncClient, url: str, token: str, done: Any, timeout_s: float = 15
+) -> float | None:
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        resp = await http.get(url, headers={"Authorization": f"Bearer {token}"})
+        if resp.status_code == 200 and done(resp.json()):
+            return time.perf_counter()
+        await asyncio.sleep(0.02)
+    return None
+
+
+def _ms(at: float | None, started: float) -> str:
+    return "(not within 15 s)" if at is None else f"{(at - started) * 1000:.0f} ms"

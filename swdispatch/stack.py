@@ -1,0 +1,144 @@
+"""The whole pipeline on one machine: infrastructure, topics, schemas, seed, three service
+processes. ``swdispatch up`` and the integration tests both use it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.kafka import create_topics
+from shared.migrations import migrate
+from shared.settings import KafkaSettings
+from swdispatch import demo
+from swdispatch.embedded import EmbeddedPostgres, TansuBroker, free_port
+
+SERVICES = ("dispatch_center", "station_worker", "audit")
+
+
+def migrations_dir(service: str) -> Path:
+    return Path(__file__).resolve().parent.parent / "services" / service / "migrations"
+
+
+async def migrate_all(database_url: str) -> dict[str, list[str]]:
+    return {s: await migrate(database_url, s, migrations_dir(s)) for s in SERVICES}
+
+
+@dataclass
+class Ports:
+    postgres: int
+    kafka: int
+    dispatch_center: int
+    station_worker: int
+    audit: int
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*(free_port() for _ in range(5)))
+
+
+@dataclass
+class LocalStack:
+    root: Path
+    ports: Ports
+    database_url: str | None = None
+    """An external database; the embedded one is started when None."""
+    kafka_bootstrap: str | None = None
+    """An external broker; the embedded Tansu is started when None."""
+    service_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    postgres: EmbeddedPostgres | None = None
+    broker: TansuBroker | None = None
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {s: f"http://127.0.0.1:{getattr(self.ports, s)}" for s in SERVICES}
+
+    def start_infra(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if self.database_url is None:
+            self.postgres = EmbeddedPostgres(self.root / "pgdata", self.ports.postgres)
+            self.database_url = self.postgres.start()
+        if self.kafka_bootstrap is None:
+            self.broker = TansuBroker(self.ports.kafka, self.logs / "tansu.log")
+            self.kafka_bootstrap = self.broker.start()
+
+    def env(self) -> dict[str, str]:
+        assert self.database_url and self.kafka_bootstrap, "start_infra first"
+        return {
+            "SWD_DATABASE_URL": self.database_url,
+            "SWD_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "SWD_DISPATCH_CENTER_PORT": str(self.ports.dispatch_center),
+            "SWD_STATION_WORKER_PORT": str(self.ports.station_worker),
+            "SWD_AUDIT_PORT": str(self.ports.audit),
+            **self.service_env,
+        }
+
+    async def prepare(self) -> dict[str, Any]:
+        """Topics, schemas and demo data; return the demo credentials."""
+        assert self.database_url
+        env = self.env()
+        kafka = KafkaSettings(**{k.removeprefix("SWD_KAFKA_").lower(): v for k, v in env.items()
+                                 if k.startswith("SWD_KAFKA_")})
+        await create_topics(kafka)
+        await migrate_all(self.database_url)
+        return await demo.seed(self.database_url)
+
+    def start_service(self, service: str) -> None:
+        log = (self.logs / f"{service}.log").open("ab")
+        self.processes[service] = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "swdispatch", service.replace("_", "-")],
+            env={**os.environ, **self.env()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, services: tuple[str, ...] = SERVICES, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        for service in services:
+            url = f"{self.urls[service]}/readyz"
+            while True:
+                process = self.processes.get(service)
+                if process is not None and process.poll() is not None:
+                    raise RuntimeError(
+                        f"{service} exited with {process.returncode}; see {self.logs}/{service}.log"
+                    )
+                try:
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{service} not ready; see {self.logs}/{service}.log")
+                time.sleep(0.1)
+
+    def stop_service(self, service: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(service, None)
+        if process is None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        for service in list(self.processes):
+            self.stop_service(service)
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop()

@@ -94,7 +94,10 @@ class EventConsumer:
                 delay = min(0.1 * 2**transient_failures, MAX_BACKOFF_S)
                 log.warning(
                     "%s: transient failure on %s (%s), retry in %.1fs",
-                    self.name, event.event_id, type(exc).__name__, delay,
+                    self.name,
+                    event.event_id,
+                    type(exc).__name__,
+                    delay,
                 )
                 await asyncio.sleep(delay)
             except Exception as exc:
@@ -112,7 +115,13 @@ class EventConsumer:
         # Never log the body: it may hold personal data.
         log.warning(
             "%s: %s:%s@%s to %s: %s (%s)",
-            self.name, record.topic, record.partition, record.offset, dlq, reason, detail,
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            dlq,
+            reason,
+            detail,
         )
         await self._broker.publish(
             record.value[: self._max_event_bytes] if record.value else b"",

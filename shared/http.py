@@ -66,9 +66,11 @@ def install_middleware(app: FastAPI, *, service: str, max_body_bytes: int) -> No
             response: Response = JSONResponse(
                 {"detail": f"request body over {max_body_bytes} bytes"}, status_code=413
             )
-        elif declared is None and request.method in ("POST", "PUT", "PATCH") and len(
-            await request.body()
-        ) > max_body_bytes:
+        elif (
+            declared is None
+            and request.method in ("POST", "PUT", "PATCH")
+            and len(await request.body()) > max_body_bytes
+        ):
             response = JSONResponse(
                 {"detail": f"request body over {max_body_bytes} bytes"}, status_code=413
             )

@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 def _security(kafka: KafkaSettings) -> BaseSecurity | None:
     if kafka.security_protocol == "PLAINTEXT":
         return None
-    context = ssl.create_default_context(cafile=kafka.ssl_cafile) if "SSL" in (
-        kafka.security_protocol
-    ) else None
+    context = (
+        ssl.create_default_context(cafile=kafka.ssl_cafile)
+        if "SSL" in (kafka.security_protocol)
+        else None
+    )
     if kafka.sasl_mechanism is None:
         return BaseSecurity(ssl_context=context)
     sasl = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}

@@ -68,7 +68,9 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 self.is_leader = False
-                log.warning("outbox relay (%s) failed: %s; retrying", self._schema, type(exc).__name__)
+                log.warning(
+                    "outbox relay (%s) failed: %s; retrying", self._schema, type(exc).__name__
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -77,7 +79,8 @@ class OutboxRelay:
             self._database_url, server_settings={"search_path": self._schema}
         )
         try:
-            while not await conn.fetchval(
+            # Another replica holds the lock; poll until it goes away.
+            while not await conn.fetchval(  # noqa: ASYNC110
                 "SELECT pg_try_advisory_lock(hashtext($1))", f"{self._schema}.outbox"
             ):
                 await asyncio.sleep(self._poll_interval_s)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Request
 from faststream.kafka import KafkaBroker
 
@@ -152,4 +153,4 @@ def _pool(request: Request) -> Pool:
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
-PoolDep = Annotated[Pool, Depends(_pool)]
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]

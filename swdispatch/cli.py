@@ -76,11 +76,16 @@ def up(args: argparse.Namespace) -> None:
             print("running; Ctrl-C stops everything", flush=True)
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
         else:
-            print(f"demo traffic: one request every {args.interval}s; Ctrl-C stops everything\n",
-                  flush=True)
+            print(
+                f"demo traffic: one request every {args.interval}s; Ctrl-C stops everything\n",
+                flush=True,
+            )
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-            asyncio.run(demo.run_traffic(stack.urls, credentials, interval_s=args.interval,
-                                         count=args.count))
+            asyncio.run(
+                demo.run_traffic(
+                    stack.urls, credentials, interval_s=args.interval, count=args.count
+                )
+            )
     except KeyboardInterrupt:
         pass
     finally:
@@ -103,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="swdispatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_up = sub.add_parser("up", help="run the whole pipeline on the embedded stack with demo traffic")
+    p_up = sub.add_parser(
+        "up", help="run the whole pipeline on the embedded stack with demo traffic"
+    )
     p_up.add_argument("--interval", type=float, default=3.0, help="seconds between demo requests")
     p_up.add_argument("--count", type=int, default=None, help="stop after this many requests")
     p_up.add_argument("--no-demo", action="store_true", help="no demo traffic")
@@ -128,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p_staff_create = p_staff.add_parser("create", help="create a staff member, print the token")
     p_staff_create.add_argument("--station", required=True)
-    p_staff_create.add_argument("--role", required=True, choices=["station_manager", "social_worker"])
+    p_staff_create.add_argument(
+        "--role", required=True, choices=["station_manager", "social_worker"]
+    )
     p_staff_create.add_argument("name")
 
     args = parser.parse_args(argv)
@@ -163,10 +172,12 @@ def main(argv: list[str] | None = None) -> None:
         from services.station_worker.admin import create_staff
 
         staff_id = re.sub(r"[^a-z0-9]+", "-", f"{args.station}-{args.name}".lower()).strip("-")
-        token = asyncio.run(_with_schema(
-            "station_worker",
-            lambda c: create_staff(c, args.station, args.role, args.name, staff_id),
-        ))
+        token = asyncio.run(
+            _with_schema(
+                "station_worker",
+                lambda c: create_staff(c, args.station, args.role, args.name, staff_id),
+            )
+        )
         print(f"staff {staff_id}\nBearer token: {token}\n(shown once; store it now)")
 
 

@@ -30,15 +30,37 @@ class Station:
 
 
 COUNTY = (
-    Station("st-chengxiang", "Chengxiang Street Social-Work Station", "TS-CX",
-            (("CX-XINHUA", "Xinhua Community"), ("CX-NANYUAN", "Nanyuan Community"),
-             ("CX-BEIMEN", "Beimen Community"))),
-    Station("st-shaxi", "Shaxi Township Social-Work Station", "TS-SX",
-            (("SX-DONGXIN", "Dongxin Village"), ("SX-TAIPING", "Taiping Village"),
-             ("SX-SONGNAN", "Songnan Village"))),
-    Station("st-liuhe", "Liuhe Township Social-Work Station", "TS-LH",
-            (("LH-HAIYUN", "Haiyun Village"), ("LH-DONGCANG", "Dongcang Village"),
-             ("LH-XINZHEN", "Xinzhen Village"), ("LH-PENGQIAO", "Pengqiao Village"))),
+    Station(
+        "st-chengxiang",
+        "Chengxiang Street Social-Work Station",
+        "TS-CX",
+        (
+            ("CX-XINHUA", "Xinhua Community"),
+            ("CX-NANYUAN", "Nanyuan Community"),
+            ("CX-BEIMEN", "Beimen Community"),
+        ),
+    ),
+    Station(
+        "st-shaxi",
+        "Shaxi Township Social-Work Station",
+        "TS-SX",
+        (
+            ("SX-DONGXIN", "Dongxin Village"),
+            ("SX-TAIPING", "Taiping Village"),
+            ("SX-SONGNAN", "Songnan Village"),
+        ),
+    ),
+    Station(
+        "st-liuhe",
+        "Liuhe Township Social-Work Station",
+        "TS-LH",
+        (
+            ("LH-HAIYUN", "Haiyun Village"),
+            ("LH-DONGCANG", "Dongcang Village"),
+            ("LH-XINZHEN", "Xinzhen Village"),
+            ("LH-PENGQIAO", "Pengqiao Village"),
+        ),
+    ),
 )
 # A village no station covers yet: its requests wait at the center as unroutable.
 UNCOVERED = {"LH-PENGQIAO"}
@@ -115,8 +137,9 @@ async def seed(database_url: str) -> dict[str, Any]:
                 stations[st.id] = {"manager_token": manager, "social_worker_tokens": workers}
         async with conn.transaction():
             await conn.execute("SET LOCAL search_path TO audit")
-            supervisor = await create_reader(conn, "county-supervisor", "County supervisor",
-                                             "supervisor")
+            supervisor = await create_reader(
+                conn, "county-supervisor", "County supervisor", "supervisor"
+            )
     finally:
         await conn.close()
     return {
@@ -138,19 +161,23 @@ async def run_traffic(
     """Submit a request every ``interval_s`` and report when it reaches station and audit."""
     rng = random.Random()
     sent = 0
+    following: set[asyncio.Task[None]] = set()
     async with httpx.AsyncClient(timeout=10) as http:
         while count is None or sent < count:
             body = random_request(rng)
             started = time.perf_counter()
             resp = await http.post(
-                f"{urls['dispatch_center']}/v1/requests", json=body,
+                f"{urls['dispatch_center']}/v1/requests",
+                json=body,
                 headers={"X-API-Key": credentials["integration"]["api_key"]},
             )
             sent += 1
             if resp.status_code >= 300:
                 print(f"  intake answered {resp.status_code}: {resp.text[:200]}", flush=True)
             else:
-                asyncio.create_task(_follow(http, urls, credentials, resp.json(), started))
+                task = asyncio.create_task(_follow(http, urls, credentials, resp.json(), started))
+                following.add(task)
+                task.add_done_callback(following.discard)
             await asyncio.sleep(interval_s)
 
 
@@ -175,8 +202,10 @@ async def _follow(
         http, f"{urls['station_worker']}/v1/orders/{order_id}", token, lambda _: True
     )
     trail = await _poll(
-        http, f"{urls['audit']}/v1/orders/{order_id}/trail",
-        credentials["audit_supervisor_token"], lambda body: len(body) >= 3,
+        http,
+        f"{urls['audit']}/v1/orders/{order_id}/trail",
+        credentials["audit_supervisor_token"],
+        lambda body: len(body) >= 3,
     )
     print(
         f"order {order_id[:8]} -> {station_id}: at station after "

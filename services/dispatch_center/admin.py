@@ -10,7 +10,9 @@ async def upsert_station(conn: Connection, station_id: str, name: str, township_
     await conn.execute(
         """INSERT INTO stations (id, name, township_code) VALUES ($1, $2, $3)
            ON CONFLICT (id) DO UPDATE SET name = $2, township_code = $3""",
-        station_id, name, township_code,
+        station_id,
+        name,
+        township_code,
     )
 
 
@@ -20,7 +22,9 @@ async def upsert_community(
     await conn.execute(
         """INSERT INTO communities (code, name, township_code) VALUES ($1, $2, $3)
            ON CONFLICT (code) DO UPDATE SET name = $2, township_code = $3""",
-        code, name, township_code,
+        code,
+        name,
+        township_code,
     )
     if station_id is None:
         await conn.execute("DELETE FROM coverage WHERE community_code = $1", code)
@@ -28,7 +32,8 @@ async def upsert_community(
         await conn.execute(
             """INSERT INTO coverage (community_code, station_id) VALUES ($1, $2)
                ON CONFLICT (community_code) DO UPDATE SET station_id = $2""",
-            code, station_id,
+            code,
+            station_id,
         )
 
 
@@ -38,6 +43,8 @@ async def create_integration(conn: Connection, name: str) -> tuple[str, str]:
     integration_id = name.lower().replace(" ", "-")
     await conn.execute(
         "INSERT INTO integrations (id, name, key_hash) VALUES ($1, $2, $3)",
-        integration_id, name, token_hash(key),
+        integration_id,
+        name,
+        token_hash(key),
     )
     return integration_id, key

@@ -6,7 +6,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    field_validator,
+)
 
 from shared.domain import BeneficiaryGroup, Category, OrderStatus, ReporterRole, Urgency
 from shared.events import Deadlines
@@ -44,13 +52,17 @@ class RequestLocation(Strict):
 
 
 class IntakeRequest(Strict):
-    external_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+    external_id: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)
+    ]
     reporter: Reporter
     beneficiary: Beneficiary
     location: RequestLocation
     category: Category
     urgency: Urgency
-    description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+    description: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)
+    ]
     reported_at: AwareDatetime
     callback_url: HttpUrl | None = None
 

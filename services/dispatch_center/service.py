@@ -82,7 +82,8 @@ async def submit(
         order_id = uuid.uuid4()
         case = _case_details(request)
         inserted = await conn.fetchval(
-            """INSERT INTO orders (id, integration_id, external_id, request_hash, status, station_id,
+            """INSERT INTO orders (id, integration_id, external_id, request_hash, status,
+                   station_id,
                    dispatch_no, category, urgency, beneficiary_group, township_code,
                    community_code, reported_at, submitted_at, dispatch_by, accept_by, assign_by,
                    complete_by, callback_url, case_details)
@@ -90,11 +91,25 @@ async def submit(
                    $17, $18, $19, $20)
                ON CONFLICT (integration_id, external_id) DO NOTHING
                RETURNING id""",
-            order_id, integration.id, request.external_id, fingerprint, status, station_id,
-            1 if station_id else 0, request.category, request.urgency, request.beneficiary.group,
-            request.location.township_code, request.location.community_code, request.reported_at,
-            now, deadlines.dispatch_by, deadlines.accept_by, deadlines.assign_by,
-            deadlines.complete_by, str(request.callback_url) if request.callback_url else None,
+            order_id,
+            integration.id,
+            request.external_id,
+            fingerprint,
+            status,
+            station_id,
+            1 if station_id else 0,
+            request.category,
+            request.urgency,
+            request.beneficiary.group,
+            request.location.township_code,
+            request.location.community_code,
+            request.reported_at,
+            now,
+            deadlines.dispatch_by,
+            deadlines.accept_by,
+            deadlines.assign_by,
+            deadlines.complete_by,
+            str(request.callback_url) if request.callback_url else None,
             case.model_dump(mode="json"),
         )
         if inserted is None:
@@ -117,7 +132,10 @@ async def submit(
                     reported_at=request.reported_at,
                     deadlines=deadlines,
                 ),
-                order_id=order_id, actor=actor, correlation_id=str(order_id), occurred_at=now,
+                order_id=order_id,
+                actor=actor,
+                correlation_id=str(order_id),
+                occurred_at=now,
             )
         ]
         if station_id:
@@ -130,7 +148,10 @@ async def submit(
             events.append(
                 new_event(
                     OrderUnroutable(location=location, reason="no station covers this community"),
-                    order_id=order_id, actor=actor, correlation_id=str(order_id), occurred_at=now,
+                    order_id=order_id,
+                    actor=actor,
+                    correlation_id=str(order_id),
+                    occurred_at=now,
                 )
             )
         await outbox.add(conn, topics.CENTER_EVENTS, *events)
@@ -195,7 +216,8 @@ async def _existing(
     conn: Connection, integration: Integration, external_id: str, fingerprint: str
 ) -> IntakeResult:
     row = await conn.fetchrow(
-        "SELECT id, status, request_hash FROM orders WHERE integration_id = $1 AND external_id = $2",
+        "SELECT id, status, request_hash FROM orders"
+        " WHERE integration_id = $1 AND external_id = $2",
         integration.id,
         external_id,
     )
@@ -219,7 +241,8 @@ async def get_request(
         if row is None:
             return None
         timeline = await conn.fetch(
-            "SELECT status, at, station_id, reason FROM order_timeline WHERE order_id = $1 ORDER BY id",
+            "SELECT status, at, station_id, reason FROM order_timeline"
+            " WHERE order_id = $1 ORDER BY id",
             order_id,
         )
     return RequestView(

@@ -21,8 +21,10 @@ router = APIRouter(prefix="/v1/requests", tags=["intake"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=IntakeResponse,
-    responses={200: {"model": IntakeResponse, "description": "a repeat of an earlier request"},
-               409: {"description": "external_id reused with a different body"}},
+    responses={
+        200: {"model": IntakeResponse, "description": "a repeat of an earlier request"},
+        409: {"description": "external_id reused with a different body"},
+    },
 )
 async def submit_request(
     body: IntakeRequest, integration: CurrentIntegration, runtime: RuntimeDep, response: Response

@@ -20,6 +20,10 @@ async def create_staff(
     await conn.execute(
         """INSERT INTO staff (id, name, station_id, role, token_hash) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (id) DO UPDATE SET token_hash = $5, revoked_at = NULL""",
-        staff_id, name, station_id, role, token_hash(token),
+        staff_id,
+        name,
+        station_id,
+        role,
+        token_hash(token),
     )
     return token

@@ -35,17 +35,32 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
                updated_at = now()
            WHERE station_orders.dispatch_no < EXCLUDED.dispatch_no
            RETURNING order_id""",
-        event.order_id, p.station_id, p.dispatch_no, p.category, p.urgency, p.beneficiary_group,
-        p.location.township_code, p.location.community_code, p.submitted_at,
-        p.deadlines.dispatch_by, p.deadlines.accept_by, p.deadlines.assign_by,
-        p.deadlines.complete_by, p.case.model_dump(mode="json"), now,
+        event.order_id,
+        p.station_id,
+        p.dispatch_no,
+        p.category,
+        p.urgency,
+        p.beneficiary_group,
+        p.location.township_code,
+        p.location.community_code,
+        p.submitted_at,
+        p.deadlines.dispatch_by,
+        p.deadlines.accept_by,
+        p.deadlines.assign_by,
+        p.deadlines.complete_by,
+        p.case.model_dump(mode="json"),
+        now,
     )
     if queued is None:
         return
     await conn.execute(
         """INSERT INTO order_history (order_id, station_id, status, at, actor, note)
            VALUES ($1, $2, $3, $4, 'dispatch_center', $5)""",
-        event.order_id, p.station_id, OrderStatus.DISPATCHED, now, p.reason,
+        event.order_id,
+        p.station_id,
+        OrderStatus.DISPATCHED,
+        now,
+        p.reason,
     )
     await outbox.add(
         conn,

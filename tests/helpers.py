@@ -1,0 +1,51 @@
+"""Small helpers the integration tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from swdispatch.demo import random_request
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], timeout_s: float = 15, every_s: float = 0.05
+) -> T:
+    """Poll until ``probe`` returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(every_s)
+
+
+def request_body(seed: int | None = None, **overrides: Any) -> dict[str, Any]:
+    body = random_request(random.Random(seed))
+    body.update(overrides)
+    return body
+
+
+async def get_json_when(
+    http: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    done: Callable[[Any], bool] = lambda _: True,
+    timeout_s: float = 15,
+) -> Any:
+    async def probe() -> Any:
+        resp = await http.get(url, headers=headers)
+        if resp.status_code == 200 and done(resp.json()):
+            return resp.json()
+        return None
+
+    return await eventually(probe, timeout_s)

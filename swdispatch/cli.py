@@ -9,10 +9,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
-import asyncpg
-
+from services.audit import commands as audit_commands
+from services.dispatch_center import commands as center_commands
+from services.station_worker import commands as station_commands
 from shared.settings import Settings
 from swdispatch.stack import SERVICES, LocalStack, Ports, migrate_all
 
@@ -94,16 +94,6 @@ def up(args: argparse.Namespace) -> None:
         print("stopped", flush=True)
 
 
-async def _with_schema(schema: str, work: Any) -> Any:
-    conn = await asyncpg.connect(Settings().database_url)
-    try:
-        async with conn.transaction():
-            await conn.execute(f"SET LOCAL search_path TO {schema}")
-            return await work(conn)
-    finally:
-        await conn.close()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="swdispatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,21 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     for service in SERVICES:
         sub.add_parser(service.replace("_", "-"), help=f"run the {service} service alone")
 
-    p_int = sub.add_parser("integrations", help="intake API keys").add_subparsers(
-        dest="action", required=True
-    )
-    p_int_create = p_int.add_parser("create", help="create an integration, print its key once")
-    p_int_create.add_argument("name")
-
-    p_staff = sub.add_parser("staff", help="station staff tokens").add_subparsers(
-        dest="action", required=True
-    )
-    p_staff_create = p_staff.add_parser("create", help="create a staff member, print the token")
-    p_staff_create.add_argument("--station", required=True)
-    p_staff_create.add_argument(
-        "--role", required=True, choices=["station_manager", "social_worker"]
-    )
-    p_staff_create.add_argument("name")
+    for module in (center_commands, station_commands, audit_commands):
+        module.add_commands(sub)
 
     args = parser.parse_args(argv)
     command = args.command.replace("-", "_")
@@ -159,26 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         credentials = asyncio.run(demo.seed(Settings().database_url))
         demo.write_credentials(args.credentials, credentials)
         print(f"demo credentials written to {args.credentials}")
-    elif command == "integrations":
-        from services.dispatch_center.admin import create_integration
-
-        integration_id, key = asyncio.run(
-            _with_schema("dispatch_center", lambda c: create_integration(c, args.name))
-        )
-        print(f"integration {integration_id}\nX-API-Key: {key}\n(shown once; store it now)")
-    elif command == "staff":
-        import re
-
-        from services.station_worker.admin import create_staff
-
-        staff_id = re.sub(r"[^a-z0-9]+", "-", f"{args.station}-{args.name}".lower()).strip("-")
-        token = asyncio.run(
-            _with_schema(
-                "station_worker",
-                lambda c: create_staff(c, args.station, args.role, args.name, staff_id),
-            )
-        )
-        print(f"staff {staff_id}\nBearer token: {token}\n(shown once; store it now)")
+    else:
+        args.handler(args)
 
 
 if __name__ == "__main__":

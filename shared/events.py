@@ -89,6 +89,11 @@ class OrderDispatched(EventPayload):
     station_id: str
     dispatch_no: int = Field(ge=1, description="1 for the first dispatch, +1 per redispatch")
     reason: str | None = None
+    resend_of: uuid.UUID | None = Field(
+        default=None,
+        description="set when the center re-sends an unacknowledged dispatch: the event id of "
+        "the original; same dispatch_no, so the station changes nothing but acknowledges again",
+    )
     category: Category
     urgency: Urgency
     beneficiary_group: BeneficiaryGroup

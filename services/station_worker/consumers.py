@@ -19,7 +19,9 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
     """Queue the order at its station and tell the center it arrived.
 
     A redispatch (higher ``dispatch_no``) replaces the earlier one, also when it moves the
-    order to another station; an older or repeated dispatch changes nothing.
+    order to another station; an older dispatch changes nothing. A re-sent dispatch (same
+    ``dispatch_no``, new event id) changes nothing either but is acknowledged again: the center
+    re-sends because it never heard the first acknowledgement (lost with a broker restart).
     """
     p: OrderDispatched = event.payload
     now = datetime.now(UTC)
@@ -52,6 +54,15 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
         now,
     )
     if queued is None:
+        holds_this_dispatch = await conn.fetchval(
+            "SELECT true FROM station_orders"
+            " WHERE order_id = $1 AND station_id = $2 AND dispatch_no = $3",
+            event.order_id,
+            p.station_id,
+            p.dispatch_no,
+        )
+        if holds_this_dispatch:
+            await _announce_received(conn, event, now)
         return
     await conn.execute(
         """INSERT INTO order_history (order_id, station_id, status, at, actor, note)
@@ -62,6 +73,13 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
         now,
         p.reason,
     )
+    await _announce_received(conn, event, now)
+
+
+async def _announce_received(
+    conn: Connection, event: Envelope[OrderDispatched], now: datetime
+) -> None:
+    p = event.payload
     await outbox.add(
         conn,
         topics.STATION_EVENTS,

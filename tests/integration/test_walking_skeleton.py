@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import httpx
@@ -18,6 +19,7 @@ from shared.events import (
     Deadlines,
     Location,
     OrderDispatched,
+    decode,
     new_event,
 )
 from tests.conftest import RunningStack
@@ -251,3 +253,43 @@ async def test_a_garbage_message_goes_to_the_dlq_and_the_partition_moves_on(
         assert headers["swd-dlq-reason"] == "not_json"
         assert headers["swd-original-topic"] == topics.CENTER_EVENTS
         assert headers["swd-original-partition"] == str(garbage.partition)
+
+
+async def test_a_resent_dispatch_changes_nothing_but_is_acknowledged_again(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    order_id, raw = _dispatched_event("st-liuhe")
+    original = decode(raw)
+    resent = original.model_copy(
+        update={
+            "event_id": uuid.uuid4(),
+            "payload": original.payload.model_copy(update={"resend_of": original.event_id}),
+        }
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        for message in (raw, resent.to_json().encode()):
+            await producer.send_and_wait(topics.CENTER_EVENTS, message, key=str(order_id).encode())
+    finally:
+        await producer.stop()
+
+    async def acknowledgements() -> int:
+        return int(
+            await db.fetchval(
+                "SELECT count(*) FROM station_worker.outbox"
+                " WHERE key = $1 AND event_type = 'order.received'",
+                str(order_id),
+            )
+        )
+
+    assert await eventually(lambda: _at_least(acknowledgements, 2)) == 2
+    history = await db.fetchval(
+        "SELECT count(*) FROM station_worker.order_history WHERE order_id = $1", order_id
+    )
+    assert history == 1
+
+
+async def _at_least(count: Any, n: int) -> int | None:
+    value = int(await count())
+    return value if value >= n else None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -20,6 +22,8 @@ from shared.db import TRANSIENT_ERRORS, Connection
 from shared.events import Envelope
 
 log = logging.getLogger(__name__)
+
+CLEANUP_INTERVAL_S = 600.0
 
 PUBLISHED = Counter(
     "swd_outbox_published_events_total", "Outbox events published to Kafka", ["topic"]
@@ -49,12 +53,15 @@ class OutboxRelay:
         broker: KafkaBroker,
         batch_size: int,
         poll_interval_s: float,
+        retention: timedelta,
     ) -> None:
         self._database_url = database_url
         self._schema = schema
         self._broker = broker
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._retention = retention
+        self._next_cleanup = 0.0
         self._wake = asyncio.Event()
         self.is_leader = False
 
@@ -90,6 +97,7 @@ class OutboxRelay:
                 self._wake.clear()
                 while await self._relay_batch(conn) == self._batch_size:
                     pass
+                await self._delete_old_sent_rows(conn)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
                 if conn.is_closed():
@@ -98,6 +106,14 @@ class OutboxRelay:
             self.is_leader = False
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await asyncio.wait_for(conn.close(), 5)
+
+    async def _delete_old_sent_rows(self, conn: Connection) -> None:
+        if time.monotonic() < self._next_cleanup:
+            return
+        self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL_S
+        await conn.execute(
+            "DELETE FROM outbox WHERE sent_at < now() - $1::interval", self._retention
+        )
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -80,6 +81,7 @@ class Runtime:
             broker=self._broker,
             batch_size=s.outbox_batch_size,
             poll_interval_s=s.outbox_poll_interval_s,
+            retention=timedelta(hours=s.outbox_retention_hours),
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for job in self.spec.background:

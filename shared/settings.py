@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 500
+    # Sent outbox rows are kept this long (for inspection and replay), then deleted.
+    outbox_retention_hours: float = 168.0
     graceful_timeout_s: float = 15.0
     max_request_bytes: int = 64 * 1024
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared import outbox
-from shared.events import SYSTEM, OrderReceived, new_event
+from shared.events import SYSTEM, Envelope, OrderReceived, new_event
 from shared.kafka import create_broker
 from shared.migrations import migrate
 from shared.settings import KafkaSettings
@@ -51,9 +52,11 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
         database_url=stack.database_url,
         schema=schema,
         broker=broker,
+        kafka=kafka,
         batch_size=2,
         poll_interval_s=0.1,
         retention=timedelta(days=1),
+        replay_window=timedelta(minutes=5),
     )
     task = asyncio.create_task(relay.run())
     consumer = AIOKafkaConsumer(
@@ -89,3 +92,74 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
         await broker.stop()
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await conn.close()
+
+
+async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes_out_again(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    schema = f"relay_{uuid.uuid4().hex[:8]}"
+    topic = f"swd.test.replay.{schema}"
+    kafka = KafkaSettings(bootstrap=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1)])
+    await migrate(stack.database_url, schema, tmp_path)
+    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
+    order_id = uuid.uuid4()
+
+    def event(n: int) -> Envelope[OrderReceived]:
+        return new_event(
+            OrderReceived(station_id="s", dispatch_no=n), order_id=order_id, actor=SYSTEM
+        )
+
+    before, after = [event(n) for n in (1, 2, 3)], event(4)
+    await outbox.add(conn, topic, *before)
+    broker = create_broker(kafka, service="relay-test", graceful_timeout_s=1)
+    await broker.start()
+    relay = outbox.OutboxRelay(
+        database_url=stack.database_url,
+        schema=schema,
+        broker=broker,
+        kafka=kafka,
+        batch_size=10,
+        poll_interval_s=0.1,
+        retention=timedelta(days=1),
+        replay_window=timedelta(minutes=5),
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        assert await eventually(lambda: _read_all(stack, topic, 3)) == [
+            e.to_json().encode() for e in before
+        ]
+        # The broker forgets everything on the topic, as Tansu does when it restarts.
+        await admin.delete_topics([topic])
+        await asyncio.sleep(0.5)
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+        await outbox.add(conn, topic, after)
+        assert await eventually(lambda: _read_all(stack, topic, 4)) == [
+            e.to_json().encode() for e in [*before, after]
+        ]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await broker.stop()
+        await admin.delete_topics([topic])
+        await admin.close()
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.close()
+
+
+async def _read_all(stack: RunningStack, topic: str, at_least: int) -> list[bytes] | None:
+    """Everything on the topic from the beginning, once there are ``at_least`` messages."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        batch = await consumer.getmany(tp, timeout_ms=300)
+        values = [r.value for r in batch.get(tp, []) if r.value is not None]
+        return values if len(values) >= at_least else None
+    finally:
+        await consumer.stop()

@@ -22,7 +22,7 @@ from faststream.kafka import KafkaBroker
 
 from shared.consumer import EventConsumer, subscribe
 from shared.db import TRANSIENT_ERRORS, Pool, create_pool
-from shared.http import install_middleware, ops_router
+from shared.http import COMMON_RESPONSES, install_middleware, ops_router
 from shared.migrations import migrate
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
@@ -146,7 +146,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
     install_middleware(app, service=spec.name, max_body_bytes=settings.max_request_bytes)
     app.include_router(ops_router(runtime.readiness))
     for router in spec.routers:
-        app.include_router(router)
+        app.include_router(router, responses=COMMON_RESPONSES)
     return app
 
 

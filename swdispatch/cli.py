@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from services.audit import commands as audit_commands
@@ -50,6 +51,8 @@ def up(args: argparse.Namespace) -> None:
     from swdispatch import demo
 
     _configure_logging("WARNING")
+    # SIGTERM stops the stack as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     settings = Settings()
     ports = Ports(
         postgres=args.postgres_port,
@@ -74,13 +77,13 @@ def up(args: argparse.Namespace) -> None:
         print(f"service logs:     {stack.logs}/\n")
         if args.no_demo:
             print("running; Ctrl-C stops everything", flush=True)
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            while True:
+                time.sleep(3600)
         else:
             print(
                 f"demo traffic: one request every {args.interval}s; Ctrl-C stops everything\n",
                 flush=True,
             )
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
             asyncio.run(
                 demo.run_traffic(
                     stack.urls, credentials, interval_s=args.interval, count=args.count

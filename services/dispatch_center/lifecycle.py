@@ -133,13 +133,15 @@ def _dispatched_payload(
     )
 
 
-def _accept_due(settings: CenterSettings, order: Order, now: datetime) -> datetime:
-    """The first dispatch escalates at the order's accept deadline; a redispatch gives the new
-    station the urgency's whole acceptance window again, or it would escalate at once."""
+def _accept_due(order: Order, now: datetime) -> datetime:
+    """The first dispatch escalates at the order's accept deadline. A redispatch gives the new
+    station the order's whole acceptance window (accept_by - submitted_at) again, or it would
+    escalate at once; derived from the row, so every replica agrees."""
+    accept_by: datetime = order["accept_by"]
     if order["dispatch_no"] == 0:
-        accept_by: datetime = order["accept_by"]
         return accept_by
-    return now + settings.deadline_offsets(order["urgency"])[Stage.ACCEPT]
+    submitted_at: datetime = order["submitted_at"]
+    return now + (accept_by - submitted_at)
 
 
 async def dispatch(
@@ -168,7 +170,7 @@ async def dispatch(
         dispatch_no,
         event.event_id,
         now + timedelta(seconds=settings.resend_interval_s),
-        _accept_due(settings, order, now),
+        _accept_due(order, now),
     )
     await record_status(
         conn,

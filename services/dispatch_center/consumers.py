@@ -64,13 +64,15 @@ async def on_progress(conn: Connection, event: Envelope[Any]) -> None:
         order is None
         or order["station_id"] != event.payload.station_id
         or order["status"] not in after
-        or order["awaiting_operator"]
     ):
         return
     if status is OrderStatus.ACCEPTED:
+        # Also late, after an escalation that found no other station: the station still
+        # holds the order, and now it has taken it on.
         await conn.execute(
             """UPDATE orders SET accept_due_at = NULL, next_resend_at = NULL,
-                   received_at = coalesce(received_at, $2)
+                   received_at = coalesce(received_at, $2),
+                   awaiting_operator = false, hold_reason = NULL
                WHERE id = $1""",
             order["id"],
             event.occurred_at,

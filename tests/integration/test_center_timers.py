@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
+from shared.events import OrderAccepted
 from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
 from tests.helpers import eventually
@@ -27,6 +28,7 @@ from tests.integration.center_support import (
     center_events,
     center_order,
     operator_headers,
+    send_station_events,
     set_up_township,
     submit,
     t3_request,
@@ -134,6 +136,15 @@ async def test_unaccepted_orders_escalate_then_redispatch_or_wait_for_an_operato
     ).json()
     assert without["order_id"] in {o["order_id"] for o in overdue["items"]}
     assert all(o["overdue"] for o in overdue["items"])
+
+    # The station accepts late, while the order waits for an operator: it is accepted.
+    await send_station_events(stack, without["order_id"], OrderAccepted(station_id="st-t3-b"))
+
+    async def accepted() -> asyncpg.Record | None:
+        row = await center_order(db, without["order_id"])
+        return row if row["status"] == "accepted" else None
+
+    assert not (await eventually(accepted))["awaiting_operator"]
 
 
 @pytest.mark.usefixtures("township")

@@ -34,12 +34,13 @@ async def record_action(
 ) -> None:
     await conn.execute(
         """INSERT INTO admin_actions (actor, action, subject, reason, details)
-           VALUES ($1, $2, $3, $4, $5)""",
+           VALUES ($1, $2, $3, $4, $5::text::jsonb)""",
         actor,
         action,
         subject,
         reason,
-        json.loads(json.dumps(details or {}, default=str)),
+        # As text: the CLI's connection has no jsonb codec, the services' pools do.
+        json.dumps(details or {}, default=str),
     )
 
 
@@ -121,7 +122,7 @@ async def create_integration(
     integration_id = name.lower().replace(" ", "-")
     await conn.execute(
         """INSERT INTO integrations (id, name, key_hash, rate_limit_per_minute, callback_secret)
-           VALUES ($1, $2, $3, $4, $5)""",
+           VALUES ($1, $2, $3, $4, $5::text::jsonb)""",
         integration_id,
         name,
         token_hash(key),

@@ -122,7 +122,7 @@ async def create_integration(
     integration_id = name.lower().replace(" ", "-")
     await conn.execute(
         """INSERT INTO integrations (id, name, key_hash, rate_limit_per_minute, callback_secret)
-           VALUES ($1, $2, $3, $4, $5::text::jsonb)""",
+           VALUES ($1, $2, $3, $4, $5)""",
         integration_id,
         name,
         token_hash(key),

@@ -134,14 +134,12 @@ def _dispatched_payload(
 
 
 def _accept_due(order: Order, now: datetime) -> datetime:
-    """The first dispatch escalates at the order's accept deadline. A redispatch gives the new
-    station the order's whole acceptance window (accept_by - submitted_at) again, or it would
-    escalate at once; derived from the row, so every replica agrees."""
-    accept_by: datetime = order["accept_by"]
-    if order["dispatch_no"] == 0:
-        return accept_by
-    submitted_at: datetime = order["submitted_at"]
-    return now + (accept_by - submitted_at)
+    """When this dispatch escalates: the order's acceptance window (accept_by - submitted_at)
+    from now. For the first dispatch, at submission, that is accept_by; a redispatched order (or
+    one an operator dispatches late) gives its station the whole window again, or it would
+    escalate at once. Derived from the row, so every replica agrees."""
+    window: timedelta = order["accept_by"] - order["submitted_at"]
+    return now + window
 
 
 async def dispatch(

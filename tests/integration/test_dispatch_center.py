@@ -498,3 +498,33 @@ async def test_callbacks_are_signed_retried_and_delivered_once_per_status_change
     metrics = (await http.get(f"{stack.urls['dispatch_center']}/metrics")).text
     assert 'swd_status_callback_attempts_total{outcome="failed"}' in metrics
     assert 'swd_status_callback_attempts_total{outcome="delivered"}' in metrics
+
+
+@pytest.mark.usefixtures("township")
+async def test_coverage_changes_name_bad_fields(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    url = f"{stack.urls['dispatch_center']}/v1/operator/communities/T3-ONE"
+    body = {"name": "x", "township_code": "TS-T3", "station_id": "st-t3-a", "reason": "test"}
+    unknown = await http.put(
+        url, json=body | {"fallbacks": ["st-nowhere"]}, headers=operator_headers(stack)
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["loc"] == ["body", "fallbacks"]
+    itself = await http.put(
+        url, json=body | {"fallbacks": ["st-t3-a"]}, headers=operator_headers(stack)
+    )
+    assert itself.status_code == 422
+    no_reason = await http.put(
+        url, json={k: v for k, v in body.items() if k != "reason"}, headers=operator_headers(stack)
+    )
+    assert no_reason.status_code == 422
+    assert no_reason.json()["detail"][0]["loc"] == ["body", "reason"]
+
+
+def test_the_center_logs_no_personal_data(stack: RunningStack) -> None:
+    """Runs after the tests above: phones and addresses of their requests never reach the log."""
+    log = (stack.local.logs / "dispatch_center.log").read_text()
+    assert "callback" in log  # the log is the one the tests above wrote to
+    assert "+86 13" not in log
+    assert "Lane " not in log

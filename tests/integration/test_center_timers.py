@@ -184,3 +184,35 @@ async def test_an_unacknowledged_dispatch_is_resent_until_the_station_acknowledg
         uuid.UUID(order_id),
     )
     assert history == 1  # the station applied the order once
+
+
+@pytest.mark.usefixtures("township")
+async def test_an_order_whose_timer_fails_does_not_hold_up_the_others(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    center = stack.urls["dispatch_center"]
+    healthy = (await submit(http, center, stack.api_key, t3_request("T3-TWO")))["order_id"]
+    broken = (await submit(http, center, stack.api_key, t3_request("T3-TWO")))["order_id"]
+
+    async def both_received() -> bool:
+        rows = [await center_order(db, o) for o in (healthy, broken)]
+        return all(r["received_at"] for r in rows)
+
+    await eventually(both_received)
+    # As if both acknowledgements were lost; one order's row no longer makes a valid event.
+    await db.execute(
+        """UPDATE dispatch_center.orders SET received_at = NULL, next_resend_at = now(),
+               case_details = CASE WHEN id = $2 THEN '{}'::jsonb ELSE case_details END
+           WHERE id = ANY($1::uuid[])""",
+        [uuid.UUID(healthy), uuid.UUID(broken)],
+        uuid.UUID(broken),
+    )
+
+    async def healthy_resent() -> asyncpg.Record | None:
+        row = await center_order(db, healthy)
+        return row if row["resends"] >= 1 and row["received_at"] else None
+
+    await eventually(healthy_resent)
+    row = await center_order(db, broken)
+    assert row["resends"] == 0
+    assert (row["next_resend_at"] - row["updated_at"]).total_seconds() > 30  # postponed

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -78,8 +79,11 @@ class Runtime:
             database_url=s.database_url,
             schema=self.spec.name,
             broker=self._broker,
+            kafka=s.kafka,
             batch_size=s.outbox_batch_size,
             poll_interval_s=s.outbox_poll_interval_s,
+            retention=timedelta(hours=s.outbox_retention_hours),
+            replay_window=timedelta(seconds=s.outbox_replay_window_s),
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for job in self.spec.background:

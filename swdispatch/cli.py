@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sub.add_parser("migrate", help="apply every service's schema migrations")
     sub.add_parser("topics", help="create the Kafka topics and their dead-letter topics")
+    sub.add_parser("asyncapi", help="print the event contracts as an AsyncAPI document")
     p_seed = sub.add_parser("seed-demo", help="write the demo county and print demo credentials")
     p_seed.add_argument("--credentials", type=Path, default=STATE_DIR / "demo-credentials.json")
     for service in SERVICES:
@@ -130,6 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         from shared.kafka import create_topics
 
         print("created:", asyncio.run(create_topics(Settings().kafka)) or "nothing missing")
+    elif command == "asyncapi":
+        from shared.asyncapi import document
+
+        print(json.dumps(document(Settings().kafka.bootstrap), indent=2))
     elif command == "seed_demo":
         from swdispatch import demo
 

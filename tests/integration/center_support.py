@@ -16,13 +16,14 @@ from tests.conftest import RunningStack
 from tests.helpers import request_body
 
 TOWNSHIP = "TS-T3"
-STATIONS = ("st-t3-a", "st-t3-b", "st-t3-c", "st-t3-rehab", "st-t3-off")
+STATIONS = ("st-t3-a", "st-t3-b", "st-t3-c", "st-t3-d", "st-t3-rehab", "st-t3-off")
 # community -> (covering station, fallbacks)
 COMMUNITIES: dict[str, tuple[str | None, list[str]]] = {
     "T3-ONE": ("st-t3-a", ["st-t3-b", "st-t3-c"]),
     "T3-TWO": ("st-t3-b", []),
     "T3-THREE": ("st-t3-off", ["st-t3-b"]),
     "T3-NONE": (None, []),
+    "T3-FOUR": ("st-t3-a", ["st-t3-b", "st-t3-c", "st-t3-rehab", "st-t3-d"]),
 }
 
 

@@ -370,6 +370,37 @@ async def test_rejections_redispatch_down_the_fallbacks_then_wait_for_an_operato
     assert again.status_code == 409
 
 
+@pytest.mark.usefixtures("township")
+async def test_automatic_redispatches_stop_at_the_configured_number(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    # Five stations could take it; after SWD_MAX_REDISPATCHES (3) the operator decides.
+    created = await submit(
+        http, stack.urls["dispatch_center"], stack.api_key, t3_request("T3-FOUR")
+    )
+    order_id = created["order_id"]
+    for number, station in enumerate(["st-t3-a", "st-t3-b", "st-t3-c", "st-t3-rehab"], start=1):
+
+        async def dispatched(s: str = station, n: int = number) -> bool:
+            row = await center_order(db, order_id)
+            return (row["station_id"], row["dispatch_no"], row["status"]) == (s, n, "dispatched")
+
+        await eventually(dispatched)
+        await send_station_events(
+            stack,
+            order_id,
+            OrderRejected(station_id=station, dispatch_no=number, reason_code="no_capacity"),
+        )
+
+    async def held() -> asyncpg.Record | None:
+        row = await center_order(db, order_id)
+        return row if row["awaiting_operator"] else None
+
+    row = await eventually(held)
+    assert (row["status"], row["redispatches"], row["dispatch_no"]) == ("rejected", 3, 4)
+    assert "redispatched 3 times already" in row["hold_reason"]
+
+
 async def test_order_list_pages_with_a_cursor(stack: RunningStack, http: httpx.AsyncClient) -> None:
     center = stack.urls["dispatch_center"]
     for _ in range(3):

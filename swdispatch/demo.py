@@ -16,7 +16,12 @@ import asyncpg
 import httpx
 
 from services.audit.admin import create_reader
-from services.dispatch_center.admin import create_integration, upsert_community, upsert_station
+from services.dispatch_center.admin import (
+    create_integration,
+    create_operator,
+    upsert_community,
+    upsert_station,
+)
 from services.station_worker.admin import create_staff
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
 
@@ -120,7 +125,8 @@ async def seed(database_url: str) -> dict[str, Any]:
                 for code, name in st.communities:
                     covered_by = None if code in UNCOVERED else st.id
                     await upsert_community(conn, code, name, st.township_code, covered_by)
-            integration_id, key = await create_integration(conn, "demo-grid-platform")
+            integration = await create_integration(conn, "demo-grid-platform")
+            _, operator_token = await create_operator(conn, "demo-operator")
         stations: dict[str, Any] = {}
         async with conn.transaction():
             await conn.execute("SET LOCAL search_path TO station_worker")
@@ -143,7 +149,12 @@ async def seed(database_url: str) -> dict[str, Any]:
     finally:
         await conn.close()
     return {
-        "integration": {"id": integration_id, "api_key": key},
+        "integration": {
+            "id": integration.id,
+            "api_key": integration.key,
+            "callback_secret": integration.callback_secret,
+        },
+        "operator_token": operator_token,
         "stations": stations,
         "audit_supervisor_token": supervisor,
     }

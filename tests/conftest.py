@@ -28,6 +28,9 @@ TEST_SERVICE_ENV = {
     "SWD_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     "SWD_KAFKA_FETCH_MAX_WAIT_MS": "5",
     "SWD_OUTBOX_POLL_INTERVAL_S": "0.2",
+    # Dispatch center: timers and status callbacks look for due work often; quick retries.
+    "SWD_TIMER_INTERVAL_S": "0.2",
+    "SWD_CALLBACK_BACKOFF_BASE_S": "0.3",
     "SWD_LOG_LEVEL": "INFO",
 }
 
@@ -57,6 +60,10 @@ class RunningStack:
 
     def manager_token(self, station_id: str) -> str:
         return str(self.credentials["stations"][station_id]["manager_token"])
+
+    @property
+    def operator_token(self) -> str:
+        return str(self.credentials["operator_token"])
 
     @property
     def supervisor_token(self) -> str:

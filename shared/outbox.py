@@ -97,7 +97,10 @@ class OutboxRelay:
             except Exception as exc:
                 self.is_leader = False
                 log.warning(
-                    "outbox relay (%s) failed: %s; retrying", self._schema, type(exc).__name__
+                    "outbox relay (%s) failed: %s; retrying",
+                    self._schema,
+                    type(exc).__name__,
+                    exc_info=backoff == 0.5,  # the whole story once per streak of failures
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)

@@ -125,8 +125,8 @@ async def seed(database_url: str) -> dict[str, Any]:
                 for code, name in st.communities:
                     covered_by = None if code in UNCOVERED else st.id
                     await upsert_community(conn, code, name, st.township_code, covered_by)
-            integration = await create_integration(conn, "demo-grid-platform")
-            _, operator_token = await create_operator(conn, "demo-operator")
+            integration = await create_integration(conn, "demo-grid-platform", reissue=True)
+            _, operator_token = await create_operator(conn, "demo-operator", reissue=True)
         stations: dict[str, Any] = {}
         async with conn.transaction():
             await conn.execute("SET LOCAL search_path TO station_worker")

@@ -113,22 +113,41 @@ async def set_override(
     )
 
 
+class AlreadyExists(Exception):
+    """A name that is taken; nothing was changed."""
+
+
 async def create_integration(
-    conn: Connection, name: str, *, rate_limit_per_minute: int | None = None
+    conn: Connection,
+    name: str,
+    *,
+    rate_limit_per_minute: int | None = None,
+    reissue: bool = False,
 ) -> NewIntegration:
-    """Create an integration; its key and callback secret are shown only now."""
+    """Create an integration; its key and callback secret are shown only now.
+
+    With ``reissue``, an existing integration of that name gets a new key and secret instead
+    (the demo seed does that on every start).
+    """
     key = new_token("swdi")
     secret = secrets.token_hex(32)
     integration_id = name.lower().replace(" ", "-")
-    await conn.execute(
+    written = await conn.fetchval(
         """INSERT INTO integrations (id, name, key_hash, rate_limit_per_minute, callback_secret)
-           VALUES ($1, $2, $3, $4, $5)""",
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (id) DO UPDATE SET key_hash = EXCLUDED.key_hash,
+               callback_secret = EXCLUDED.callback_secret, revoked_at = NULL
+           WHERE $6
+           RETURNING id""",
         integration_id,
         name,
         token_hash(key),
         rate_limit_per_minute,
         secret,
+        reissue,
     )
+    if written is None:
+        raise AlreadyExists(f"integration {integration_id} exists")
     return NewIntegration(id=integration_id, key=key, callback_secret=secret)
 
 
@@ -140,15 +159,24 @@ async def revoke_integration(conn: Connection, integration_id: str) -> bool:
     return bool(status == "UPDATE 1")
 
 
-async def create_operator(conn: Connection, name: str, role: str = "operator") -> tuple[str, str]:
-    """Create an operator; return (id, bearer token). The token is shown only now."""
+async def create_operator(
+    conn: Connection, name: str, role: str = "operator", *, reissue: bool = False
+) -> tuple[str, str]:
+    """Create an operator (or, with ``reissue``, give an existing one a new token); return
+    (id, bearer token). The token is shown only now."""
     token = new_token("swdo")
     operator_id = name.lower().replace(" ", "-")
-    await conn.execute(
-        "INSERT INTO operators (id, name, role, token_hash) VALUES ($1, $2, $3, $4)",
+    written = await conn.fetchval(
+        """INSERT INTO operators (id, name, role, token_hash) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (id) DO UPDATE SET token_hash = EXCLUDED.token_hash, revoked_at = NULL
+           WHERE $5
+           RETURNING id""",
         operator_id,
         name,
         role,
         token_hash(token),
+        reissue,
     )
+    if written is None:
+        raise AlreadyExists(f"operator {operator_id} exists")
     return operator_id, token

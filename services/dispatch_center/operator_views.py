@@ -266,7 +266,7 @@ async def create_integration(
                 body.reason,
                 {"rate_limit_per_minute": body.rate_limit_per_minute},
             )
-    except asyncpg.UniqueViolationError:
+    except (asyncpg.UniqueViolationError, admin.AlreadyExists):
         raise HTTPException(409, "an integration with this name exists") from None
     return IntegrationCreated(
         id=created.id, api_key=created.key, callback_secret=created.callback_secret

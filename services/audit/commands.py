@@ -52,9 +52,8 @@ def _create_reader(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="the audit trail and its readers").add_subparsers(
-        dest="action", required=True
-    )
+    # `swdispatch audit` alone runs the service; these are its administrative actions.
+    audit = sub.choices["audit"].add_subparsers(dest="action", title="actions")
     command(audit, "verify", _verify, "recompute every hash chain; exit 1 on a broken link")
     command(audit, "rebuild", _rebuild, "recompute the timeliness projection from the trail")
     readers = command(audit, "readers", lambda _: None, "audit API readers").add_subparsers(

@@ -24,7 +24,7 @@ from services.audit.admin import create_reader
 from shared.domain import Stage
 from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
-from tests.helpers import eventually
+from tests.helpers import eventually, get_json_when, request_body
 
 pytestmark = pytest.mark.integration
 
@@ -424,3 +424,37 @@ async def test_a_reader_created_on_the_command_line_can_read_reports(
     url = f"{stack.urls['audit']}/v1/reports/timeliness"
     assert (await http.get(url, headers={"Authorization": f"Bearer {token}"})).status_code == 200
     assert (await http.get(url)).status_code == 401
+
+
+async def test_an_order_submitted_to_the_center_is_projected_with_its_times(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    body = request_body(51, urgency="urgent")
+    body["location"] |= {"township_code": "TS-SX", "community_code": "SX-DONGXIN"}
+    resp = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/requests",
+        json=body,
+        headers={"X-API-Key": stack.api_key},
+    )
+    assert resp.status_code == 201, resp.text
+    order_id = resp.json()["order_id"]
+
+    order = await get_json_when(
+        http,
+        f"{stack.urls['audit']}/v1/orders/{order_id}/timeliness",
+        supervisor(stack),
+        lambda o: o["received_at"] is not None,
+    )
+    assert (order["status"], order["station_id"], order["urgency"]) == (
+        "dispatched",
+        "st-shaxi",
+        "urgent",
+    )
+    submitted, dispatched, received = (
+        datetime.fromisoformat(order[k]) for k in ("submitted_at", "dispatched_at", "received_at")
+    )
+    assert submitted <= dispatched <= received
+    assert order["stages"]["dispatch"]["outcome"] == "met"
+    assert order["stages"]["accept"]["outcome"] == "pending"
+    assert [d["station_id"] for d in order["dispatches"]] == ["st-shaxi"]
+    assert body["beneficiary"]["name"] not in str(order)

@@ -148,10 +148,9 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
         if t.submitted_at is None:
             t = replace(t, submitted_at=datetime.fromisoformat(p["submitted_at"]))
         no = int(p["dispatch_no"])
-        if no not in dispatches:
-            dispatches[no] = Dispatch(no, p["station_id"], at, reason=p.get("reason"))
-        if p.get("resend_of") is not None:
-            return t  # a re-send of a dispatch changes nothing
+        if no in dispatches:
+            return t  # a re-send (``resend_of``) of a dispatch: not a redispatch
+        dispatches[no] = Dispatch(no, p["station_id"], at, reason=p.get("reason"))
         t = replace(t, dispatched_at=_first(t.dispatched_at, at), station_id=p["station_id"])
     elif kind == "order.received":
         no = int(p["dispatch_no"])

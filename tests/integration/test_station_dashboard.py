@@ -250,7 +250,7 @@ async def test_roles_and_tokens(
     stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:
     station = await new_station(stack, db, [("a", [], 5, True), ("b", [], 5, True)])
-    (a, a_token), (b, b_token) = station.workers.items()
+    (a, a_token), (_, b_token) = station.workers.items()
     order = await dispatch(stack, http, station)
     order_id = order["order_id"]
     url = f"{station.base}/v1/orders/{order_id}"

@@ -13,7 +13,7 @@ ALTER TABLE station_orders ADD COLUMN correlation_id text;
 DROP INDEX station_orders_queue;
 CREATE INDEX station_orders_queue ON station_orders (station_id, due_at, order_id);
 CREATE INDEX station_orders_status_queue ON station_orders (station_id, status, due_at, order_id);
-CREATE INDEX station_orders_worker ON station_orders (station_id, worker_id)
+CREATE INDEX station_orders_worker ON station_orders (station_id, worker_id, due_at, order_id)
     WHERE worker_id IS NOT NULL;
 
 -- A social worker's profile; the id is their staff id, so their token is their identity.

@@ -110,7 +110,10 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, uuid.UUID]:
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         due, order_id = raw
-        return (datetime.fromisoformat(due) if due else None), uuid.UUID(order_id)
+        due_at = datetime.fromisoformat(due) if due else None
+        if due_at is not None and due_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return due_at, uuid.UUID(order_id)
     except (ValueError, TypeError, binascii.Error):
         raise invalid_field(["query", "cursor"], "not a cursor this API returned") from None
 

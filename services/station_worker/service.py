@@ -312,25 +312,28 @@ async def _check_assignable(
 ) -> None:
     if worker_id == order.worker_id:
         raise invalid_field(["body", "worker_id"], "the order is already assigned to this worker")
+    # Locking the worker serializes assignments to them; the count runs after the lock, in a
+    # statement of its own, so it sees the assignments committed while this one waited.
     worker = await conn.fetchrow(
-        """SELECT on_duty, capacity,
-               (SELECT count(*) FROM station_orders o
-                WHERE o.station_id = w.station_id AND o.worker_id = w.id
-                  AND o.status = ANY($3::text[])) AS active_orders
-           FROM workers w WHERE id = $1 AND station_id = $2 FOR UPDATE""",
+        "SELECT on_duty, capacity FROM workers WHERE id = $1 AND station_id = $2 FOR UPDATE",
         worker_id,
         station_id,
-        list(ACTIVE_STATUSES),
     )
     if worker is None:
         raise invalid_field(["body", "worker_id"], "no such social worker at this station")
     if not worker["on_duty"]:
         raise invalid_field(["body", "worker_id"], "the social worker is not on duty")
-    if worker["active_orders"] >= worker["capacity"]:
+    active = await conn.fetchval(
+        """SELECT count(*) FROM station_orders
+           WHERE station_id = $1 AND worker_id = $2 AND status = ANY($3::text[])""",
+        station_id,
+        worker_id,
+        list(ACTIVE_STATUSES),
+    )
+    if active >= worker["capacity"]:
         raise invalid_field(
             ["body", "worker_id"],
-            f"the social worker already carries {worker['active_orders']} of "
-            f"{worker['capacity']} orders",
+            f"the social worker already carries {active} of {worker['capacity']} orders",
         )
 
 

@@ -512,3 +512,17 @@ async def test_the_stream_tells_a_station_of_its_own_queue_changes_only(
             await reader
     assert changes == [(order["order_id"], "dispatched"), (order["order_id"], "accepted")]
     assert received[0] == ("ready", {"station_id": ours.id})
+
+
+async def test_two_orders_assigned_at_once_to_a_worker_with_room_for_one(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station = await new_station(stack, db, [("a", [], 1, True)])
+    worker = next(iter(station.workers))
+    orders = [await dispatch(stack, http, station) for _ in range(2)]
+    for order in orders:
+        await post(http, station, order["order_id"], "accept")
+    results = await asyncio.gather(
+        *(post(http, station, o["order_id"], "assign", {"worker_id": worker}) for o in orders)
+    )
+    assert sorted(r.status_code for r in results) == [200, 422]

@@ -15,7 +15,14 @@ import pytest
 from shared.events import OrderCancelled
 from tests.conftest import RunningStack
 from tests.helpers import eventually, get_json_when, request_body
-from tests.integration.station import OwnStation, dispatch, new_station, order_when, publish
+from tests.integration.station import (
+    OwnStation,
+    dispatch,
+    dispatched,
+    new_station,
+    order_when,
+    publish,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -501,17 +508,32 @@ async def test_the_stream_tells_a_station_of_its_own_queue_changes_only(
         order = await dispatch(stack, http, ours)
         await post(http, ours, order["order_id"], "accept")
 
-        async def our_changes() -> list[tuple[str, str]] | None:
-            changes = [(d["order_id"], d["status"]) for e, d in received if e == "order"]
-            return changes if len(changes) >= 2 else None
+        async def our_changes() -> list[tuple[str, str]]:
+            return [(d["order_id"], d["status"]) for e, d in received if e == "order"]
 
-        changes = await eventually(our_changes, timeout_s=10)
+        await eventually(lambda: _at_least(our_changes, 2), timeout_s=10)
+        # Redispatched to the other station: ours hears that it left, and nothing more.
+        moved = dispatched(theirs.id, order_id=uuid.UUID(order["order_id"]), dispatch_no=2)
+        await publish(stack, (moved.order_id, moved.payload))
+        await order_when(http, theirs, order["order_id"])
+        await eventually(lambda: _at_least(our_changes, 3), timeout_s=10)
     finally:
         reader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader
-    assert changes == [(order["order_id"], "dispatched"), (order["order_id"], "accepted")]
+    assert await our_changes() == [
+        (order["order_id"], "dispatched"),
+        (order["order_id"], "accepted"),
+        (order["order_id"], "withdrawn"),
+    ]
     assert received[0] == ("ready", {"station_id": ours.id})
+    gone = await http.get(f"{ours.base}/v1/orders/{order['order_id']}", headers=ours.auth())
+    assert gone.status_code == 404
+
+
+async def _at_least(probe: Any, n: int) -> Any:
+    found = await probe()
+    return found if found and len(found) >= n else None
 
 
 async def test_two_orders_assigned_at_once_to_a_worker_with_room_for_one(

@@ -197,6 +197,7 @@ class Transition:
 ACCEPT = Transition("accept", (OrderStatus.DISPATCHED,), OrderStatus.ACCEPTED)
 REJECT = Transition("reject", (OrderStatus.DISPATCHED,), OrderStatus.REJECTED)
 ASSIGN = Transition("assign", (OrderStatus.ACCEPTED,), OrderStatus.ASSIGNED)
+# A reassigned order waits for its new worker to start it.
 REASSIGN = Transition("reassign", ACTIVE_STATUSES, OrderStatus.ASSIGNED)
 START = Transition("start", (OrderStatus.ASSIGNED,), OrderStatus.IN_SERVICE)
 COMPLETE = Transition("complete", (OrderStatus.IN_SERVICE,), OrderStatus.COMPLETED)
@@ -210,7 +211,6 @@ class Locked:
     version: int
     dispatch_no: int
     worker_id: str | None
-    category: str
     correlation_id: str | None
 
 
@@ -237,7 +237,7 @@ async def act(
     """
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """SELECT status, version, dispatch_no, worker_id, category, correlation_id
+            """SELECT status, version, dispatch_no, worker_id, correlation_id
                FROM station_orders WHERE order_id = $1 AND station_id = $2 FOR UPDATE""",
             order_id,
             staff.station_id,
@@ -274,12 +274,11 @@ async def act(
             staff.id,
             note,
         )
-        assigned = order if worker_id is None else _with_worker(order, worker_id)
         await outbox.add(
             conn,
             topics.STATION_EVENTS,
             new_event(
-                event(assigned),
+                event(order),
                 order_id=order_id,
                 actor=Actor(kind="station_staff", id=staff.id),
                 correlation_id=order.correlation_id,
@@ -289,10 +288,6 @@ async def act(
         changed = await _load_order(conn, staff.station_id, order_id)
     assert changed is not None
     return changed
-
-
-def _with_worker(order: Locked, worker_id: str) -> Locked:
-    return Locked(**{**order.__dict__, "worker_id": worker_id})
 
 
 def _conflict(message: str, order: Locked) -> HTTPException:

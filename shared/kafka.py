@@ -65,10 +65,26 @@ def consumer_options(kafka: KafkaSettings) -> dict[str, Any]:
     }
 
 
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Connection and security settings for plain aiokafka clients (admin, offset probes)."""
+    security = _security(kafka)
+    return {
+        "bootstrap_servers": kafka.bootstrap,
+        "security_protocol": kafka.security_protocol,
+        "sasl_mechanism": kafka.sasl_mechanism or "PLAIN",
+        "sasl_plain_username": kafka.sasl_username,
+        "sasl_plain_password": kafka.sasl_password,
+        "ssl_context": security.ssl_context if security is not None else None,
+    }
+
+
 async def create_topics(kafka: KafkaSettings) -> list[str]:
     """Create every topic and its dead-letter topic; return the ones that were missing."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap, client_id=f"{kafka.client_id}-admin"
+    admin = AIOKafkaAdminClient(**client_options(kafka), client_id=f"{kafka.client_id}-admin")
+    configs = (
+        {"min.insync.replicas": str(kafka.topic_min_insync_replicas)}
+        if kafka.topic_min_insync_replicas is not None
+        else {}
     )
     await admin.start()
     try:
@@ -79,7 +95,11 @@ async def create_topics(kafka: KafkaSettings) -> list[str]:
             partitions = kafka.topic_partitions if not name.endswith(".dlq") else 1
             try:
                 await admin.create_topics(
-                    [NewTopic(name, partitions, kafka.topic_replication_factor)]
+                    [
+                        NewTopic(
+                            name, partitions, kafka.topic_replication_factor, topic_configs=configs
+                        )
+                    ]
                 )
             except TopicAlreadyExistsError:
                 log.info("topic %s was created meanwhile", name)

@@ -22,6 +22,7 @@ from shared.consumer import EventConsumer, subscribe
 from shared.db import Pool, create_pool
 from shared.http import install_middleware, ops_router
 from shared.migrations import migrate
+from shared.ops_metrics import OPS_JOBS
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
 
@@ -82,7 +83,7 @@ class Runtime:
             poll_interval_s=s.outbox_poll_interval_s,
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
-        for job in self.spec.background:
+        for job in (*OPS_JOBS, *self.spec.background):
             self._tasks.append(asyncio.create_task(self._keep_running(job), name=job.__name__))
         log.info("%s started", self.spec.name)
 

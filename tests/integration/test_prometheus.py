@@ -1,0 +1,188 @@
+"""A real Prometheus (Debian's package) scrapes the running stack; the test queries it over its
+HTTP API and checks the figures against what the test drove."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared import topics
+from swdispatch.embedded import free_port
+from tests.conftest import RunningStack
+from tests.debian import debian_tool
+from tests.helpers import eventually, request_body
+
+pytestmark = pytest.mark.integration
+
+ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+STATION_GROUP = f"station_worker.{topics.CENTER_EVENTS}"
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = debian_tool("prometheus", "prometheus")
+    root = tmp_path_factory.mktemp("prometheus")
+    targets = "\n".join(
+        f"""  - job_name: {service}
+    static_configs:
+      - targets: ['{urlsplit(url).netloc}']"""
+        for service, url in stack.urls.items()
+    )
+    config = root / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{ALERT_RULES}']\n"
+        f"scrape_configs:\n{targets}\n"
+    )
+    port = free_port()
+    with (root / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"prometheus exited; see {root / 'prometheus.log'}"
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "prometheus not ready within 30 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def query(http: httpx.AsyncClient, prometheus: str, promql: str) -> float | None:
+    """The single value of an instant query, or None when it has no result."""
+    resp = await http.get(f"{prometheus}/api/v1/query", params={"query": promql})
+    assert resp.status_code == 200, resp.text
+    result = resp.json()["data"]["result"]
+    assert len(result) <= 1, f"{promql} returned {len(result)} series"
+    return float(result[0]["value"][1]) if result else None
+
+
+async def value_becomes(
+    http: httpx.AsyncClient, prometheus: str, promql: str, expected: float, timeout_s: float = 20
+) -> None:
+    last: list[float | None] = [None]
+
+    async def probe() -> bool:
+        last[0] = await query(http, prometheus, promql)
+        return last[0] == expected
+
+    try:
+        await eventually(probe, timeout_s, every_s=0.5)
+    except AssertionError:
+        raise AssertionError(f"{promql} is {last[0]}, expected {expected}") from None
+
+
+async def center_topic_end(stack: RunningStack) -> int:
+    """How many messages the center topic holds, over all partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topics.CENTER_EVENTS) or set()
+        tps = [TopicPartition(topics.CENTER_EVENTS, p) for p in partitions]
+        assert tps, "center topic has no partitions"
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
+async def test_prometheus_sees_the_lag_of_a_stopped_consumer_and_its_catch_up(
+    stack: RunningStack, http: httpx.AsyncClient, prometheus: str
+) -> None:
+    lag = f'sum(max by (partition) (swd_consumer_lag_messages{{consumer_group="{STATION_GROUP}"}}))'
+    await value_becomes(http, prometheus, lag, 0)
+
+    before = await center_topic_end(stack)
+    stack.local.stop_service("station_worker")
+    try:
+        for seed in range(3):
+            resp = await http.post(
+                f"{stack.urls['dispatch_center']}/v1/requests",
+                json=request_body(700 + seed),
+                headers={"X-API-Key": stack.api_key},
+            )
+            assert resp.status_code == 201, resp.text
+
+        async def center_published() -> int:
+            # submitted + dispatched/unroutable per request, relayed by the center's outbox
+            published = await center_topic_end(stack) - before
+            return published if published >= 6 else 0
+
+        published = await eventually(center_published)
+        # The audit and center still scrape fine; they report the stopped group's lag.
+        await value_becomes(http, prometheus, lag, published)
+    finally:
+        stack.local.start_service("station_worker")
+        stack.local.wait_ready(("station_worker",))
+    await value_becomes(http, prometheus, lag, 0, timeout_s=30)
+
+
+async def test_a_stuck_outbox_shows_as_backlog_and_raises_its_alert(
+    stack: RunningStack, http: httpx.AsyncClient, prometheus: str, db: asyncpg.Pool
+) -> None:
+    unsent = 'max(swd_outbox_unsent_events{service="audit"})'
+    oldest = 'max(swd_outbox_oldest_unsent_age_seconds{service="audit"})'
+    await value_becomes(http, prometheus, unsent, 0)
+    async with db.acquire() as conn:
+        # Take the audit relay's lock away from it, as a hung replica holding it would.
+        await conn.execute(
+            """SELECT pg_terminate_backend(pid) FROM pg_locks
+               WHERE locktype = 'advisory' AND objsubid = 1 AND pid <> pg_backend_pid()
+                 AND ((classid::bigint << 32) | objid::bigint) = hashtext('audit.outbox')""",
+        )
+        await conn.execute("SELECT pg_advisory_lock(hashtext('audit.outbox'))")
+        try:
+            await conn.execute(
+                """INSERT INTO audit.outbox (event_id, topic, key, event_type, body, created_at)
+                   VALUES (gen_random_uuid(), 'swd.test.never-sent', 'k', 'test', '{}',
+                           now() - interval '10 minutes')"""
+            )
+            try:
+                await value_becomes(http, prometheus, unsent, 1)
+                age = await query(http, prometheus, oldest)
+                assert age is not None
+                assert 600 <= age < 700
+                await value_becomes(
+                    http,
+                    prometheus,
+                    'count(ALERTS{alertname="OutboxBacklogStale", service="audit"})',
+                    1,
+                )
+            finally:
+                await conn.execute("DELETE FROM audit.outbox WHERE topic = 'swd.test.never-sent'")
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext('audit.outbox'))")
+    await value_becomes(http, prometheus, unsent, 0)
+    await value_becomes(http, prometheus, oldest, 0)
+
+
+async def test_every_service_is_up_for_prometheus(
+    stack: RunningStack, http: httpx.AsyncClient, prometheus: str
+) -> None:
+    await value_becomes(http, prometheus, "sum(up)", 3)
+    rules = (await http.get(f"{prometheus}/api/v1/rules")).json()["data"]["groups"]
+    assert rules, "the alert rules were not loaded"
+    assert all(rule["health"] == "ok" for group in rules for rule in group["rules"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -79,13 +80,16 @@ class LagProbe:
         await self._offsets.stop()
         await self._admin.close()
 
-    async def measure(self) -> tuple[Lag, dict[str, int]]:
-        """Lag of every swdispatch consumer group, and the size of every dead-letter topic."""
-        groups = [
+    async def measure(self, own_groups: Iterable[str] = ()) -> tuple[Lag, dict[str, int]]:
+        """Lag of every swdispatch consumer group the broker lists (some brokers list a group
+        only once it has committed) and of ``own_groups``, and the size of every dead-letter
+        topic."""
+        listed = {group_id for group_id, *_ in await self._admin.list_consumer_groups()}
+        groups = sorted(
             (group_id, topic)
-            for group_id, *_ in await self._admin.list_consumer_groups()
+            for group_id in listed | set(own_groups)
             if (topic := topic_of_group(group_id)) is not None
-        ]
+        )
         existing = set(await self._admin.list_topics())
         dead_letter_topics = [topics.dead_letter(t) for t in topics.ALL]
         wanted = sorted(
@@ -129,7 +133,7 @@ def publish(lag: Lag, dead_letters: dict[str, int]) -> None:
 async def report_consumer_lag(runtime: Runtime) -> None:
     async with LagProbe(runtime.settings.kafka) as probe:
         while True:
-            publish(*await probe.measure())
+            publish(*await probe.measure(runtime.consumer_groups))
             await asyncio.sleep(runtime.settings.ops_metrics_interval_s)
 
 

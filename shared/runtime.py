@@ -50,6 +50,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.relay: OutboxRelay | None = None
         self.consumers_started = False
+        self.consumer_groups: list[str] = []
 
     @property
     def pool(self) -> Pool:
@@ -73,6 +74,7 @@ class Runtime:
         )
         for consumer in self.spec.consumers(self._pool, self._broker, s):
             subscribe(self._broker, consumer, s.kafka)
+            self.consumer_groups.append(consumer.group_id)
         await self._broker.start()
         self.consumers_started = True
         self.relay = OutboxRelay(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -12,18 +13,20 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from shared import topics
 from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
 from tests.debian import debian_tool
-from tests.helpers import eventually, request_body
+from tests.helpers import eventually, get_json_when
+from tests.integration.test_walking_skeleton import _dispatched_event
 
 pytestmark = pytest.mark.integration
 
 ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 STATION_GROUP = f"station_worker.{topics.CENTER_EVENTS}"
+CENTER_DLQ = topics.dead_letter(topics.CENTER_EVENTS)
 
 
 @pytest.fixture(scope="module")
@@ -96,48 +99,47 @@ async def value_becomes(
         raise AssertionError(f"{promql} is {last[0]}, expected {expected}") from None
 
 
-async def center_topic_end(stack: RunningStack) -> int:
-    """How many messages the center topic holds, over all partitions."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topics.CENTER_EVENTS) or set()
-        tps = [TopicPartition(topics.CENTER_EVENTS, p) for p in partitions]
-        assert tps, "center topic has no partitions"
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
-
-
-async def test_prometheus_sees_the_lag_of_a_stopped_consumer_and_its_catch_up(
+async def test_prometheus_sees_the_lag_of_a_stopped_consumer_and_the_dead_letters(
     stack: RunningStack, http: httpx.AsyncClient, prometheus: str
 ) -> None:
     lag = f'sum(max by (partition) (swd_consumer_lag_messages{{consumer_group="{STATION_GROUP}"}}))'
-    await value_becomes(http, prometheus, lag, 0)
-
-    before = await center_topic_end(stack)
-    stack.local.stop_service("station_worker")
+    dead_letters = f'max(swd_dead_letter_topic_messages{{topic="{CENTER_DLQ}"}})'
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
     try:
-        for seed in range(3):
-            resp = await http.post(
-                f"{stack.urls['dispatch_center']}/v1/requests",
-                json=request_body(700 + seed),
-                headers={"X-API-Key": stack.api_key},
-            )
-            assert resp.status_code == 201, resp.text
+        # One record per request: Tansu 0.6 reports a partition's end offset as the last
+        # batch's base offset + 1, so batched records would be under-counted there.
+        async def send_dispatched() -> uuid.UUID:
+            order_id, raw = _dispatched_event("st-liuhe")
+            await producer.send_and_wait(topics.CENTER_EVENTS, raw, key=order_id.bytes)
+            return order_id
 
-        async def center_published() -> int:
-            # submitted + dispatched/unroutable per request, relayed by the center's outbox
-            published = await center_topic_end(stack) - before
-            return published if published >= 6 else 0
+        # The station worker's group has committed (Tansu lists a group only from then on).
+        first = await send_dispatched()
+        await get_json_when(
+            http,
+            f"{stack.urls['station_worker']}/v1/orders/{first}",
+            {"Authorization": f"Bearer {stack.manager_token('st-liuhe')}"},
+        )
+        await value_becomes(http, prometheus, lag, 0)
+        dead_before = await query(http, prometheus, dead_letters)
+        assert dead_before is not None
 
-        published = await eventually(center_published)
-        # The audit and center still scrape fine; they report the stopped group's lag.
-        await value_becomes(http, prometheus, lag, published)
+        stack.local.stop_service("station_worker")
+        try:
+            for _ in range(4):
+                await send_dispatched()
+            await producer.send_and_wait(topics.CENTER_EVENTS, b"not an event", key=b"garbage")
+            # The center and the audit, still up, report the stopped consumer group's lag.
+            await value_becomes(http, prometheus, lag, 5)
+        finally:
+            stack.local.start_service("station_worker")
+            stack.local.wait_ready(("station_worker",))
     finally:
-        stack.local.start_service("station_worker")
-        stack.local.wait_ready(("station_worker",))
+        await producer.stop()
     await value_becomes(http, prometheus, lag, 0, timeout_s=30)
+    # The audit and the station worker each dead-lettered the garbage once.
+    await value_becomes(http, prometheus, dead_letters, dead_before + 2)
 
 
 async def test_a_stuck_outbox_shows_as_backlog_and_raises_its_alert(

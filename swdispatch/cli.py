@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     command = args.command.replace("-", "_")
-    if command in SERVICES:
+    if command in SERVICES and not hasattr(args, "handler"):
         run_service(command)
     elif command == "up":
         up(args)

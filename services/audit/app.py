@@ -1,4 +1,4 @@
-"""Wires the audit service: its schema, consumers, API."""
+"""Wires the audit service: its schema, consumers, API, breach watch and metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.audit import consumers, views
+from services.audit import consumers, metrics, views
+from services.audit.settings import AuditSettings
 from shared.runtime import ServiceSpec, create_service_app
 from shared.settings import Settings
 
@@ -16,8 +17,12 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     consumers=consumers.consumers,
     routers=[views.router],
+    background=[metrics.watch_breaches, metrics.refresh_figures],
 )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SPEC, settings or Settings())
+    """``settings`` given as plain :class:`Settings` are completed with the audit's own."""
+    if not isinstance(settings, AuditSettings):
+        settings = AuditSettings(**settings.model_dump()) if settings else AuditSettings()
+    return create_service_app(SPEC, settings)

@@ -1,9 +1,66 @@
-"""``swdispatch`` subcommands of the audit service."""
+"""``swdispatch audit ...``: verify the trail, rebuild the projection, create reader tokens."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from shared.cli import command, in_schema
+from shared.db import Pool, create_pool
+from shared.settings import Settings
+
+T = TypeVar("T")
+
+
+async def _with_pool(work: Callable[[Pool], Awaitable[T]]) -> T:
+    pool = await create_pool(Settings(), "audit", min_size=1, max_size=2)
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from services.audit.verify import verify
+
+    result = asyncio.run(_with_pool(verify))
+    for link in result.broken:
+        print(f"BROKEN order {link.order_id} seq {link.seq} event {link.event_id}: {link.problem}")
+    print(
+        f"{'ok' if result.ok else 'FAILED'}: {result.entries} entries of {result.orders} orders, "
+        f"{len(result.broken)} broken"
+    )
+    sys.exit(0 if result.ok else 1)
+
+
+def _rebuild(args: argparse.Namespace) -> None:
+    from services.audit.store import rebuild
+
+    print(f"rebuilt the projection of {asyncio.run(_with_pool(rebuild))} orders")
+
+
+def _create_reader(args: argparse.Namespace) -> None:
+    from services.audit.admin import create_reader
+
+    token = asyncio.run(
+        in_schema("audit", lambda c: create_reader(c, args.id, args.name, args.role, args.station))
+    )
+    print(f"reader {args.id}\nAuthorization: Bearer {token}\n(shown once; store it now)")
 
 
 def add_commands(sub: Any) -> None:
-    """None yet."""
+    # `swdispatch audit` alone runs the service; these are its administrative actions.
+    audit = sub.choices["audit"].add_subparsers(dest="action", title="actions")
+    command(audit, "verify", _verify, "recompute every hash chain; exit 1 on a broken link")
+    command(audit, "rebuild", _rebuild, "recompute the timeliness projection from the trail")
+    readers = command(audit, "readers", lambda _: None, "audit API readers").add_subparsers(
+        dest="readers_action", required=True
+    )
+    create = command(readers, "create", _create_reader, "create a reader, print its token once")
+    create.add_argument("id")
+    create.add_argument("name")
+    create.add_argument("--role", choices=("supervisor", "station_manager"), required=True)
+    create.add_argument("--station", help="the station a station_manager reads")

@@ -1,4 +1,5 @@
-"""Every lifecycle event of every order, from the center and the stations, into the trail."""
+"""Every lifecycle event of every order, from the center and the stations, into the trail and
+the timeliness projection."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 
 from services.audit.chain import GENESIS, link_hash
+from services.audit.store import lock_order, refresh_order
 from shared import topics
 from shared.consumer import EventConsumer, Handler
 from shared.db import Connection, Pool
@@ -15,9 +17,9 @@ from shared.settings import Settings
 
 
 async def append_to_trail(conn: Connection, event: Envelope[Any]) -> None:
-    # One writer per order at a time: the center's and the stations' events of one order
-    # arrive on different topics, and each link must see the one before it.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1::text))", str(event.order_id))
+    # The center's and the stations' events of one order arrive on different topics, and each
+    # link must see the one before it.
+    await lock_order(conn, event.order_id)
     prev = await conn.fetchval(
         "SELECT hash FROM trail WHERE order_id = $1 ORDER BY seq DESC LIMIT 1", event.order_id
     )
@@ -36,6 +38,7 @@ async def append_to_trail(conn: Connection, event: Envelope[Any]) -> None:
         prev_hash,
         link_hash(prev_hash, redacted),
     )
+    await refresh_order(conn, event.order_id)
 
 
 HANDLERS: dict[type[EventPayload], Handler] = {

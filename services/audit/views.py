@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import AwareDatetime, BaseModel
 
-from services.audit.auth import CurrentReader
+from services.audit import reports
+from services.audit.auth import CurrentReader, Reader
+from services.audit.projection import Timeline
+from services.audit.reports import DispatchRow, GroupBy, TimelinessReport
+from services.audit.store import load_timelines
+from services.audit.verify import Verification, verify
+from shared.domain import Stage
 from shared.runtime import PoolDep
+
+REPORT_DEFAULT_SPAN = timedelta(days=30)
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
@@ -38,3 +46,134 @@ async def get_trail(order_id: uuid.UUID, reader: CurrentReader, pool: PoolDep) -
     if not rows or not any(reader.sees_station(r["station_id"]) for r in rows):
         raise HTTPException(404, "no such order")
     return [TrailEntry(**dict(r)) for r in rows]
+
+
+class StageView(BaseModel):
+    deadline: datetime | None
+    done_at: datetime | None
+    outcome: str
+
+
+class DispatchView(BaseModel):
+    dispatch_no: int
+    station_id: str
+    dispatched_at: datetime
+    reason: str | None
+    received_at: datetime | None
+    rejected_at: datetime | None
+    reject_reason_code: str | None
+
+
+class OrderTimeliness(BaseModel):
+    order_id: uuid.UUID
+    status: str | None
+    station_id: str | None
+    worker_id: str | None
+    category: str | None
+    urgency: str | None
+    submitted_at: datetime | None
+    dispatched_at: datetime | None
+    received_at: datetime | None
+    accepted_at: datetime | None
+    assigned_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    ended_at: datetime | None
+    stages: dict[Stage, StageView]
+    dispatches: list[DispatchView]
+    redispatches: int
+    rejections: int
+    escalations: int
+
+
+def _visible(reader: Reader, t: Timeline) -> bool:
+    return reader.sees_station(t.station_id) or any(
+        reader.sees_station(d.station_id) for d in t.dispatches
+    )
+
+
+@router.get("/orders/{order_id}/timeliness", response_model=OrderTimeliness, responses={404: {}})
+async def get_order_timeliness(
+    order_id: uuid.UUID, reader: CurrentReader, pool: PoolDep
+) -> OrderTimeliness:
+    """When each stage was done, against the deadline it carried; every (re)dispatch and
+    rejection."""
+    async with pool.acquire() as conn:
+        found = await load_timelines(conn, order_id=order_id)
+    if not found or not _visible(reader, found[0]):
+        raise HTTPException(404, "no such order")
+    t = found[0]
+    now = datetime.now(UTC)
+    return OrderTimeliness(
+        **{name: getattr(t, name) for name in OrderTimeliness.model_fields if hasattr(t, name)}
+        | {
+            "stages": {
+                stage: StageView(
+                    deadline=t.deadlines.get(stage),
+                    done_at=t.done_at(stage),
+                    outcome=t.stage_outcome(stage, now),
+                )
+                for stage in Stage
+            },
+            "dispatches": [DispatchView(**vars(d)) for d in t.dispatches],
+        }
+    )
+
+
+@router.get("/audit/verify", response_model=Verification, responses={403: {}})
+async def verify_trail(reader: CurrentReader, pool: PoolDep) -> Verification:
+    """Recompute every order's hash chain; ``broken`` lists every link that does not hold."""
+    if reader.role != "supervisor":
+        raise HTTPException(403, "verification covers every station: supervisors only")
+    return await verify(pool)
+
+
+@router.get(
+    "/reports/timeliness",
+    response_model=TimelinessReport,
+    responses={200: {"content": {"text/csv": {}}}, 422: {}},
+)
+async def timeliness_report(
+    reader: CurrentReader,
+    pool: PoolDep,
+    request: Request,
+    from_: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="orders submitted at or after (default: to - 30 days)"),
+    ] = None,
+    to: Annotated[
+        AwareDatetime | None, Query(description="orders submitted before (default: now)")
+    ] = None,
+    group_by: GroupBy = GroupBy.STATION,
+) -> Response:
+    """Per group: order counts, on-time rate and p50/p90 duration per stage, rejection and
+    redispatch rates, open backlog and its age. ``Accept: text/csv`` for CSV. A station
+    manager sees only their own station."""
+    now = datetime.now(UTC)
+    to = to or now
+    from_ = from_ or to - REPORT_DEFAULT_SPAN
+    if from_ >= to:
+        raise HTTPException(422, [{"loc": ["query", "from"], "msg": "must be before 'to'"}])
+    own = None if reader.role == "supervisor" else reader.station_id
+    async with pool.acquire() as conn:
+        orders = await load_timelines(conn, submitted_from=from_, submitted_to=to, station_id=own)
+    report = TimelinessReport(
+        from_=from_,
+        to=to,
+        group_by=group_by,
+        as_of=now,
+        groups=reports.build(
+            [o for o in orders if own is None or o.station_id == own],
+            [
+                DispatchRow(o.order_id, d.station_id, d.rejected_at is not None)
+                for o in orders
+                for d in o.dispatches
+                if own is None or d.station_id == own
+            ],
+            group_by,
+            now,
+        ),
+    )
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(reports.to_csv(report), media_type="text/csv; charset=utf-8")
+    return Response(report.model_dump_json(by_alias=True), media_type="application/json")

@@ -1,0 +1,197 @@
+"""Build one order's lifecycle events, at chosen times, for the audit tests."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared import topics
+from shared.domain import Stage
+from shared.events import (
+    SYSTEM,
+    Actor,
+    CaseDetails,
+    Deadlines,
+    Envelope,
+    EventPayload,
+    Location,
+    OrderAccepted,
+    OrderAssigned,
+    OrderCancelled,
+    OrderClosed,
+    OrderCompleted,
+    OrderDispatched,
+    OrderReceived,
+    OrderRejected,
+    OrderStarted,
+    OrderSubmitted,
+    new_event,
+)
+
+CASE = CaseDetails(
+    beneficiary_name="Test Beneficiary",
+    beneficiary_phone=None,
+    address="No. 1, Test Lane",
+    reporter_name="Test Reporter",
+    reporter_phone="+86 13800000000",
+    reporter_role="grid_member",
+    description="test",
+    consent_to_share=True,
+)
+LOCATION = Location(township_code="TS-LH", community_code="LH-HAIYUN")
+STAFF = Actor(kind="station_staff", id="test-staff")
+
+
+@dataclass
+class OrderScript:
+    """One order; each method adds an event ``minutes`` after submission."""
+
+    submitted_at: datetime
+    urgency: str = "routine"
+    category: str = "elder_care"
+    deadlines_min: dict[Stage, float] = field(
+        default_factory=lambda: {
+            Stage.DISPATCH: 240,
+            Stage.ACCEPT: 1440,
+            Stage.ASSIGN: 2880,
+            Stage.COMPLETE: 21600,
+        }
+    )
+    order_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    events: list[tuple[str, Envelope[Any]]] = field(default_factory=list)
+    dispatch_no: int = 0
+
+    @property
+    def deadlines(self) -> Deadlines:
+        at = {s: self.submitted_at + timedelta(minutes=m) for s, m in self.deadlines_min.items()}
+        return Deadlines(
+            dispatch_by=at[Stage.DISPATCH],
+            accept_by=at[Stage.ACCEPT],
+            assign_by=at[Stage.ASSIGN],
+            complete_by=at[Stage.COMPLETE],
+        )
+
+    def _add(
+        self, topic: str, payload: EventPayload, minutes: float, actor: Actor = SYSTEM
+    ) -> OrderScript:
+        self.events.append(
+            (
+                topic,
+                new_event(
+                    payload,
+                    order_id=self.order_id,
+                    actor=actor,
+                    occurred_at=self.submitted_at + timedelta(minutes=minutes),
+                ),
+            )
+        )
+        return self
+
+    def submitted(self) -> OrderScript:
+        return self._add(
+            topics.CENTER_EVENTS,
+            OrderSubmitted(
+                integration_id="test",
+                external_id=str(self.order_id),
+                category=self.category,
+                urgency=self.urgency,
+                beneficiary_group="elderly_in_hardship",
+                location=LOCATION,
+                reported_at=self.submitted_at,
+                deadlines=self.deadlines,
+            ),
+            0,
+        )
+
+    def dispatched(self, station: str, minutes: float, *, resend: bool = False) -> OrderScript:
+        if not resend:
+            self.dispatch_no += 1
+        original = next(
+            (
+                e.event_id
+                for _, e in reversed(self.events)
+                if isinstance(e.payload, OrderDispatched)
+                and e.payload.dispatch_no == self.dispatch_no
+            ),
+            None,
+        )
+        return self._add(
+            topics.CENTER_EVENTS,
+            OrderDispatched(
+                station_id=station,
+                dispatch_no=self.dispatch_no,
+                reason="rejected by the station" if self.dispatch_no > 1 else None,
+                resend_of=original if resend else None,
+                category=self.category,
+                urgency=self.urgency,
+                beneficiary_group="elderly_in_hardship",
+                location=LOCATION,
+                submitted_at=self.submitted_at,
+                deadlines=self.deadlines,
+                case=CASE,
+            ),
+            minutes,
+        )
+
+    def received(self, station: str, minutes: float) -> OrderScript:
+        return self._add(
+            topics.STATION_EVENTS,
+            OrderReceived(station_id=station, dispatch_no=self.dispatch_no),
+            minutes,
+        )
+
+    def rejected(self, station: str, minutes: float) -> OrderScript:
+        return self._add(
+            topics.STATION_EVENTS,
+            OrderRejected(
+                station_id=station,
+                dispatch_no=self.dispatch_no,
+                reason_code="out_of_capacity",
+                note="private note",
+            ),
+            minutes,
+            STAFF,
+        )
+
+    def accepted(self, station: str, minutes: float) -> OrderScript:
+        return self._add(topics.STATION_EVENTS, OrderAccepted(station_id=station), minutes, STAFF)
+
+    def assigned(self, station: str, worker: str, minutes: float) -> OrderScript:
+        return self._add(
+            topics.STATION_EVENTS,
+            OrderAssigned(station_id=station, worker_id=worker),
+            minutes,
+            STAFF,
+        )
+
+    def started(self, station: str, worker: str, minutes: float) -> OrderScript:
+        return self._add(
+            topics.STATION_EVENTS, OrderStarted(station_id=station, worker_id=worker), minutes
+        )
+
+    def completed(self, station: str, worker: str, minutes: float) -> OrderScript:
+        return self._add(
+            topics.STATION_EVENTS,
+            OrderCompleted(
+                station_id=station,
+                worker_id=worker,
+                outcome="served",
+                service_minutes=60,
+                follow_up_needed=False,
+                summary="private summary",
+            ),
+            minutes,
+        )
+
+    def closed(self, station: str, minutes: float) -> OrderScript:
+        return self._add(topics.CENTER_EVENTS, OrderClosed(station_id=station), minutes)
+
+    def cancelled(self, station: str | None, minutes: float) -> OrderScript:
+        return self._add(
+            topics.CENTER_EVENTS, OrderCancelled(station_id=station, reason="withdrawn"), minutes
+        )
+
+    def redacted(self) -> list[dict[str, Any]]:
+        return [e.redacted() for _, e in self.events]

@@ -1,0 +1,460 @@
+"""The audit on the real stack: hand-checked report figures, breaches seen while an order is
+open, a tampered trail caught by verification, the projection rebuilt from the log."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import random
+import subprocess
+import sys
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.audit.admin import create_reader
+from shared.domain import Stage
+from tests.audit_events import OrderScript
+from tests.conftest import RunningStack
+from tests.helpers import eventually, get_json_when, request_body
+
+pytestmark = pytest.mark.integration
+
+MIN = 60.0  # seconds
+
+
+async def publish(stack: RunningStack, scripts: Sequence[OrderScript], seed: int) -> None:
+    """Every event of ``scripts`` to its topic, shuffled, some twice; wait until all are in
+    the trail."""
+    messages = [(topic, e) for s in scripts for topic, e in s.events]
+    rng = random.Random(seed)
+    messages += rng.sample(messages, min(3, len(messages)))
+    rng.shuffle(messages)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        for topic, event in messages:
+            await producer.send_and_wait(
+                topic, event.to_json().encode(), key=str(event.order_id).encode()
+            )
+    finally:
+        await producer.stop()
+    await wait_in_trail(stack, [e.event_id for _, e in messages])
+
+
+async def wait_in_trail(stack: RunningStack, event_ids: Sequence[uuid.UUID]) -> None:
+    wanted = set(event_ids)
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+
+        async def all_there() -> bool:
+            n = await conn.fetchval(
+                "SELECT count(*) FROM audit.trail WHERE event_id = ANY($1::uuid[])", list(wanted)
+            )
+            return bool(n == len(wanted))
+
+        await eventually(all_there, timeout_s=30)
+    finally:
+        await conn.close()
+
+
+def supervisor(stack: RunningStack) -> dict[str, str]:
+    return {"Authorization": f"Bearer {stack.supervisor_token}"}
+
+
+async def manager_of(stack: RunningStack, station: str) -> dict[str, str]:
+    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": "audit"})
+    try:
+        token = await create_reader(
+            conn, f"test-{station}", "Test manager", "station_manager", station
+        )
+    finally:
+        await conn.close()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def known_orders(base: datetime) -> dict[str, OrderScript]:
+    """Four routine orders (deadlines from submission: dispatch 4 h, accept 24 h, assign 48 h,
+    complete 15 days), each submitted an hour after the one before, times in minutes."""
+    lh, sx = "st-liuhe", "st-shaxi"
+    a = OrderScript(base).submitted().dispatched(lh, 10).received(lh, 11).accepted(lh, 60)
+    a.assigned(lh, "lh-w1", 120).started(lh, "lh-w1", 200).completed(lh, "lh-w1", 1000)
+    a.closed(lh, 1100)
+    b = OrderScript(base + timedelta(hours=1)).submitted().dispatched(lh, 300).received(lh, 301)
+    b.accepted(lh, 2000).assigned(lh, "lh-w2", 2100)  # still open; completion deadline passed
+    c = OrderScript(base + timedelta(hours=2)).submitted().dispatched(sx, 20).received(sx, 21)
+    c.rejected(sx, 30).dispatched(lh, 50).received(lh, 51).accepted(lh, 100).cancelled(lh, 500)
+    d = OrderScript(base + timedelta(hours=3)).submitted().dispatched(sx, 30).received(sx, 31)
+    d.dispatched(sx, 60, resend=True).accepted(sx, 90).assigned(sx, "sx-w1", 200)
+    d.started(sx, "sx-w1", 300).completed(sx, "sx-w1", 600)
+    return {"a": a, "b": b, "c": c, "d": d}
+
+
+def stage(
+    done: int, on_time: int, breached: int, rate: float | None, p50: float, p90: float
+) -> dict[str, Any]:
+    return {
+        "done": done,
+        "on_time": on_time,
+        "breached": breached,
+        "on_time_rate": pytest.approx(rate),
+        "p50_seconds": pytest.approx(p50),
+        "p90_seconds": pytest.approx(p90),
+    }
+
+
+async def test_report_figures_match_a_hand_computed_event_sequence(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    # A day well in the past (every deadline has passed), random so reruns do not overlap.
+    base = datetime(2015, 6, 1, tzinfo=UTC) + timedelta(days=random.randrange(3000))
+    orders = known_orders(base)
+    await publish(stack, list(orders.values()), seed=5)
+
+    url = f"{stack.urls['audit']}/v1/reports/timeliness"
+    window = {"from": base.isoformat(), "to": (base + timedelta(days=1)).isoformat()}
+    resp = await http.get(url, params=window | {"group_by": "station"}, headers=supervisor(stack))
+    assert resp.status_code == 200, resp.text
+    report = resp.json()
+    groups = {g["group"]: g for g in report["groups"]}
+    assert set(groups) == {"st-liuhe", "st-shaxi"}
+    liuhe, shaxi = groups["st-liuhe"], groups["st-shaxi"]
+
+    # st-liuhe holds A, B and C (C came over after st-shaxi rejected it).
+    # dispatch: A 10 met, B 300 breached (4 h), C 20 met; accept: A 60, B 2000 breached (24 h),
+    # C 100; assign: A 120, B 2100 (C cancelled at 500, before its deadline: neither);
+    # complete: A 1000 met, B open past its 15 days: breached.
+    # p50/p90 interpolate: [10, 20, 300] -> 20, 20 + 0.8 * 280 = 244 minutes.
+    assert liuhe["stages"] == {
+        "dispatch": stage(3, 2, 1, 2 / 3, 20 * MIN, 244 * MIN),
+        "accept": stage(3, 2, 1, 2 / 3, 100 * MIN, 1620 * MIN),
+        "assign": stage(2, 2, 0, 1.0, 1110 * MIN, 1902 * MIN),
+        "complete": stage(1, 1, 1, 0.5, 1000 * MIN, 1000 * MIN),
+    }
+    assert {k: v for k, v in liuhe.items() if k not in ("stages", "oldest_open_age_seconds")} == {
+        "group": "st-liuhe",
+        "orders": 3,
+        "completed": 1,
+        "cancelled": 1,
+        "dispatches": 3,  # A#1, B#1, C#2
+        "rejections": 0,
+        "rejection_rate": 0.0,
+        "redispatched_orders": 1,  # C
+        "redispatch_rate": pytest.approx(1 / 3),
+        "open_backlog": 1,  # B
+    }
+    b_age = (datetime.now(UTC) - orders["b"].submitted_at).total_seconds()
+    assert liuhe["oldest_open_age_seconds"] == pytest.approx(b_age, abs=30)
+
+    # st-shaxi holds D (its re-sent dispatch is not a redispatch) and was sent C#1, rejected.
+    assert shaxi["stages"] == {
+        "dispatch": stage(1, 1, 0, 1.0, 30 * MIN, 30 * MIN),
+        "accept": stage(1, 1, 0, 1.0, 90 * MIN, 90 * MIN),
+        "assign": stage(1, 1, 0, 1.0, 200 * MIN, 200 * MIN),
+        "complete": stage(1, 1, 0, 1.0, 600 * MIN, 600 * MIN),
+    }
+    assert (shaxi["orders"], shaxi["dispatches"], shaxi["rejections"]) == (1, 2, 1)
+    assert shaxi["rejection_rate"] == 0.5
+    assert (shaxi["redispatch_rate"], shaxi["open_backlog"]) == (0.0, 0)
+    assert shaxi["oldest_open_age_seconds"] is None
+
+    by_worker = await http.get(
+        url, params=window | {"group_by": "worker"}, headers=supervisor(stack)
+    )
+    assert {g["group"]: g["orders"] for g in by_worker.json()["groups"]} == {
+        "lh-w1": 1,
+        "lh-w2": 1,
+        "sx-w1": 1,
+        "none": 1,
+    }
+
+    as_csv = await http.get(
+        url,
+        params=window | {"group_by": "station"},
+        headers=supervisor(stack) | {"Accept": "text/csv"},
+    )
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    rows = {r["station"]: r for r in csv.DictReader(io.StringIO(as_csv.text))}
+    assert rows["st-liuhe"]["orders"] == "3"
+    assert float(rows["st-liuhe"]["dispatch_on_time_rate"]) == pytest.approx(2 / 3, abs=1e-6)
+    assert rows["st-liuhe"]["dispatch_p90_seconds"] == str(244 * MIN)
+    assert rows["st-shaxi"]["oldest_open_age_seconds"] == ""
+
+    # A station manager sees only their own station, with the same figures.
+    shaxi_manager = await manager_of(stack, "st-shaxi")
+    own = await http.get(url, params=window | {"group_by": "station"}, headers=shaxi_manager)
+    assert own.json()["groups"] == [shaxi]
+    audit = stack.urls["audit"]
+    a_id, d_id = orders["a"].order_id, orders["d"].order_id
+    assert (
+        await http.get(f"{audit}/v1/orders/{a_id}/timeliness", headers=shaxi_manager)
+    ).status_code == 404
+    assert (
+        await http.get(f"{audit}/v1/orders/{d_id}/timeliness", headers=shaxi_manager)
+    ).status_code == 200
+    assert (await http.get(f"{audit}/v1/audit/verify", headers=shaxi_manager)).status_code == 403
+
+
+async def test_per_order_timeliness_shows_every_dispatch_rejection_and_outcome(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    base = datetime(2015, 1, 1, tzinfo=UTC) + timedelta(days=random.randrange(3000))
+    orders = known_orders(base)
+    await publish(stack, [orders["b"], orders["c"]], seed=7)
+    audit = stack.urls["audit"]
+
+    b = (
+        await http.get(
+            f"{audit}/v1/orders/{orders['b'].order_id}/timeliness", headers=supervisor(stack)
+        )
+    ).json()
+    assert b["status"] == "assigned"
+    assert {s: v["outcome"] for s, v in b["stages"].items()} == {
+        "dispatch": "breached",
+        "accept": "breached",
+        "assign": "met",
+        "complete": "breached",
+    }
+    assert b["stages"]["accept"]["deadline"] == (
+        base + timedelta(hours=1, days=1)
+    ).isoformat().replace("+00:00", "Z")
+
+    c = (
+        await http.get(
+            f"{audit}/v1/orders/{orders['c'].order_id}/timeliness", headers=supervisor(stack)
+        )
+    ).json()
+    assert (c["status"], c["station_id"], c["redispatches"], c["rejections"]) == (
+        "cancelled",
+        "st-liuhe",
+        1,
+        1,
+    )
+    assert [(d["station_id"], d["reject_reason_code"]) for d in c["dispatches"]] == [
+        ("st-shaxi", "out_of_capacity"),
+        ("st-liuhe", None),
+    ]
+    assert c["stages"]["assign"]["outcome"] == "not_applicable"
+    # The rejection note and the case details are personal data: not in the audit.
+    assert "private note" not in str(c)
+
+
+def metric(text: str, name: str, labels: dict[str, str]) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return 0.0
+
+
+async def test_a_deadline_passing_on_an_open_order_counts_as_a_breach_at_once(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station = "st-chengxiang"
+    metrics_url = f"{stack.urls['audit']}/metrics"
+    breached = {"stage": "accept", "urgency": "urgent", "station": station}
+    before = metric((await http.get(metrics_url)).text, "swd_sla_breaches_total", breached)
+
+    # Accept within 6 seconds of submission; the station never accepts.
+    order = OrderScript(
+        datetime.now(UTC),
+        urgency="urgent",
+        deadlines_min={
+            Stage.DISPATCH: 10,
+            Stage.ACCEPT: 0.1,
+            Stage.ASSIGN: 60,
+            Stage.COMPLETE: 600,
+        },
+    )
+    order.submitted().dispatched(station, 0.001)
+    await publish(stack, [order], seed=1)
+    accept_by = order.deadlines.accept_by
+
+    async def breach_row() -> asyncpg.Record | None:
+        return await db.fetchrow(
+            "SELECT * FROM audit.breaches WHERE order_id = $1 AND stage = 'accept'",
+            order.order_id,
+        )
+
+    row = await eventually(breach_row, timeout_s=10)
+    assert (row["station_id"], row["urgency"]) == (station, "urgent")
+    assert accept_by <= row["detected_at"] < accept_by + timedelta(seconds=3)
+    assert await db.fetchval(
+        "SELECT ended_at IS NULL FROM audit.orders WHERE order_id = $1", order.order_id
+    )
+
+    async def counted() -> str | None:
+        text = (await http.get(metrics_url)).text
+        return text if metric(text, "swd_sla_breaches_total", breached) == before + 1 else None
+
+    text = await eventually(counted, timeout_s=10)
+    open_here = {"station": station, "status": "dispatched"}
+    assert metric(text, "swd_overdue_open_orders", open_here) >= 1
+    assert metric(text, "swd_open_orders", open_here) >= 1
+    assert metric(text, "swd_oldest_open_order_age_seconds", {"station": station}) >= 3
+    assert (
+        metric(
+            text,
+            "swd_lifecycle_events_total",
+            {"event_type": "order.dispatched", "urgency": "urgent", "station": station},
+        )
+        >= 1
+    )
+    assert (
+        metric(text, "swd_stage_duration_seconds_count", {"stage": "dispatch", "urgency": "urgent"})
+        >= 1
+    )
+
+
+def swdispatch(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "swdispatch", *args],
+        env={**os.environ, "SWD_DATABASE_URL": stack.database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_an_edited_trail_entry_fails_verification_at_that_order(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    order = OrderScript(datetime.now(UTC)).submitted().dispatched("st-liuhe", 1)
+    await publish(stack, [order], seed=2)
+    verify_url = f"{stack.urls['audit']}/v1/audit/verify"
+    clean = (await http.get(verify_url, headers=supervisor(stack))).json()
+    assert clean["ok"], clean["broken"]
+
+    submitted_id = order.events[0][1].event_id
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await db.execute("DELETE FROM audit.trail WHERE event_id = $1", submitted_id)
+
+    async with db.acquire() as conn:
+        # Only a superuser who switches the triggers off gets to edit; verification sees it.
+        await conn.execute("SET session_replication_role = replica")
+        original = await conn.fetchval(
+            "SELECT event::text FROM audit.trail WHERE event_id = $1", submitted_id
+        )
+        await conn.execute(
+            """UPDATE audit.trail SET event = jsonb_set(event, '{payload,urgency}', '"emergency"')
+               WHERE event_id = $1""",
+            submitted_id,
+        )
+        try:
+            result = (await http.get(verify_url, headers=supervisor(stack))).json()
+            cli = swdispatch(stack, "audit", "verify")
+        finally:
+            await conn.execute(
+                "UPDATE audit.trail SET event = $2::jsonb WHERE event_id = $1",
+                submitted_id,
+                original,
+            )
+            await conn.execute("SET session_replication_role = origin")
+
+    assert not result["ok"]
+    assert result["broken"] == [
+        {
+            "order_id": str(order.order_id),
+            "seq": result["broken"][0]["seq"],
+            "event_id": str(submitted_id),
+            "problem": "hash_mismatch",
+        }
+    ]
+    assert cli.returncode == 1
+    assert f"BROKEN order {order.order_id}" in cli.stdout
+    assert (await http.get(verify_url, headers=supervisor(stack))).json()["ok"]
+    assert swdispatch(stack, "audit", "verify").returncode == 0
+
+
+async def test_rebuild_recomputes_the_projection_from_the_log(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    order = known_orders(datetime.now(UTC) - timedelta(days=1))["c"]
+    await publish(stack, [order], seed=3)
+    url = f"{stack.urls['audit']}/v1/orders/{order.order_id}/timeliness"
+    before = (await http.get(url, headers=supervisor(stack))).json()
+
+    await db.execute(
+        "UPDATE audit.orders SET status = 'completed', rejections = 0 WHERE order_id = $1",
+        order.order_id,
+    )
+    await db.execute("DELETE FROM audit.dispatches WHERE order_id = $1", order.order_id)
+    assert (await http.get(url, headers=supervisor(stack))).json() != before
+
+    done = swdispatch(stack, "audit", "rebuild")
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt the projection of" in done.stdout
+    assert (await http.get(url, headers=supervisor(stack))).json() == before
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"group_by": "village"}, "group_by"),
+        ({"from": "2024-01-01T00:00:00"}, "from"),  # no time zone
+        ({"from": "2024-02-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"}, "from"),
+    ],
+)
+async def test_bad_report_parameters_are_a_422_naming_the_field(
+    stack: RunningStack, http: httpx.AsyncClient, params: dict[str, str], field: str
+) -> None:
+    resp = await http.get(
+        f"{stack.urls['audit']}/v1/reports/timeliness", params=params, headers=supervisor(stack)
+    )
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["query", field]
+
+
+async def test_a_reader_created_on_the_command_line_can_read_reports(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    created = swdispatch(
+        stack, "audit", "readers", "create", "cli-reader", "CLI reader", "--role", "supervisor"
+    )
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.split("Authorization: Bearer ")[1].split()[0]
+    url = f"{stack.urls['audit']}/v1/reports/timeliness"
+    assert (await http.get(url, headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    assert (await http.get(url)).status_code == 401
+
+
+async def test_an_order_submitted_to_the_center_is_projected_with_its_times(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    body = request_body(51, urgency="urgent")
+    body["location"] |= {"township_code": "TS-SX", "community_code": "SX-DONGXIN"}
+    resp = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/requests",
+        json=body,
+        headers={"X-API-Key": stack.api_key},
+    )
+    assert resp.status_code == 201, resp.text
+    order_id = resp.json()["order_id"]
+
+    order = await get_json_when(
+        http,
+        f"{stack.urls['audit']}/v1/orders/{order_id}/timeliness",
+        supervisor(stack),
+        lambda o: o["received_at"] is not None,
+    )
+    assert (order["status"], order["station_id"], order["urgency"]) == (
+        "dispatched",
+        "st-shaxi",
+        "urgent",
+    )
+    submitted, dispatched, received = (
+        datetime.fromisoformat(order[k]) for k in ("submitted_at", "dispatched_at", "received_at")
+    )
+    assert submitted <= dispatched <= received
+    assert order["stages"]["dispatch"]["outcome"] == "met"
+    assert order["stages"]["accept"]["outcome"] == "pending"
+    assert [d["station_id"] for d in order["dispatches"]] == ["st-shaxi"]
+    assert body["beneficiary"]["name"] not in str(order)

@@ -7,6 +7,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,8 +16,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services.audit.metrics import DURATION_BUCKETS
 from shared import topics
 from swdispatch.embedded import free_port
+from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
 from tests.debian import debian_tool
 from tests.helpers import eventually, get_json_when
@@ -91,7 +94,7 @@ async def value_becomes(
 
     async def probe() -> bool:
         last[0] = await query(http, prometheus, promql)
-        return last[0] == expected
+        return last[0] is not None and round(last[0], 6) == round(expected, 6)
 
     try:
         await eventually(probe, timeout_s, every_s=0.5)
@@ -179,6 +182,60 @@ async def test_a_stuck_outbox_shows_as_backlog_and_raises_its_alert(
             await conn.execute("SELECT pg_advisory_unlock(hashtext('audit.outbox'))")
     await value_becomes(http, prometheus, unsent, 0)
     await value_becomes(http, prometheus, oldest, 0)
+
+
+def bucket_quantile(q: float, observations: list[float], bounds: tuple[float, ...]) -> float:
+    """The q-quantile Prometheus interpolates from a histogram of ``observations``."""
+    cumulative = [sum(o <= b for o in observations) for b in bounds]
+    rank = q * len(observations)
+    for i, count in enumerate(cumulative):
+        if count >= rank:
+            lower, below = (bounds[i - 1], cumulative[i - 1]) if i else (0.0, 0)
+            return lower + (bounds[i] - lower) * (rank - below) / (count - below)
+    raise AssertionError("observations beyond the last finite bucket")
+
+
+async def test_prometheus_sees_the_lifecycle_counter_and_stage_durations_the_test_drove(
+    stack: RunningStack, http: httpx.AsyncClient, prometheus: str
+) -> None:
+    before = time.time()
+    # Four routine orders, dispatched to st-liuhe 20, 40, 100 and 200 minutes after submission.
+    minutes = [20.0, 40.0, 100.0, 200.0]
+    scripts = [
+        OrderScript(datetime.now(UTC) - timedelta(hours=4)).submitted().dispatched("st-liuhe", m)
+        for m in minutes
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        for script in scripts:
+            for topic, event in script.events:
+                await producer.send_and_wait(
+                    topic, event.to_json().encode(), key=str(event.order_id).encode()
+                )
+    finally:
+        await producer.stop()
+
+    dispatched = (
+        'swd_lifecycle_events_total{event_type="order.dispatched",urgency="routine",'
+        'station="st-liuhe"}'
+    )
+    await value_becomes(
+        http,
+        prometheus,
+        f"sum({dispatched}) - (sum({dispatched} @ {before}) or vector(0))",
+        len(scripts),
+    )
+    buckets = 'swd_stage_duration_seconds_bucket{stage="dispatch",urgency="routine"}'
+    # Only this test's observations: the buckets now minus the buckets before it.
+    added = (
+        f"sum by (le) ({buckets}) - "
+        f"(sum by (le) ({buckets} @ {before}) or sum by (le) ({buckets}) * 0)"
+    )
+    seconds = [m * 60 for m in minutes]
+    for q in (0.5, 0.9):
+        expected = bucket_quantile(q, seconds, DURATION_BUCKETS)
+        await value_becomes(http, prometheus, f"histogram_quantile({q}, {added})", expected)
 
 
 async def test_every_service_is_up_for_prometheus(

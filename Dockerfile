@@ -9,8 +9,12 @@ COPY swdispatch swdispatch
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home-dir /var/lib/swdispatch --create-home \
-        --shell /usr/sbin/nologin swdispatch
+# demo/ is where the compose stack's init step leaves the demo credentials (a named volume
+# takes this directory's owner).
+RUN groupadd --gid 10001 swdispatch \
+    && useradd --uid 10001 --gid 10001 --home-dir /var/lib/swdispatch --create-home \
+        --shell /usr/sbin/nologin swdispatch \
+    && install -d -o swdispatch -g swdispatch /var/lib/swdispatch/demo
 COPY --from=build /install /usr/local
 # Listen on every interface inside the container; PYTHONUNBUFFERED keeps logs prompt.
 ENV SWD_HOST=0.0.0.0 \

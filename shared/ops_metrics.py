@@ -73,7 +73,11 @@ class LagProbe:
 
     async def __aenter__(self) -> LagProbe:
         await self._admin.start()
-        await self._offsets.start()
+        try:
+            await self._offsets.start()
+        except BaseException:
+            await self._admin.close()
+            raise
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -110,9 +114,10 @@ class LagProbe:
                 group_id, partitions=partitions.get(topic, [])
             )
             for tp in partitions.get(topic, []):
+                # Nothing committed (-1), or only what retention has deleted since: the group
+                # goes on from the earliest retained message.
                 offset = committed[tp].offset if tp in committed else -1
-                # Nothing committed yet: the group starts from the earliest retained message.
-                position = offset if offset >= 0 else starts[tp]
+                position = max(offset, starts[tp])
                 lag[(group_id, topic, tp.partition)] = max(ends[tp] - position, 0)
         dead_letters = {
             topic: sum(ends[tp] - starts[tp] for tp in partitions.get(topic, []))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from pydantic import BaseModel
 from starlette.routing import Match
 
 REQUESTS = Counter(
@@ -23,6 +25,19 @@ REQUEST_SECONDS = Histogram(
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 
 
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+# What any authenticated endpoint may answer besides its own responses.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "a body that cannot be parsed"},
+    401: {"model": ErrorDetail, "description": "missing or invalid credentials"},
+    413: {"model": ErrorDetail, "description": "request body over the size limit"},
+    503: {"model": ErrorDetail, "description": "temporarily unavailable; retry after Retry-After"},
+}
+
+
 def ops_router(readiness: ReadinessCheck) -> APIRouter:
     """``readiness`` returns None when ready, else what is not ready yet."""
     router = APIRouter(tags=["operations"])
@@ -31,7 +46,7 @@ def ops_router(readiness: ReadinessCheck) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get("/readyz", responses={503: {"description": "not ready, with the reason"}})
     async def readyz() -> JSONResponse:
         problem = await readiness()
         if problem is None:

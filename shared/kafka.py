@@ -37,10 +37,32 @@ def _security(kafka: KafkaSettings) -> BaseSecurity | None:
     )
 
 
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Connection settings for plain aiokafka clients (admin, offset readers)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap,
+        "security_protocol": kafka.security_protocol,
+        "request_timeout_ms": kafka.request_timeout_ms,
+    }
+    if "SSL" in kafka.security_protocol:
+        options["ssl_context"] = ssl.create_default_context(cafile=kafka.ssl_cafile)
+    if kafka.sasl_mechanism is not None:
+        options |= {
+            "sasl_mechanism": kafka.sasl_mechanism,
+            "sasl_plain_username": kafka.sasl_username,
+            "sasl_plain_password": kafka.sasl_password,
+        }
+    return options
+
+
 def create_broker(kafka: KafkaSettings, *, service: str, graceful_timeout_s: float) -> KafkaBroker:
     return KafkaBroker(
         kafka.bootstrap,
         client_id=f"{kafka.client_id}-{service}",
+        request_timeout_ms=kafka.request_timeout_ms,
+        # Topics are created with their partition counts by `swdispatch topics`; a topic made
+        # on the fly (one partition) would break the key-to-partition mapping.
+        allow_auto_create_topics=False,
         acks="all" if kafka.acks == "all" else int(kafka.acks),
         enable_idempotence=kafka.enable_idempotence,
         linger_ms=kafka.linger_ms,
@@ -65,22 +87,9 @@ def consumer_options(kafka: KafkaSettings) -> dict[str, Any]:
     }
 
 
-def client_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """Connection and security settings for plain aiokafka clients (admin, offset probes)."""
-    security = _security(kafka)
-    return {
-        "bootstrap_servers": kafka.bootstrap,
-        "security_protocol": kafka.security_protocol,
-        "sasl_mechanism": kafka.sasl_mechanism or "PLAIN",
-        "sasl_plain_username": kafka.sasl_username,
-        "sasl_plain_password": kafka.sasl_password,
-        "ssl_context": security.ssl_context if security is not None else None,
-    }
-
-
 async def create_topics(kafka: KafkaSettings) -> list[str]:
     """Create every topic and its dead-letter topic; return the ones that were missing."""
-    admin = AIOKafkaAdminClient(**client_options(kafka), client_id=f"{kafka.client_id}-admin")
+    admin = AIOKafkaAdminClient(client_id=f"{kafka.client_id}-admin", **client_options(kafka))
     configs = (
         {"min.insync.replicas": str(kafka.topic_min_insync_replicas)}
         if kafka.topic_min_insync_replicas is not None

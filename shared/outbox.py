@@ -3,6 +3,12 @@
 The relay is woken by LISTEN/NOTIFY (the outbox trigger), polls as a fallback, and holds a
 session advisory lock so that one relay per service publishes at a time: rows leave in id
 order, and one order's events keep their order on the partition.
+
+It also guards against a broker that loses acknowledged data (Tansu keeps nothing across a
+restart; a topic can be deleted and re-created): each sent row records the partition and offset
+it got, and before every batch the relay checks that the broker still holds them. If it does
+not, every event sent within the replay window is marked unsent and goes out again, in id
+order and before anything newer; consumers' inboxes drop what they had already applied.
 """
 
 from __future__ import annotations
@@ -10,19 +16,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 from prometheus_client import Counter
 
 from shared.db import TRANSIENT_ERRORS, Connection
 from shared.events import Envelope
+from shared.kafka import client_options
+from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+CLEANUP_INTERVAL_S = 600.0
+
 PUBLISHED = Counter(
     "swd_outbox_published_events_total", "Outbox events published to Kafka", ["topic"]
+)
+REPLAYS = Counter(
+    "swd_outbox_replays_total",
+    "Times the broker had lost acknowledged events and the recent outbox was published again",
+    ["service"],
 )
 
 
@@ -47,15 +65,24 @@ class OutboxRelay:
         database_url: str,
         schema: str,
         broker: KafkaBroker,
+        kafka: KafkaSettings,
         batch_size: int,
         poll_interval_s: float,
+        retention: timedelta,
+        replay_window: timedelta,
     ) -> None:
         self._database_url = database_url
         self._schema = schema
         self._broker = broker
+        self._kafka = kafka
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._retention = retention
+        self._replay_window = replay_window
+        self._next_cleanup = 0.0
         self._wake = asyncio.Event()
+        # Per partition, the first and last offset of the latest batch the broker acknowledged.
+        self._acknowledged: dict[TopicPartition, tuple[int, int]] = {}
         self.is_leader = False
 
     async def run(self) -> None:
@@ -64,12 +91,16 @@ class OutboxRelay:
         while True:
             try:
                 await self._run_connected()
+                backoff = 0.5
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.is_leader = False
                 log.warning(
-                    "outbox relay (%s) failed: %s; retrying", self._schema, type(exc).__name__
+                    "outbox relay (%s) failed: %s; retrying",
+                    self._schema,
+                    type(exc).__name__,
+                    exc_info=backoff == 0.5,  # the whole story once per streak of failures
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -78,6 +109,7 @@ class OutboxRelay:
         conn: Connection = await asyncpg.connect(
             self._database_url, server_settings={"search_path": self._schema}
         )
+        offsets = AIOKafkaConsumer(enable_auto_commit=False, **client_options(self._kafka))
         try:
             # Another replica holds the lock; poll until it goes away.
             while not await conn.fetchval(  # noqa: ASYNC110
@@ -85,24 +117,68 @@ class OutboxRelay:
             ):
                 await asyncio.sleep(self._poll_interval_s)
             self.is_leader = True
+            await offsets.start()
+            await self._load_acknowledged(conn)
             await conn.add_listener(f"{self._schema}.outbox", self._on_notify)
             while True:
                 self._wake.clear()
-                while await self._relay_batch(conn) == self._batch_size:
+                while await self._relay_batch(conn, offsets):
                     pass
+                await self._delete_old_sent_rows(conn)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
                 if conn.is_closed():
                     raise ConnectionError("relay connection closed")
         finally:
             self.is_leader = False
+            with contextlib.suppress(Exception):
+                await offsets.stop()
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await asyncio.wait_for(conn.close(), 5)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _relay_batch(self, conn: Connection) -> int:
+    async def _load_acknowledged(self, conn: Connection) -> None:
+        # Rows marked sent by one batch share one sent_at (the transaction's now()).
+        rows = await conn.fetch(
+            """SELECT topic, kafka_partition, min(kafka_offset) AS first, max(kafka_offset) AS last
+               FROM outbox o
+               WHERE kafka_offset IS NOT NULL AND sent_at = (
+                   SELECT max(sent_at) FROM outbox i
+                   WHERE i.topic = o.topic AND i.kafka_partition = o.kafka_partition
+                     AND i.sent_at > now() - $1::interval)
+               GROUP BY topic, kafka_partition""",
+            self._replay_window,
+        )
+        self._acknowledged = {
+            TopicPartition(r["topic"], r["kafka_partition"]): (r["first"], r["last"]) for r in rows
+        }
+
+    async def _broker_lost_events(self, offsets: AIOKafkaConsumer) -> bool:
+        if not self._acknowledged:
+            return False
+        ends = await offsets.end_offsets(list(self._acknowledged))
+        # The end offset must lie past the first offset of our latest batch. (Not past its last:
+        # Tansu reports a batch's base offset + 1 as the end of the partition.)
+        return any(ends.get(tp, 0) <= first for tp, (first, _) in self._acknowledged.items())
+
+    async def _replay_recent(self, conn: Connection) -> None:
+        replayed = await conn.execute(
+            "UPDATE outbox SET sent_at = NULL, kafka_partition = NULL, kafka_offset = NULL"
+            " WHERE sent_at > now() - $1::interval",
+            self._replay_window,
+        )
+        self._acknowledged = {}
+        REPLAYS.labels(self._schema).inc()
+        log.warning(
+            "outbox relay (%s): the broker lost events; replaying %s",
+            self._schema,
+            replayed.removeprefix("UPDATE "),
+        )
+
+    async def _relay_batch(self, conn: Connection, offsets: AIOKafkaConsumer) -> bool:
+        """Publish one batch; True when there may be more to publish right away."""
         async with conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, topic, key, event_type, body FROM outbox WHERE sent_at IS NULL "
@@ -110,24 +186,57 @@ class OutboxRelay:
                 self._batch_size,
             )
             if not rows:
-                return 0
-            # Send all, then wait for every acknowledgement: one round trip per batch, and
-            # aiokafka keeps one request in flight per partition, so order holds.
-            pending = [
-                await self._broker.publish(
-                    row["body"].encode(),
-                    row["topic"],
-                    key=row["key"].encode(),
-                    headers={"swd-event-type": row["event_type"]},
-                    no_confirm=True,
-                )
-                for row in rows
-            ]
-            await asyncio.gather(*pending)
-            await conn.execute(
-                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-                [row["id"] for row in rows],
+                return False
+            lost = await self._broker_lost_events(offsets)
+            if not lost:
+                lost = await self._publish(conn, rows)
+        if lost:
+            await self._replay_recent(conn)
+            return True
+        return len(rows) == self._batch_size
+
+    async def _publish(self, conn: Connection, rows: list[asyncpg.Record]) -> bool:
+        """Publish the rows and mark them sent; True if the broker turned out to have lost
+        events (offsets went backwards) between the check and the send."""
+        # Send all, then wait for every acknowledgement: one round trip per batch, and
+        # aiokafka keeps one request in flight per partition, so order holds.
+        pending = [
+            await self._broker.publish(
+                row["body"].encode(),
+                row["topic"],
+                key=row["key"].encode(),
+                headers={"swd-event-type": row["event_type"]},
+                no_confirm=True,
             )
-        for row in rows:
+            for row in rows
+        ]
+        landed = await asyncio.gather(*pending)
+        await conn.execute(
+            """UPDATE outbox SET sent_at = now(), kafka_partition = u.p, kafka_offset = u.o
+               FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(id, p, o)
+               WHERE outbox.id = u.id""",
+            [row["id"] for row in rows],
+            [meta.partition for meta in landed],
+            [meta.offset for meta in landed],
+        )
+        latest: dict[TopicPartition, tuple[int, int]] = {}
+        for row, meta in zip(rows, landed, strict=True):
             PUBLISHED.labels(row["topic"]).inc()
-        return len(rows)
+            tp = TopicPartition(meta.topic, meta.partition)
+            first, last = latest.get(tp, (meta.offset, meta.offset))
+            latest[tp] = (min(first, meta.offset), max(last, meta.offset))
+        went_backwards = any(
+            first <= self._acknowledged[tp][1]
+            for tp, (first, _) in latest.items()
+            if tp in self._acknowledged
+        )
+        self._acknowledged |= latest
+        return went_backwards
+
+    async def _delete_old_sent_rows(self, conn: Connection) -> None:
+        if time.monotonic() < self._next_cleanup:
+            return
+        self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL_S
+        await conn.execute(
+            "DELETE FROM outbox WHERE sent_at < now() - $1::interval", self._retention
+        )

@@ -22,6 +22,7 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
+    request_timeout_ms: int = 15_000
     linger_ms: int = 0
     topic_partitions: int = 6
     topic_replication_factor: int = 1
@@ -57,6 +58,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 500
+    # Sent outbox rows are kept this long (for inspection and replay), then deleted.
+    outbox_retention_hours: float = 168.0
+    # After the broker lost data (a Tansu restart, a deleted topic), events sent this recently
+    # are published again; consumers' inboxes drop the copies they already applied.
+    outbox_replay_window_s: float = 300.0
     graceful_timeout_s: float = 15.0
     max_request_bytes: int = 64 * 1024
     # How often consumer lag and outbox backlog are measured for /metrics.

@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from services.audit import commands as audit_commands
@@ -50,6 +51,8 @@ def up(args: argparse.Namespace) -> None:
     from swdispatch import demo
 
     _configure_logging("WARNING")
+    # SIGTERM stops the stack as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     settings = Settings()
     ports = Ports(
         postgres=args.postgres_port,
@@ -74,13 +77,13 @@ def up(args: argparse.Namespace) -> None:
         print(f"service logs:     {stack.logs}/\n")
         if args.no_demo:
             print("running; Ctrl-C stops everything", flush=True)
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            while True:
+                time.sleep(3600)
         else:
             print(
                 f"demo traffic: one request every {args.interval}s; Ctrl-C stops everything\n",
                 flush=True,
             )
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
             asyncio.run(
                 demo.run_traffic(
                     stack.urls, credentials, interval_s=args.interval, count=args.count
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sub.add_parser("migrate", help="apply every service's schema migrations")
     sub.add_parser("topics", help="create the Kafka topics and their dead-letter topics")
+    sub.add_parser("asyncapi", help="print the event contracts as an AsyncAPI document")
     p_seed = sub.add_parser("seed-demo", help="write the demo county and print demo credentials")
     p_seed.add_argument("--credentials", type=Path, default=STATE_DIR / "demo-credentials.json")
     for service in SERVICES:
@@ -148,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         urls = {s: getattr(args, f"{s}_url") for s in SERVICES}
         credentials = json.loads(args.credentials.read_text())
         asyncio.run(demo.run_traffic(urls, credentials, interval_s=args.interval, count=args.count))
+    elif command == "asyncapi":
+        from shared.asyncapi import document
+
+        print(json.dumps(document(Settings().kafka.bootstrap), indent=2))
     elif command == "seed_demo":
         from swdispatch import demo
 

@@ -16,7 +16,12 @@ import asyncpg
 import httpx
 
 from services.audit.admin import create_reader
-from services.dispatch_center.admin import create_integration, upsert_community, upsert_station
+from services.dispatch_center.admin import (
+    create_integration,
+    create_operator,
+    upsert_community,
+    upsert_station,
+)
 from services.station_worker.admin import create_staff
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
 
@@ -120,7 +125,8 @@ async def seed(database_url: str) -> dict[str, Any]:
                 for code, name in st.communities:
                     covered_by = None if code in UNCOVERED else st.id
                     await upsert_community(conn, code, name, st.township_code, covered_by)
-            integration_id, key = await create_integration(conn, "demo-grid-platform")
+            integration = await create_integration(conn, "demo-grid-platform", reissue=True)
+            _, operator_token = await create_operator(conn, "demo-operator", reissue=True)
         stations: dict[str, Any] = {}
         async with conn.transaction():
             await conn.execute("SET LOCAL search_path TO station_worker")
@@ -140,10 +146,19 @@ async def seed(database_url: str) -> dict[str, Any]:
             supervisor = await create_reader(
                 conn, "county-supervisor", "County supervisor", "supervisor"
             )
+            for st in COUNTY:
+                stations[st.id]["audit_token"] = await create_reader(
+                    conn, f"{st.id}-manager", f"Manager of {st.name}", "station_manager", st.id
+                )
     finally:
         await conn.close()
     return {
-        "integration": {"id": integration_id, "api_key": key},
+        "integration": {
+            "id": integration.id,
+            "api_key": integration.key,
+            "callback_secret": integration.callback_secret,
+        },
+        "operator_token": operator_token,
         "stations": stations,
         "audit_supervisor_token": supervisor,
     }

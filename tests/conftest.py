@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from swdispatch.stack import LocalStack, Ports
+from tests.helpers import PERSONAL_DATA
 
 # Settings the test services run with: fast group joins and short fetch waits on Tansu.
 TEST_SERVICE_ENV = {
@@ -28,6 +29,9 @@ TEST_SERVICE_ENV = {
     "SWD_KAFKA_FETCH_MAX_WAIT_MS": "5",
     "SWD_OUTBOX_POLL_INTERVAL_S": "0.2",
     "SWD_OPS_METRICS_INTERVAL_S": "1",
+    # Dispatch center: timers and status callbacks look for due work often; quick retries.
+    "SWD_TIMER_INTERVAL_S": "0.2",
+    "SWD_CALLBACK_BACKOFF_BASE_S": "0.3",
     "SWD_LOG_LEVEL": "INFO",
     "SWD_AUDIT_METRICS_REFRESH_INTERVAL_S": "0.5",
 }
@@ -58,6 +62,10 @@ class RunningStack:
 
     def manager_token(self, station_id: str) -> str:
         return str(self.credentials["stations"][station_id]["manager_token"])
+
+    @property
+    def operator_token(self) -> str:
+        return str(self.credentials["operator_token"])
 
     @property
     def supervisor_token(self) -> str:
@@ -104,6 +112,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             local.start_service(service)
         local.wait_ready()
         yield RunningStack(local, credentials)
+    _assert_no_personal_data_in_logs(local)
+
+
+def _assert_no_personal_data_in_logs(local: LocalStack) -> None:
+    """Every service log of the whole session, once the services have stopped."""
+    leaks = []
+    for log in sorted(local.logs.glob("*.log")):
+        for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
+            if any(value in line for value in PERSONAL_DATA):
+                leaks.append(f"{log.name}:{number}")
+    # Name the places, never the values.
+    assert not leaks, f"personal data in service logs at {leaks[:20]}"
 
 
 @pytest.fixture(scope="session")

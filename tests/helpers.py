@@ -14,6 +14,13 @@ from swdispatch.demo import random_request
 
 T = TypeVar("T")
 
+# Every resident's and reporter's name and phone the tests sent: none may appear in a log.
+PERSONAL_DATA: set[str] = set()
+
+
+def remember_personal_data(*values: str | None) -> None:
+    PERSONAL_DATA.update(v for v in values if v)
+
 
 async def eventually(
     probe: Callable[[], Awaitable[T | None]], timeout_s: float = 15, every_s: float = 0.05
@@ -32,6 +39,13 @@ async def eventually(
 def request_body(seed: int | None = None, **overrides: Any) -> dict[str, Any]:
     body = random_request(random.Random(seed))
     body.update(overrides)
+    remember_personal_data(
+        body["beneficiary"]["name"],
+        body["beneficiary"]["phone"],
+        body["reporter"]["name"],
+        body["reporter"]["phone"],
+        body["location"]["address"],
+    )
     return body
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.dispatch_center import consumers, views
+from services.dispatch_center import callbacks, consumers, operator_views, timers, views
 from services.dispatch_center.settings import CenterSettings
 from shared.runtime import ServiceSpec, create_service_app
 
@@ -15,7 +15,8 @@ SPEC = ServiceSpec(
     title="swdispatch dispatch center",
     migrations=Path(__file__).parent / "migrations",
     consumers=consumers.consumers,
-    routers=[views.router],
+    routers=[views.router, operator_views.router],
+    background=[timers.run, callbacks.run],
 )
 
 

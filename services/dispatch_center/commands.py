@@ -12,10 +12,41 @@ from shared.cli import command, in_schema
 def _create_integration(args: argparse.Namespace) -> None:
     from services.dispatch_center.admin import create_integration
 
-    integration_id, key = asyncio.run(
-        in_schema("dispatch_center", lambda c: create_integration(c, args.name))
+    created = asyncio.run(
+        in_schema(
+            "dispatch_center",
+            lambda c: create_integration(c, args.name, rate_limit_per_minute=args.rate_limit),
+        )
     )
-    print(f"integration {integration_id}\nX-API-Key: {key}\n(shown once; store it now)")
+    print(
+        f"integration {created.id}\nX-API-Key: {created.key}\n"
+        f"callback secret: {created.callback_secret}\n(shown once; store them now)"
+    )
+
+
+def _revoke_integration(args: argparse.Namespace) -> None:
+    from services.dispatch_center.admin import record_action, revoke_integration
+
+    async def revoke(conn: Any) -> bool:
+        done = await revoke_integration(conn, args.id)
+        if done:
+            await record_action(conn, "cli", "integration.revoke", args.id, args.reason)
+        return done
+
+    if not asyncio.run(in_schema("dispatch_center", revoke)):
+        raise SystemExit(f"no active integration {args.id}")
+    print(f"integration {args.id} revoked")
+
+
+def _create_operator(args: argparse.Namespace) -> None:
+    from services.dispatch_center.admin import create_operator
+
+    operator_id, token = asyncio.run(
+        in_schema("dispatch_center", lambda c: create_operator(c, args.name, args.role))
+    )
+    print(
+        f"operator {operator_id} ({args.role})\nBearer token: {token}\n(shown once; store it now)"
+    )
 
 
 def add_commands(sub: Any) -> None:
@@ -23,6 +54,22 @@ def add_commands(sub: Any) -> None:
         dest="action", required=True
     )
     create = command(
-        integrations, "create", _create_integration, "create an integration, print its key once"
+        integrations,
+        "create",
+        _create_integration,
+        "create an integration, print its key and callback secret once",
     )
     create.add_argument("name")
+    create.add_argument("--rate-limit", type=int, default=None, help="requests per minute")
+    revoke = command(integrations, "revoke", _revoke_integration, "revoke an integration's key")
+    revoke.add_argument("id")
+    revoke.add_argument("--reason", required=True)
+
+    operators = sub.add_parser("operators", help="dispatch center operators").add_subparsers(
+        dest="action", required=True
+    )
+    create_op = command(
+        operators, "create", _create_operator, "create an operator, print its token once"
+    )
+    create_op.add_argument("name")
+    create_op.add_argument("--role", choices=("operator", "viewer"), default="operator")

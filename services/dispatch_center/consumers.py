@@ -1,15 +1,32 @@
-"""What the center learns from the stations."""
+"""What the center learns from the stations.
+
+Events about a dispatch the order has moved on from (another station, an older dispatch
+number, a cancelled order) change nothing: the station worker drops such orders itself.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from faststream.kafka import KafkaBroker
 
+from services.dispatch_center import lifecycle
+from services.dispatch_center.settings import CenterSettings
 from shared import topics
 from shared.consumer import EventConsumer, Handler
 from shared.db import Connection, Pool
-from shared.events import Envelope, EventPayload, OrderReceived
+from shared.domain import OrderStatus
+from shared.events import (
+    Envelope,
+    EventPayload,
+    OrderAccepted,
+    OrderAssigned,
+    OrderCompleted,
+    OrderReceived,
+    OrderRejected,
+    OrderStarted,
+)
 from shared.settings import Settings
 
 
@@ -17,7 +34,7 @@ async def on_received(conn: Connection, event: Envelope[Any]) -> None:
     """The station has the order: its dispatch needs no resending."""
     payload: OrderReceived = event.payload
     await conn.execute(
-        """UPDATE orders SET received_at = $3, updated_at = now()
+        """UPDATE orders SET received_at = $3, next_resend_at = NULL, updated_at = now()
            WHERE id = $1 AND dispatch_no = $2 AND received_at IS NULL""",
         event.order_id,
         payload.dispatch_no,
@@ -25,7 +42,86 @@ async def on_received(conn: Connection, event: Envelope[Any]) -> None:
     )
 
 
-HANDLERS: dict[type[EventPayload], Handler] = {OrderReceived: on_received}
+# What the station reports -> the public status, and the statuses it may follow.
+PROGRESS: dict[type[EventPayload], tuple[OrderStatus, frozenset[OrderStatus]]] = {
+    OrderAccepted: (
+        OrderStatus.ACCEPTED,
+        frozenset({OrderStatus.DISPATCHED, OrderStatus.ESCALATED}),
+    ),
+    OrderAssigned: (OrderStatus.ASSIGNED, frozenset({OrderStatus.ACCEPTED, OrderStatus.ASSIGNED})),
+    OrderStarted: (OrderStatus.IN_SERVICE, frozenset({OrderStatus.ASSIGNED})),
+    OrderCompleted: (
+        OrderStatus.COMPLETED,
+        frozenset({OrderStatus.ASSIGNED, OrderStatus.IN_SERVICE}),
+    ),
+}
+
+
+async def on_progress(conn: Connection, event: Envelope[Any]) -> None:
+    status, after = PROGRESS[type(event.payload)]
+    order = await lifecycle.lock(conn, event.order_id)
+    if (
+        order is None
+        or order["station_id"] != event.payload.station_id
+        or order["status"] not in after
+    ):
+        return
+    if status is OrderStatus.ACCEPTED:
+        # Also late, after an escalation that found no other station: the station still
+        # holds the order, and now it has taken it on.
+        await conn.execute(
+            """UPDATE orders SET accept_due_at = NULL, next_resend_at = NULL,
+                   received_at = coalesce(received_at, $2),
+                   awaiting_operator = false, hold_reason = NULL
+               WHERE id = $1""",
+            order["id"],
+            event.occurred_at,
+        )
+    await lifecycle.record_status(
+        conn,
+        order,
+        status,
+        station_id=order["station_id"],
+        reason=None,
+        actor=event.actor,
+        at=event.occurred_at,
+    )
+
+
+def on_rejected(settings: CenterSettings) -> Handler:
+    async def handle(conn: Connection, event: Envelope[Any]) -> None:
+        """The station returned the order: the next fallback station, or an operator."""
+        p: OrderRejected = event.payload
+        order = await lifecycle.lock(conn, event.order_id)
+        if (
+            order is None
+            or order["station_id"] != p.station_id
+            or order["dispatch_no"] != p.dispatch_no
+            or order["status"] not in (OrderStatus.DISPATCHED, OrderStatus.ACCEPTED)
+        ):
+            return
+        reason = f"rejected by {p.station_id}: {p.reason_code}"
+        await conn.execute(
+            "UPDATE orders SET accept_due_at = NULL, next_resend_at = NULL WHERE id = $1",
+            order["id"],
+        )
+        await lifecycle.record_status(
+            conn,
+            order,
+            OrderStatus.REJECTED,
+            station_id=p.station_id,
+            reason=p.reason_code,
+            actor=event.actor,
+            at=event.occurred_at,
+        )
+        await lifecycle.redispatch_or_hold(conn, settings, order["id"], reason, datetime.now(UTC))
+
+    return handle
+
+
+def handlers(settings: CenterSettings) -> dict[type[EventPayload], Handler]:
+    progress: dict[type[EventPayload], Handler] = dict.fromkeys(PROGRESS, on_progress)
+    return {OrderReceived: on_received, OrderRejected: on_rejected(settings), **progress}
 
 
 def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[EventConsumer]:
@@ -35,7 +131,7 @@ def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[Event
             topic=topics.STATION_EVENTS,
             pool=pool,
             broker=broker,
-            handlers=HANDLERS,
+            handlers=handlers(cast(CenterSettings, settings)),
             max_event_bytes=settings.kafka.max_event_bytes,
         )
     ]

@@ -97,3 +97,122 @@ class RequestView(BaseModel):
     submitted_at: datetime
     deadlines: Deadlines
     timeline: list[TimelineEntry] = Field(default_factory=list)
+
+
+# --- Operator API ---------------------------------------------------------------------------
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class OrderSummary(BaseModel):
+    """An order as operators see it: no personal data."""
+
+    order_id: uuid.UUID
+    integration_id: str
+    external_id: str
+    status: OrderStatus
+    station_id: str | None
+    dispatch_no: int
+    category: Category
+    urgency: Urgency
+    township_code: str
+    community_code: str
+    submitted_at: datetime
+    deadlines: Deadlines
+    overdue: bool
+    awaiting_operator: bool
+    hold_reason: str | None
+    redispatches: int
+    resends: int
+
+
+class OperatorTimelineEntry(TimelineEntry):
+    actor: str | None
+
+
+class OrderDetail(OrderSummary):
+    tried_stations: list[str]
+    timeline: list[OperatorTimelineEntry]
+
+
+class OrderPage(BaseModel):
+    items: list[OrderSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class RedispatchBody(Strict):
+    station_id: Code
+    reason: Reason
+
+
+class ReasonBody(Strict):
+    reason: Reason
+
+
+class StationBody(Strict):
+    name: Name
+    township_code: Code
+    active: bool = True
+    reason: Reason
+
+
+class StationView(BaseModel):
+    id: str
+    name: str
+    township_code: str
+    active: bool
+
+
+class CommunityBody(Strict):
+    name: Name
+    township_code: Code
+    station_id: Code | None = Field(description="the covering station; null: none")
+    fallbacks: list[Code] = Field(default_factory=list, max_length=10)
+    reason: Reason
+
+
+class CommunityView(BaseModel):
+    code: str
+    name: str
+    township_code: str
+    station_id: str | None
+    fallbacks: list[str]
+
+
+class OverrideBody(Strict):
+    station_id: Code | None = Field(description="null removes the override")
+    reason: Reason
+
+
+class OverrideView(BaseModel):
+    township_code: str
+    category: Category
+    station_id: str
+
+
+class CoverageView(BaseModel):
+    communities: list[CommunityView]
+    overrides: list[OverrideView]
+
+
+class IntegrationBody(Strict):
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9 ._-]{1,64}$")
+    ]
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=100_000)
+    reason: Reason
+
+
+class IntegrationCreated(BaseModel):
+    id: str
+    api_key: str = Field(description="for X-API-Key; shown only now")
+    callback_secret: str = Field(description="verifies status callbacks; shown only now")
+
+
+class IntegrationView(BaseModel):
+    id: str
+    name: str
+    rate_limit_per_minute: int | None
+    created_at: datetime
+    revoked_at: datetime | None

@@ -7,8 +7,8 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
+from services.dispatch_center import lifecycle
 from services.dispatch_center.auth import Integration
 from services.dispatch_center.deadlines import deadlines_for
 from services.dispatch_center.models import IntakeRequest, RequestView, TimelineEntry
@@ -16,17 +16,7 @@ from services.dispatch_center.settings import CenterSettings
 from shared import outbox, topics
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus
-from shared.events import (
-    Actor,
-    CaseDetails,
-    Deadlines,
-    Envelope,
-    Location,
-    OrderDispatched,
-    OrderSubmitted,
-    OrderUnroutable,
-    new_event,
-)
+from shared.events import Actor, CaseDetails, Deadlines, Location, OrderSubmitted, new_event
 
 
 class InvalidField(Exception):
@@ -59,10 +49,7 @@ async def submit(
     fingerprint = request_hash(request)
     async with pool.acquire() as conn, conn.transaction():
         place = await conn.fetchrow(
-            """SELECT c.township_code, cov.station_id
-               FROM communities c LEFT JOIN coverage cov ON cov.community_code = c.code
-               LEFT JOIN stations s ON s.id = cov.station_id AND s.active
-               WHERE c.code = $1""",
+            "SELECT township_code FROM communities WHERE code = $1",
             request.location.community_code,
         )
         if place is None:
@@ -77,27 +64,21 @@ async def submit(
             )
         now = datetime.now(UTC)
         deadlines = deadlines_for(settings, request.urgency, now)
-        station_id: str | None = place["station_id"]
-        status = OrderStatus.DISPATCHED if station_id else OrderStatus.UNROUTABLE
         order_id = uuid.uuid4()
-        case = _case_details(request)
         inserted = await conn.fetchval(
             """INSERT INTO orders (id, integration_id, external_id, request_hash, status,
-                   station_id,
-                   dispatch_no, category, urgency, beneficiary_group, township_code,
-                   community_code, reported_at, submitted_at, dispatch_by, accept_by, assign_by,
-                   complete_by, callback_url, case_details)
+                   category, urgency, beneficiary_group, township_code, community_code,
+                   reported_at, submitted_at, dispatch_by, accept_by, assign_by, complete_by,
+                   callback_url, case_details)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $18, $19, $20)
+                   $17, $18)
                ON CONFLICT (integration_id, external_id) DO NOTHING
                RETURNING id""",
             order_id,
             integration.id,
             request.external_id,
             fingerprint,
-            status,
-            station_id,
-            1 if station_id else 0,
+            OrderStatus.SUBMITTED,
             request.category,
             request.urgency,
             request.beneficiary.group,
@@ -110,17 +91,15 @@ async def submit(
             deadlines.assign_by,
             deadlines.complete_by,
             str(request.callback_url) if request.callback_url else None,
-            case.model_dump(mode="json"),
+            _case_details(request).model_dump(mode="json"),
         )
         if inserted is None:
             return await _existing(conn, integration, request.external_id, fingerprint)
 
         actor = Actor(kind="integration", id=integration.id)
-        location = Location(
-            township_code=request.location.township_code,
-            community_code=request.location.community_code,
-        )
-        events: list[Envelope[Any]] = [
+        await outbox.add(
+            conn,
+            topics.CENTER_EVENTS,
             new_event(
                 OrderSubmitted(
                     integration_id=integration.id,
@@ -128,7 +107,10 @@ async def submit(
                     category=request.category,
                     urgency=request.urgency,
                     beneficiary_group=request.beneficiary.group,
-                    location=location,
+                    location=Location(
+                        township_code=request.location.township_code,
+                        community_code=request.location.community_code,
+                    ),
                     reported_at=request.reported_at,
                     deadlines=deadlines,
                 ),
@@ -136,33 +118,16 @@ async def submit(
                 actor=actor,
                 correlation_id=str(order_id),
                 occurred_at=now,
-            )
-        ]
-        if station_id:
-            events.append(
-                dispatched_event(
-                    order_id, request, station_id, 1, deadlines, case, now, reason=None
-                )
-            )
-        else:
-            events.append(
-                new_event(
-                    OrderUnroutable(location=location, reason="no station covers this community"),
-                    order_id=order_id,
-                    actor=actor,
-                    correlation_id=str(order_id),
-                    occurred_at=now,
-                )
-            )
-        await outbox.add(conn, topics.CENTER_EVENTS, *events)
-        await conn.executemany(
-            "INSERT INTO order_timeline (order_id, status, station_id, at) VALUES ($1, $2, $3, $4)",
-            [
-                (order_id, OrderStatus.SUBMITTED, None, now),
-                (order_id, status, station_id, now),
-            ],
+            ),
         )
-        return IntakeResult(order_id=order_id, status=status, created=True)
+        order = await lifecycle.lock(conn, order_id)
+        assert order is not None
+        await lifecycle.record_status(
+            conn, order, OrderStatus.SUBMITTED, station_id=None, reason=None, actor=actor, at=now
+        )
+        await lifecycle.route_new(conn, settings, order, now)
+        status = await conn.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
+        return IntakeResult(order_id=order_id, status=OrderStatus(status), created=True)
 
 
 def _case_details(request: IntakeRequest) -> CaseDetails:
@@ -175,40 +140,6 @@ def _case_details(request: IntakeRequest) -> CaseDetails:
         reporter_role=request.reporter.role,
         description=request.description,
         consent_to_share=request.beneficiary.consent_to_share,
-    )
-
-
-def dispatched_event(
-    order_id: uuid.UUID,
-    request: IntakeRequest,
-    station_id: str,
-    dispatch_no: int,
-    deadlines: Deadlines,
-    case: CaseDetails,
-    submitted_at: datetime,
-    *,
-    reason: str | None,
-) -> Envelope[OrderDispatched]:
-    return new_event(
-        OrderDispatched(
-            station_id=station_id,
-            dispatch_no=dispatch_no,
-            reason=reason,
-            category=request.category,
-            urgency=request.urgency,
-            beneficiary_group=request.beneficiary.group,
-            location=Location(
-                township_code=request.location.township_code,
-                community_code=request.location.community_code,
-            ),
-            submitted_at=submitted_at,
-            deadlines=deadlines,
-            case=case,
-        ),
-        order_id=order_id,
-        actor=Actor(kind="system", id="dispatch_center"),
-        correlation_id=str(order_id),
-        occurred_at=submitted_at,
     )
 
 

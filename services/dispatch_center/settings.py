@@ -37,5 +37,21 @@ class CenterSettings(Settings):
     # e.g. SWD_DEADLINES='{"emergency": {"accept": "PT10M"}}' (ISO 8601 durations or seconds)
     deadlines: dict[Urgency, dict[Stage, timedelta]] = DEFAULT_DEADLINES
 
+    # Timers: how often they look for due orders, when an unacknowledged dispatch is re-sent,
+    # and how often an order is redispatched automatically (rejection, escalation) before it
+    # is held for an operator.
+    timer_interval_s: float = 1.0
+    resend_interval_s: float = 60.0
+    max_redispatches: int = 3
+
+    # Intake: requests per integration per minute, unless the integration has its own limit.
+    rate_limit_per_minute: int = 600
+
+    # Status callbacks: per-attempt timeout, exponential backoff base and cap, attempts.
+    callback_timeout_s: float = 5.0
+    callback_backoff_base_s: float = 2.0
+    callback_backoff_max_s: float = 600.0
+    callback_max_attempts: int = 12
+
     def deadline_offsets(self, urgency: Urgency) -> dict[Stage, timedelta]:
         return {**DEFAULT_DEADLINES[urgency], **self.deadlines.get(urgency, {})}

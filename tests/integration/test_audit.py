@@ -248,11 +248,13 @@ async def test_per_order_timeliness_shows_every_dispatch_rejection_and_outcome(
 
 
 def metric(text: str, name: str, labels: dict[str, str]) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                return float(sample.value)
-    return 0.0
+    """The sum of the samples of ``name`` that carry ``labels``."""
+    return sum(
+        float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 async def test_a_deadline_passing_on_an_open_order_counts_as_a_breach_at_once(
@@ -458,3 +460,35 @@ async def test_an_order_submitted_to_the_center_is_projected_with_its_times(
     assert order["stages"]["accept"]["outcome"] == "pending"
     assert [d["station_id"] for d in order["dispatches"]] == ["st-shaxi"]
     assert body["beneficiary"]["name"] not in str(order)
+
+
+async def test_gauges_and_counters_are_the_same_after_the_audit_restarts(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    station = f"st-restart-{uuid.uuid4().hex[:6]}"  # a station of its own: exact figures
+    now = datetime.now(UTC)
+    overdue = OrderScript(now - timedelta(days=3)).submitted().dispatched(station, 1)
+    overdue.received(station, 2).accepted(station, 3)  # assign deadline (48 h) passed
+    fresh = OrderScript(now).submitted().dispatched(station, 0.01).accepted(station, 0.02)
+    done = OrderScript(now - timedelta(days=1)).submitted().dispatched(station, 1)
+    done.accepted(station, 2).assigned(station, "w", 3).completed(station, "w", 60)
+    await publish(stack, [overdue, fresh, done], seed=9)
+
+    metrics_url = f"{stack.urls['audit']}/metrics"
+    accepted = {"station": station, "status": "accepted"}
+
+    async def figures() -> tuple[float, ...] | None:
+        text = (await http.get(metrics_url)).text
+        values = (
+            metric(text, "swd_open_orders", accepted),
+            metric(text, "swd_overdue_open_orders", accepted),
+            metric(text, "swd_sla_breaches_total", {"stage": "assign", "station": station}),
+            metric(text, "swd_lifecycle_events_total", {"station": station}),
+        )
+        return values if values[:3] == (2, 1, 1) else None
+
+    before = await eventually(figures)
+    stack.local.stop_service("audit")
+    stack.local.start_service("audit")
+    stack.local.wait_ready(("audit",))
+    assert await eventually(figures) == before

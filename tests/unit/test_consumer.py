@@ -82,3 +82,67 @@ async def test_events_without_a_handler_are_skipped_without_touching_the_databas
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(event.to_json().encode(), topics.STATION_EVENTS, key=b"k")
     assert dead == []
+
+
+class FlakyPool:
+    """A pool whose first ``failures`` acquisitions fail as if the database were down."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.acquired = 0
+
+    def acquire(self) -> Any:
+        self.acquired += 1
+        if self.acquired <= self.failures:
+            raise ConnectionRefusedError("database down")
+        return _FakeConnection()
+
+
+class _FakeConnection:
+    async def __aenter__(self) -> _FakeConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def transaction(self) -> _FakeConnection:
+        return self
+
+    async def execute(self, query: str, *args: Any) -> str:
+        assert query.startswith("INSERT INTO inbox")
+        return "INSERT 0 1"
+
+
+async def test_a_transient_database_failure_is_retried_not_skipped(
+    broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.consumer.MAX_BACKOFF_S", 0.01)
+    applied: list[uuid.UUID] = []
+
+    async def handler(conn: Any, event: Any) -> None:
+        applied.append(event.event_id)
+
+    pool = FlakyPool(failures=3)
+    consumer = EventConsumer(
+        name="unit",
+        topic=topics.STATION_EVENTS,
+        pool=pool,  # type: ignore[arg-type]
+        broker=broker,
+        handlers={OrderReceived: handler},
+        max_event_bytes=1024,
+    )
+    subscribe(broker, consumer, KafkaSettings())
+    dead: list[KafkaMessage] = []
+
+    @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS))
+    async def dlq(message: KafkaMessage) -> None:
+        dead.append(message)
+
+    event = new_event(
+        OrderReceived(station_id="s", dispatch_no=1), order_id=uuid.uuid4(), actor=SYSTEM
+    )
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(event.to_json().encode(), topics.STATION_EVENTS, key=b"k")
+    assert pool.acquired == 4
+    assert applied == [event.event_id]
+    assert dead == []

@@ -1,0 +1,60 @@
+"""The event contracts as an AsyncAPI document (``swdispatch asyncapi``)."""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+
+from shared import topics
+from shared.events import (
+    Envelope,
+    EventPayload,
+    OrderAccepted,
+    OrderAssigned,
+    OrderCancelled,
+    OrderClosed,
+    OrderCompleted,
+    OrderDispatched,
+    OrderEscalated,
+    OrderReceived,
+    OrderRejected,
+    OrderStarted,
+    OrderSubmitted,
+    OrderUnroutable,
+)
+
+PUBLISHED_ON: dict[str, tuple[type[EventPayload], ...]] = {
+    topics.CENTER_EVENTS: (
+        OrderSubmitted,
+        OrderDispatched,
+        OrderUnroutable,
+        OrderEscalated,
+        OrderCancelled,
+        OrderClosed,
+    ),
+    topics.STATION_EVENTS: (
+        OrderReceived,
+        OrderAccepted,
+        OrderRejected,
+        OrderAssigned,
+        OrderStarted,
+        OrderCompleted,
+    ),
+}
+
+
+def document(bootstrap: str) -> dict[str, Any]:
+    broker = KafkaBroker(bootstrap, description="swdispatch order lifecycle events")
+    for topic, payloads in PUBLISHED_ON.items():
+        envelopes = tuple(Envelope[p] for p in payloads)  # type: ignore[valid-type]
+        broker.publisher(
+            topic,
+            title=topic,
+            description="key: order id; one envelope per event: "
+            + ", ".join(p.event_type for p in payloads),
+            schema=Union[envelopes],  # noqa: UP007 - a union built at run time
+        )
+    spec = AsyncAPI(broker, title="swdispatch events", version="1").to_specification()
+    return dict(spec.to_jsonable())

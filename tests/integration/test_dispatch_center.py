@@ -1,0 +1,558 @@
+"""The dispatch center against the real stack: intake, routing, rejection and redispatch,
+the operator API, signed status callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shared.events import OrderAccepted, OrderAssigned, OrderCompleted, OrderRejected, OrderStarted
+from swdispatch.embedded import free_port
+from tests.conftest import RunningStack
+from tests.helpers import eventually, remember_personal_data, request_body
+from tests.integration.center_support import (
+    center_events,
+    center_order,
+    operator_headers,
+    send_station_events,
+    set_up_township,
+    submit,
+    t3_request,
+)
+
+pytestmark = pytest.mark.integration
+
+# Personal data in the stations' events: never in a callback, a timeline or a log.
+NOTE = "the grandson is at home after school"
+SUMMARY = "helped Grandma Sun with her pension forms"
+remember_personal_data(NOTE, SUMMARY)
+
+
+@pytest.fixture(scope="module")
+async def township(stack: RunningStack, http: httpx.AsyncClient) -> None:
+    await set_up_township(stack, http)
+
+
+async def new_integration(
+    stack: RunningStack, http: httpx.AsyncClient, **extra: Any
+) -> dict[str, Any]:
+    resp = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/operator/integrations",
+        json={"name": f"test-{uuid.uuid4().hex[:8]}", "reason": "test", **extra},
+        headers=operator_headers(stack),
+    )
+    assert resp.status_code == 201, resp.text
+    created: dict[str, Any] = resp.json()
+    return created
+
+
+# --- intake ---------------------------------------------------------------------------------
+
+
+async def test_concurrent_duplicates_make_one_order(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    body = request_body()
+    url = f"{stack.urls['dispatch_center']}/v1/requests"
+    responses = await asyncio.gather(
+        *(http.post(url, json=body, headers={"X-API-Key": stack.api_key}) for _ in range(8))
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] * 7 + [201], [r.text for r in responses]
+    assert len({r.json()["order_id"] for r in responses}) == 1
+    orders = await db.fetchval(
+        "SELECT count(*) FROM dispatch_center.orders WHERE external_id = $1", body["external_id"]
+    )
+    assert orders == 1
+    conflicting = await http.post(
+        url, json=body | {"urgency": "emergency"}, headers={"X-API-Key": stack.api_key}
+    )
+    assert conflicting.status_code == 409
+
+
+async def test_bad_fields_are_422s_naming_each_field(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    body = request_body(
+        category="astrology",
+        description="   ",
+        reported_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        priority="high",
+    )
+    body["beneficiary"]["group"] = "aliens"
+    resp = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/requests",
+        json=body,
+        headers={"X-API-Key": stack.api_key},
+    )
+    assert resp.status_code == 422
+    locs = {tuple(e["loc"]) for e in resp.json()["detail"]}
+    assert locs == {
+        ("body", "category"),
+        ("body", "description"),
+        ("body", "reported_at"),
+        ("body", "priority"),
+        ("body", "beneficiary", "group"),
+    }
+
+
+async def test_credentials_401_and_a_viewer_operator_gets_403(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    center = stack.urls["dispatch_center"]
+    body = request_body()
+    assert (await http.post(f"{center}/v1/requests", json=body)).status_code == 401
+    wrong = await http.post(f"{center}/v1/requests", json=body, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401
+
+    integration = await new_integration(stack, http)
+    key = {"X-API-Key": integration["api_key"]}
+    assert (await http.post(f"{center}/v1/requests", json=body, headers=key)).status_code == 201
+    revoked = await http.post(
+        f"{center}/v1/operator/integrations/{integration['id']}/revoke",
+        json={"reason": "test"},
+        headers=operator_headers(stack),
+    )
+    assert revoked.status_code == 204
+    again = await http.post(f"{center}/v1/requests", json=request_body(), headers=key)
+    assert again.status_code == 401
+
+    assert (await http.get(f"{center}/v1/operator/orders")).status_code == 401
+    assert (
+        await http.get(f"{center}/v1/operator/orders", headers={"X-API-Key": stack.api_key})
+    ).status_code == 401
+    # The CLI prints a new operator's token once.
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swdispatch",
+            "operators",
+            "create",
+            f"viewer-{uuid.uuid4().hex[:6]}",
+            "--role",
+            "viewer",
+        ],
+        env={**os.environ, "SWD_DATABASE_URL": stack.database_url},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = next(
+        line.split(": ", 1)[1] for line in created.stdout.splitlines() if "Bearer token" in line
+    )
+    viewer = {"Authorization": f"Bearer {token}"}
+    assert (await http.get(f"{center}/v1/operator/orders", headers=viewer)).status_code == 200
+    order_id = (await submit(http, center, stack.api_key, request_body()))["order_id"]
+    cancel = await http.post(
+        f"{center}/v1/operator/orders/{order_id}/cancel", json={"reason": "x"}, headers=viewer
+    )
+    assert cancel.status_code == 403
+
+
+async def test_a_body_over_the_cap_is_413(stack: RunningStack, http: httpx.AsyncClient) -> None:
+    body = request_body(description="x" * 70_000)
+    resp = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/requests",
+        json=body,
+        headers={"X-API-Key": stack.api_key},
+    )
+    assert resp.status_code == 413
+
+
+async def test_over_the_rate_limit_is_429_with_retry_after(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    integration = await new_integration(stack, http, rate_limit_per_minute=3)
+    if datetime.now(UTC).second >= 57:  # keep the four requests in one one-minute window
+        await asyncio.sleep(60 - datetime.now(UTC).second)
+    url = f"{stack.urls['dispatch_center']}/v1/requests"
+    codes = []
+    for _ in range(4):
+        resp = await http.post(
+            url, json=request_body(), headers={"X-API-Key": integration["api_key"]}
+        )
+        codes.append(resp.status_code)
+    assert codes == [201, 201, 201, 429]
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    # Another integration is not limited by this one's traffic.
+    other = await http.post(url, json=request_body(), headers={"X-API-Key": stack.api_key})
+    assert other.status_code == 201
+
+
+async def test_only_the_creating_integration_sees_its_request(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    center = stack.urls["dispatch_center"]
+    created = await submit(http, center, stack.api_key, request_body())
+    other = await new_integration(stack, http)
+    mine = await http.get(f"{center}{created['link']}", headers={"X-API-Key": stack.api_key})
+    theirs = await http.get(f"{center}{created['link']}", headers={"X-API-Key": other["api_key"]})
+    assert mine.status_code == 200
+    assert mine.json()["status"] == "dispatched"
+    assert theirs.status_code == 404
+
+
+# --- routing --------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("township")
+async def test_routing_by_coverage_override_and_fallback(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    center = stack.urls["dispatch_center"]
+    key = stack.api_key
+
+    async def station_of(body: dict[str, Any]) -> tuple[str, str | None]:
+        created = await submit(http, center, key, body)
+        view = (await http.get(f"{center}{created['link']}", headers={"X-API-Key": key})).json()
+        return created["status"], view["station_id"]
+
+    assert await station_of(t3_request("T3-ONE")) == ("dispatched", "st-t3-a")
+    # The township's rehabilitation orders all go to the station with the rehabilitation team.
+    rehab = t3_request("T3-ONE", category="disability_rehabilitation")
+    assert await station_of(rehab) == ("dispatched", "st-t3-rehab")
+    # The covering station is inactive: the first fallback takes it.
+    assert await station_of(t3_request("T3-THREE")) == ("dispatched", "st-t3-b")
+    # Nobody covers it: it waits at the center for an operator.
+    status, station = await station_of(t3_request("T3-NONE"))
+    assert (status, station) == ("unroutable", None)
+    page = (
+        await http.get(
+            f"{center}/v1/operator/orders",
+            params={"unroutable": "true", "limit": 500},
+            headers=operator_headers(stack),
+        )
+    ).json()
+    assert any(o["community_code"] == "T3-NONE" and o["awaiting_operator"] for o in page["items"])
+    assert all(o["status"] == "unroutable" for o in page["items"])
+
+
+# --- rejection, redispatch, cancel ----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("township")
+async def test_rejections_redispatch_down_the_fallbacks_then_wait_for_an_operator(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    center = stack.urls["dispatch_center"]
+    created = await submit(http, center, stack.api_key, t3_request("T3-ONE"))
+    order_id = created["order_id"]
+
+    async def dispatched_to(station: str, dispatch_no: int) -> asyncpg.Record | None:
+        row = await center_order(db, order_id)
+        ok = row["station_id"] == station and row["dispatch_no"] == dispatch_no
+        return row if ok and row["status"] == "dispatched" else None
+
+    for number, (station, next_station) in enumerate(
+        [("st-t3-a", "st-t3-b"), ("st-t3-b", "st-t3-c")], start=1
+    ):
+        await eventually(lambda s=station, n=number: dispatched_to(s, n))
+        await send_station_events(
+            stack,
+            order_id,
+            OrderRejected(
+                station_id=station, dispatch_no=number, reason_code="no_capacity", note=NOTE
+            ),
+        )
+        await eventually(lambda s=next_station, n=number + 1: dispatched_to(s, n))
+
+    # The station worker moved the order to the last station, once.
+    async def at_station_c() -> bool:
+        return bool(
+            await db.fetchval(
+                "SELECT true FROM station_worker.station_orders"
+                " WHERE order_id = $1 AND station_id = 'st-t3-c' AND dispatch_no = 3",
+                uuid.UUID(order_id),
+            )
+        )
+
+    await eventually(at_station_c)
+    # A stale rejection (an older dispatch) changes nothing.
+    await send_station_events(
+        stack,
+        order_id,
+        OrderRejected(station_id="st-t3-a", dispatch_no=1, reason_code="no_capacity"),
+        OrderRejected(station_id="st-t3-c", dispatch_no=3, reason_code="out_of_scope"),
+    )
+
+    async def held() -> asyncpg.Record | None:
+        row = await center_order(db, order_id)
+        return row if row["awaiting_operator"] else None
+
+    row = await eventually(held)
+    assert row["status"] == "rejected"
+    assert row["dispatch_no"] == 3
+    assert "no further station" in row["hold_reason"]
+    dispatches = await center_events(db, order_id, "order.dispatched")
+    assert [(e["payload"]["station_id"], e["payload"]["dispatch_no"]) for e in dispatches] == [
+        ("st-t3-a", 1),
+        ("st-t3-b", 2),
+        ("st-t3-c", 3),
+    ]
+    assert dispatches[1]["payload"]["reason"] == "rejected by st-t3-a: no_capacity"
+
+    view = (
+        await http.get(f"{center}{created['link']}", headers={"X-API-Key": stack.api_key})
+    ).json()
+    assert [(t["status"], t["station_id"]) for t in view["timeline"]] == [
+        ("submitted", None),
+        ("dispatched", "st-t3-a"),
+        ("rejected", "st-t3-a"),
+        ("dispatched", "st-t3-b"),
+        ("rejected", "st-t3-b"),
+        ("dispatched", "st-t3-c"),
+        ("rejected", "st-t3-c"),
+    ]
+    assert NOTE not in json.dumps(view)  # the station's note is personal data
+
+    # An operator finds it and sends it back to the first station, then cancels it.
+    ops = operator_headers(stack)
+    waiting = (
+        await http.get(
+            f"{center}/v1/operator/orders",
+            params={"awaiting_operator": "true", "station_id": "st-t3-c", "limit": 500},
+            headers=ops,
+        )
+    ).json()
+    assert order_id in {o["order_id"] for o in waiting["items"]}
+    resp = await http.post(
+        f"{center}/v1/operator/orders/{order_id}/redispatch",
+        json={"station_id": "st-t3-a", "reason": "spoke to the station manager"},
+        headers=ops,
+    )
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["status"], resp.json()["dispatch_no"]) == ("dispatched", 4)
+    assert resp.json()["timeline"][-1]["actor"] == "operator:demo-operator"
+    last = (await center_events(db, order_id, "order.dispatched"))[-1]
+    assert last["actor"] == {"kind": "operator", "id": "demo-operator"}
+    assert last["payload"]["reason"] == "spoke to the station manager"
+
+    bad = await http.post(
+        f"{center}/v1/operator/orders/{order_id}/redispatch",
+        json={"station_id": "st-nowhere", "reason": "x"},
+        headers=ops,
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "station_id"]
+
+    cancel = await http.post(
+        f"{center}/v1/operator/orders/{order_id}/cancel",
+        json={"reason": "the family moved away"},
+        headers=ops,
+    )
+    assert cancel.status_code == 200
+    assert cancel.json()["status"] == "cancelled"
+    [cancelled] = await center_events(db, order_id, "order.cancelled")
+    assert cancelled["payload"] == {"station_id": "st-t3-a", "reason": "the family moved away"}
+    assert cancelled["actor"] == {"kind": "operator", "id": "demo-operator"}
+    again = await http.post(
+        f"{center}/v1/operator/orders/{order_id}/cancel", json={"reason": "x"}, headers=ops
+    )
+    assert again.status_code == 409
+
+
+@pytest.mark.usefixtures("township")
+async def test_automatic_redispatches_stop_at_the_configured_number(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    # Five stations could take it; after SWD_MAX_REDISPATCHES (3) the operator decides.
+    created = await submit(
+        http, stack.urls["dispatch_center"], stack.api_key, t3_request("T3-FOUR")
+    )
+    order_id = created["order_id"]
+    for number, station in enumerate(["st-t3-a", "st-t3-b", "st-t3-c", "st-t3-rehab"], start=1):
+
+        async def dispatched(s: str = station, n: int = number) -> bool:
+            row = await center_order(db, order_id)
+            return (row["station_id"], row["dispatch_no"], row["status"]) == (s, n, "dispatched")
+
+        await eventually(dispatched)
+        await send_station_events(
+            stack,
+            order_id,
+            OrderRejected(station_id=station, dispatch_no=number, reason_code="no_capacity"),
+        )
+
+    async def held() -> asyncpg.Record | None:
+        row = await center_order(db, order_id)
+        return row if row["awaiting_operator"] else None
+
+    row = await eventually(held)
+    assert (row["status"], row["redispatches"], row["dispatch_no"]) == ("rejected", 3, 4)
+    assert "redispatched 3 times already" in row["hold_reason"]
+
+
+async def test_order_list_pages_with_a_cursor(stack: RunningStack, http: httpx.AsyncClient) -> None:
+    center = stack.urls["dispatch_center"]
+    for _ in range(3):
+        await submit(http, center, stack.api_key, request_body(urgency="urgent"))
+    seen: list[str] = []
+    cursor = None
+    for page_no in range(3):
+        params: dict[str, Any] = {"urgency": "urgent", "limit": 1}
+        if cursor:
+            params["cursor"] = cursor
+        page = (
+            await http.get(
+                f"{center}/v1/operator/orders", params=params, headers=operator_headers(stack)
+            )
+        ).json()
+        assert len(page["items"]) == 1
+        assert page["items"][0]["urgency"] == "urgent"
+        seen.append(page["items"][0]["order_id"])
+        cursor = page["next_cursor"]
+        assert cursor or page_no == 2
+    assert len(set(seen)) == 3
+    bad = await http.get(
+        f"{center}/v1/operator/orders",
+        params={"cursor": "garbage"},
+        headers=operator_headers(stack),
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+# --- status callbacks -----------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """An integration's callback endpoint: fails the first ``failures`` requests."""
+
+    failures: int
+    calls: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        body = await request.body()
+        code = 500 if len(self.calls) < self.failures else 200
+        self.calls.append((code, dict(request.headers), body))
+        await Response(status_code=code)(scope, receive, send)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Receiver) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: asyncio.sleep(0, server.started))
+    try:
+        yield f"http://127.0.0.1:{port}/swd-callbacks"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.mark.usefixtures("township")
+async def test_callbacks_are_signed_retried_and_delivered_once_per_status_change(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    integration = await new_integration(stack, http)
+    receiver = Receiver(failures=2)
+    async with serving(receiver) as url:
+        created = await submit(
+            http,
+            stack.urls["dispatch_center"],
+            integration["api_key"],
+            t3_request("T3-TWO", callback_url=url),
+        )
+        order_id = created["order_id"]
+        await send_station_events(
+            stack,
+            order_id,
+            OrderAccepted(station_id="st-t3-b"),
+            OrderAssigned(station_id="st-t3-b", worker_id="w1"),
+            OrderStarted(station_id="st-t3-b", worker_id="w1"),
+            OrderCompleted(
+                station_id="st-t3-b",
+                worker_id="w1",
+                outcome="resolved",
+                service_minutes=45,
+                follow_up_needed=False,
+                summary=SUMMARY,
+            ),
+        )
+
+        def delivered() -> list[dict[str, Any]]:
+            return [json.loads(body) for code, _, body in receiver.calls if code == 200]
+
+        await eventually(lambda: asyncio.sleep(0, len(delivered()) >= 6), timeout_s=20)
+        await asyncio.sleep(0.5)  # nothing more may come
+
+    assert [c["status"] for c in delivered()] == [
+        "submitted",
+        "dispatched",
+        "accepted",
+        "assigned",
+        "in_service",
+        "completed",
+    ]
+    assert all(c["order_id"] == order_id for c in delivered())
+    assert [code for code, _, _ in receiver.calls] == [500, 500] + [200] * 6
+    # The two failures were retries of the first callback, not callbacks of their own.
+    deliveries = [headers["x-swd-delivery"] for _, headers, _ in receiver.calls]
+    assert deliveries[0] == deliveries[1] == deliveries[2]
+    assert len(set(deliveries)) == 6
+    for _, headers, body in receiver.calls:
+        expected = hmac.new(
+            integration["callback_secret"].encode(),
+            headers["x-swd-timestamp"].encode() + b"." + body,
+            hashlib.sha256,
+        ).hexdigest()
+        assert hmac.compare_digest(headers["x-swd-signature"], f"sha256={expected}")
+        assert abs(int(headers["x-swd-timestamp"]) - datetime.now(UTC).timestamp()) < 60
+    assert SUMMARY not in str(receiver.calls)
+
+    attempts = await db.fetch(
+        """SELECT a.outcome FROM dispatch_center.callback_attempts a
+           JOIN dispatch_center.callbacks c ON c.id = a.callback_id
+           WHERE c.order_id = $1 ORDER BY a.id""",
+        uuid.UUID(order_id),
+    )
+    assert [a["outcome"] for a in attempts] == ["failed", "failed"] + ["delivered"] * 6
+    metrics = (await http.get(f"{stack.urls['dispatch_center']}/metrics")).text
+    assert 'swd_status_callback_attempts_total{outcome="failed"}' in metrics
+    assert 'swd_status_callback_attempts_total{outcome="delivered"}' in metrics
+
+
+@pytest.mark.usefixtures("township")
+async def test_coverage_changes_name_bad_fields(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    url = f"{stack.urls['dispatch_center']}/v1/operator/communities/T3-ONE"
+    body = {"name": "x", "township_code": "TS-T3", "station_id": "st-t3-a", "reason": "test"}
+    unknown = await http.put(
+        url, json=body | {"fallbacks": ["st-nowhere"]}, headers=operator_headers(stack)
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["loc"] == ["body", "fallbacks"]
+    itself = await http.put(
+        url, json=body | {"fallbacks": ["st-t3-a"]}, headers=operator_headers(stack)
+    )
+    assert itself.status_code == 422
+    no_reason = await http.put(
+        url, json={k: v for k, v in body.items() if k != "reason"}, headers=operator_headers(stack)
+    )
+    assert no_reason.status_code == 422
+    assert no_reason.json()["detail"][0]["loc"] == ["body", "reason"]

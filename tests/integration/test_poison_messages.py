@@ -1,0 +1,131 @@
+"""Poison and oversized input on every consumed topic: each lands in the topic's DLQ with the
+reason, the partition keeps flowing, and the DLQ count metric of each consumer rises."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared import topics
+from shared.events import SYSTEM, OrderAccepted, OrderReceived, new_event
+from tests.conftest import RunningStack
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+# Which services consume which topic (and so dead-letter its poison).
+CONSUMERS = {
+    topics.CENTER_EVENTS: ("station_worker", "audit"),
+    topics.STATION_EVENTS: ("dispatch_center", "audit"),
+}
+
+
+def _valid(order_id: uuid.UUID) -> dict[str, object]:
+    return json.loads(
+        new_event(
+            OrderReceived(station_id="st-x", dispatch_no=1), order_id=order_id, actor=SYSTEM
+        ).to_json()
+    )
+
+
+POISON = {
+    "not_json": lambda oid: b"\x89PNG\r\n\x1a\n random bytes \xff\xfe",
+    "invalid_envelope": lambda oid: json.dumps({"order": str(oid), "what": [1, 2]}).encode(),
+    "unknown_event_type": lambda oid: json.dumps(_valid(oid) | {"type": "order.vanished"}).encode(),
+    "unsupported_schema_version": lambda oid: json.dumps(
+        _valid(oid) | {"schema_version": 99}
+    ).encode(),
+    "oversized": lambda oid: json.dumps(_valid(oid) | {"padding": "x" * 300_000}).encode(),
+}
+
+
+async def _dead_letter_counts(http: httpx.AsyncClient, url: str, dlq: str) -> dict[str, float]:
+    text = (await http.get(f"{url}/metrics")).text
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "swd_dead_letter_events":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels["topic"] == dlq:
+                    counts[sample.labels["reason"]] = sample.value
+    return counts
+
+
+@pytest.mark.parametrize("topic", list(CONSUMERS))
+async def test_poison_goes_to_the_dlq_and_the_partition_keeps_flowing(
+    stack: RunningStack, http: httpx.AsyncClient, topic: str
+) -> None:
+    dlq = topics.dead_letter(topic)
+    services = CONSUMERS[topic]
+    before = {s: await _dead_letter_counts(http, stack.urls[s], dlq) for s in services}
+    order_id = uuid.uuid4()
+    key = str(order_id).encode()
+    # The good event after the poison: the center ignores an accepted for an unknown order,
+    # the audit records it; either way each consumer must get past the poison to reach it.
+    good = new_event(OrderAccepted(station_id="st-liuhe"), order_id=order_id, actor=SYSTEM)
+    if topic == topics.CENTER_EVENTS:
+        good = new_event(
+            OrderReceived(station_id="st-liuhe", dispatch_no=1), order_id=order_id, actor=SYSTEM
+        )
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, max_request_size=2**20)
+    await producer.start()
+    try:
+        poison_offsets = {}
+        for reason, make in POISON.items():
+            meta = await producer.send_and_wait(topic, make(order_id), key=key)
+            poison_offsets[str(meta.offset)] = reason
+        last = await producer.send_and_wait(topic, good.to_json().encode(), key=key)
+    finally:
+        await producer.stop()
+
+    # The audit applied the good event that came after all the poison on that partition.
+    async def audit_has_good_event() -> bool:
+        resp = await http.get(
+            f"{stack.urls['audit']}/v1/orders/{order_id}/trail",
+            headers={"Authorization": f"Bearer {stack.supervisor_token}"},
+        )
+        return resp.status_code == 200 and resp.json()[0]["event_id"] == str(good.event_id)
+
+    await eventually(audit_has_good_event)
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.kafka_bootstrap,
+        enable_auto_commit=False,
+        fetch_max_bytes=2**21,
+        max_partition_fetch_bytes=2**21,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(dlq, 0)])
+        await consumer.seek_to_beginning(TopicPartition(dlq, 0))
+        letters: list[tuple[str, str, str]] = []
+
+        async def every_consumer_dead_lettered_every_poison() -> bool:
+            batch = await consumer.getmany(timeout_ms=300)
+            for record in (r for rs in batch.values() for r in rs):
+                h = {k: v.decode() for k, v in record.headers}
+                if record.key == key:
+                    letters.append(
+                        (h["swd-dlq-consumer"], h["swd-dlq-reason"], h["swd-original-offset"])
+                    )
+            return len(letters) >= len(POISON) * len(services)
+
+        await eventually(every_consumer_dead_lettered_every_poison)
+    finally:
+        await consumer.stop()
+
+    expected = {
+        (service, reason, offset)
+        for service in services
+        for offset, reason in poison_offsets.items()
+    }
+    assert set(letters) == expected
+    assert all(int(offset) < last.offset for _, _, offset in letters)
+    for service in services:
+        after = await _dead_letter_counts(http, stack.urls[service], dlq)
+        for reason in POISON:
+            assert after.get(reason, 0) - before[service].get(reason, 0) == 1, (service, reason)

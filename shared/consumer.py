@@ -62,6 +62,11 @@ class EventConsumer:
         self._handlers = {cls.event_type: h for cls, h in handlers.items()}
         self._max_event_bytes = max_event_bytes
 
+    @property
+    def group_id(self) -> str:
+        """Its Kafka consumer group, named after the consumer and the topic."""
+        return f"{self.name}.{self.topic}"
+
     async def consume(self, msg: KafkaMessage) -> None:
         body: bytes = msg.body
         if len(body) > self._max_event_bytes:
@@ -144,7 +149,7 @@ def subscribe(broker: KafkaBroker, consumer: EventConsumer, kafka: KafkaSettings
     """Register ``consumer`` on its topic, in a consumer group named after it and the topic."""
     broker.subscriber(
         consumer.topic,
-        group_id=f"{consumer.name}.{consumer.topic}",
+        group_id=consumer.group_id,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"{consumer.name}:{consumer.topic}",
         **consumer_options(kafka),

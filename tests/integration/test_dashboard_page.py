@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -21,35 +18,20 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from services.dispatch_center.admin import upsert_community, upsert_station
 from tests.conftest import RunningStack
+from tests.debian import debian_tool
 from tests.helpers import get_json_when, request_body
 from tests.integration.station import OwnStation, new_station
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-
-def _install_chromium() -> None:
-    """Debian's Chromium and its driver; the test setup installs them when missing."""
-    if CHROMIUM.exists() and CHROMEDRIVER.exists():
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    _install_chromium()
+    chromium = debian_tool("chromium", "chromium")
+    chromedriver = debian_tool("chromedriver", "chromium-driver")
     profile = tempfile.mkdtemp(prefix="swd-chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = chromium
     for flag in (
         "--headless",
         "--no-sandbox",
@@ -63,7 +45,7 @@ def browser() -> Iterator[WebDriver]:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
     try:
         yield driver
     finally:

@@ -73,7 +73,11 @@ def up(args: argparse.Namespace) -> None:
         print(f"\nPostgreSQL  {stack.database_url}\nKafka       {stack.kafka_bootstrap}")
         for service, url in stack.urls.items():
             print(f"{service:16} {url}   docs {url}/docs   metrics {url}/metrics")
-        print(f"\ndemo credentials: {STATE_DIR / 'demo-credentials.json'}")
+        print(
+            f"\nstation dashboard: {stack.urls['station_worker']}/dashboard (sign in with a"
+            " station's manager_token from the demo credentials)"
+        )
+        print(f"demo credentials: {STATE_DIR / 'demo-credentials.json'}")
         print(f"service logs:     {stack.logs}/\n")
         if args.no_demo:
             print("running; Ctrl-C stops everything", flush=True)

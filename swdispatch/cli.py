@@ -15,6 +15,7 @@ from services.audit import commands as audit_commands
 from services.dispatch_center import commands as center_commands
 from services.station_worker import commands as station_commands
 from shared.settings import Settings
+from swdispatch import load_commands
 from swdispatch.stack import SERVICES, LocalStack, Ports, migrate_all
 
 STATE_DIR = Path(".swdispatch")
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     for service in SERVICES:
         sub.add_parser(service.replace("_", "-"), help=f"run the {service} service alone")
 
-    for module in (center_commands, station_commands, audit_commands):
+    for module in (center_commands, station_commands, audit_commands, load_commands):
         module.add_commands(sub)
 
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """``swdispatch bench``: the machine's ceilings and the pipeline's figures, in one run.
 
 1. ceilings: Kafka round trip and throughput (bare aiokafka), single-row insert transactions
-   (bare asyncpg), requests per second of a trivial FastAPI endpoint (same httpx client);
+   (bare asyncpg), requests per second of a trivial FastAPI endpoint (the same HTTP client);
 2. pipeline, open loop (request i is due at start + i / rate; latency counts from that due
    time, so a stall shows): intake rate steps until latency or errors climb; intake -> station
    queue and intake -> audit trail latencies from the services' own commit timestamps;
@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
-import httpx
 
 from swdispatch import ceilings
 from swdispatch.ceilings import percentile
 from swdispatch.sandbox import Sandbox
-from swdispatch.simulate import Simulation, StaffBehaviour, StaffUnavailable
+from swdispatch.simulate import Simulation, StaffBehaviour, StaffUnavailable, client
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ async def _arrivals(
 
 
 async def intake_step(
-    box: Sandbox, db: asyncpg.Pool, http: httpx.AsyncClient, rate: float, cfg: BenchConfig
+    box: Sandbox, db: asyncpg.Pool, http: aiohttp.ClientSession, rate: float, cfg: BenchConfig
 ) -> dict[str, Any]:
     sim = Simulation(http, box.urls, box.credentials, box.county, StaffBehaviour())
     started = time.perf_counter()
@@ -137,7 +137,7 @@ async def intake_step(
     return result
 
 
-async def lifecycle(box: Sandbox, http: httpx.AsyncClient, cfg: BenchConfig) -> dict[str, Any]:
+async def lifecycle(box: Sandbox, http: aiohttp.ClientSession, cfg: BenchConfig) -> dict[str, Any]:
     """Orders from intake to completed by simulated staff, per second of the run."""
     behaviour = StaffBehaviour(
         accept_delay_s=0.2, reject_share=0.0, work_delay_s=0.1, poll_interval_s=0.2
@@ -271,10 +271,9 @@ def format_table(table: list[dict[str, Any]]) -> str:
 async def measure_pipeline(box: Sandbox, cfg: BenchConfig, log: Any) -> dict[str, Any]:
     db = await asyncpg.create_pool(box.database_url, min_size=1, max_size=2)
     assert db is not None
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     steps = []
     try:
-        async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        async with client() as http:
             for rate in cfg.rates:
                 step = await intake_step(box, db, http, rate, cfg)
                 steps.append(step)

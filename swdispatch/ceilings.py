@@ -171,12 +171,15 @@ def trivial_http_server() -> Iterator[str]:
 async def http_ceiling(url: str, *, requests: int, concurrency: int) -> dict[str, float]:
     """Requests per second of the trivial endpoint, with the HTTP client the pipeline's load
     generator uses and a body the size of an intake request."""
+    from swdispatch.simulate import client
+
     body = {"padding": "x" * 1000}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with client(concurrency) as http:
 
         async def call() -> None:
-            (await http.post(f"{url}/echo", json=body)).raise_for_status()
+            async with http.post(f"{url}/echo", json=body) as resp:
+                resp.raise_for_status()
+                await resp.read()
 
         await _run_concurrently(call, 50, concurrency=concurrency)  # warm the connections
         elapsed = await _run_concurrently(call, requests, concurrency=concurrency)

@@ -10,6 +10,7 @@ the audit trail.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sys
 import time
@@ -17,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from shared.domain import Category
 from swdispatch import county as county_mod
@@ -64,7 +65,7 @@ class StaffUnavailable(RuntimeError):
 class Simulation:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         urls: dict[str, str],
         credentials: dict[str, Any],
         county: County,
@@ -82,26 +83,35 @@ class Simulation:
         self._seen: set[tuple[str, int]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    async def request(self, method: str, url: str, **kw: Any) -> tuple[int, Any]:
+        """One HTTP call: its status and JSON body (None when the body is not JSON)."""
+        async with self.http.request(method, url, **kw) as resp:
+            body = await resp.read()
+            try:
+                return resp.status, json.loads(body) if body else None
+            except ValueError:
+                return resp.status, None
+
     # --- intake -------------------------------------------------------------------------
 
     async def submit(self, intended_at: float) -> None:
         """Send one request; the latency counts from ``intended_at`` (open loop)."""
         body = county_mod.request(self.rng, self.county)
         try:
-            resp = await self.http.post(
+            status, created = await self.request(
+                "POST",
                 f"{self.urls['dispatch_center']}/v1/requests",
                 json=body,
                 headers={"X-API-Key": self.credentials["integration"]["api_key"]},
             )
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.tally.error(f"intake {type(exc).__name__}")
             return
         self.tally.intake_latencies_s.append(time.perf_counter() - intended_at)
-        if resp.status_code != 201:
-            self.tally.error(f"intake {resp.status_code}")
+        if status != 201:
+            self.tally.error(f"intake {status}")
             return
         self.tally.submitted += 1
-        created = resp.json()
         self.tally.sent_at[created["order_id"]] = intended_at + _UNIX_OFFSET
         if created["status"] == "dispatched":
             self.tally.dispatched += 1
@@ -141,16 +151,16 @@ class Simulation:
         for station_id in self.county.station_ids:
             for worker_id in self.county.worker_ids(station_id):
                 skills = self.rng.sample(categories, k=min(4, len(categories)))
-                resp = await self.http.post(
+                status, body = await self.request(
+                    "POST",
                     f"{self.urls['station_worker']}/v1/stations/{station_id}/workers",
                     json={"worker_id": worker_id, "skills": skills, "capacity": 100},
                     headers=self._manager(station_id),
                 )
-                if resp.status_code in (404, 405):
-                    raise StaffUnavailable(
-                        f"POST /v1/stations/{{id}}/workers answered {resp.status_code}"
-                    )
-                resp.raise_for_status()
+                if status in (404, 405):
+                    raise StaffUnavailable(f"POST /v1/stations/{{id}}/workers answered {status}")
+                if status >= 300:
+                    raise RuntimeError(f"registering {worker_id}: {status} {body}")
 
     async def work_stations(self) -> None:
         """Every station's manager polls the queue for new orders until cancelled."""
@@ -165,16 +175,15 @@ class Simulation:
                 if cursor:
                     params["cursor"] = cursor
                 try:
-                    resp = await self.http.get(
-                        url, params=params, headers=self._manager(station_id)
+                    status, page = await self.request(
+                        "GET", url, params=params, headers=self._manager(station_id)
                     )
-                except httpx.HTTPError as exc:
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     self.tally.error(f"queue {type(exc).__name__}")
                     break
-                if resp.status_code != 200:
-                    self.tally.error(f"queue {resp.status_code}")
+                if status != 200:
+                    self.tally.error(f"queue {status}")
                     break
-                page = resp.json()
                 for item in page["orders"]:
                     key = (item["order_id"], item["dispatch_no"])
                     if key not in self._seen:
@@ -191,14 +200,14 @@ class Simulation:
         headers = kw.pop("headers", None) or self._manager(station_id)
         url = f"{self.urls['station_worker']}/v1/orders/{order_id}/{action}"
         try:
-            resp = await self.http.post(url, headers=headers, **kw)
-        except httpx.HTTPError as exc:
+            status, body = await self.request("POST", url, headers=headers, **kw)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.tally.error(f"{action} {type(exc).__name__}")
             return None
-        if resp.status_code != 200:
-            self.tally.error(f"{action} {resp.status_code}")
+        if status != 200:
+            self.tally.error(f"{action} {status}")
             return None
-        return resp.json()
+        return body
 
     async def _pause(self, mean_s: float) -> None:
         await asyncio.sleep(self.rng.expovariate(1 / mean_s) if mean_s > 0 else 0)
@@ -217,11 +226,13 @@ class Simulation:
         self.tally.accepted += 1
         self.tally.accepted_orders.add(order_id)
         await self._pause(b.work_delay_s)
-        resp = await self.http.get(
+        status, suggestions = await self.request(
+            "GET",
             f"{self.urls['station_worker']}/v1/orders/{order_id}/suggested-workers",
             headers=self._manager(station_id),
         )
-        suggestions = resp.json() if resp.status_code == 200 else []
+        if status != 200:
+            suggestions = []
         if not suggestions:
             self.tally.error("no suggested worker")
             return
@@ -260,12 +271,13 @@ class Simulation:
     async def breaches(self) -> float:
         """Breaches the audit service has counted (``swd_sla_breaches_total``)."""
         try:
-            resp = await self.http.get(f"{self.urls['audit']}/metrics")
-        except httpx.HTTPError:
+            async with self.http.get(f"{self.urls['audit']}/metrics") as resp:
+                text = await resp.text()
+        except (aiohttp.ClientError, TimeoutError):
             return float("nan")
         return sum(
             float(line.rsplit(" ", 1)[1])
-            for line in resp.text.splitlines()
+            for line in text.splitlines()
             if line.startswith("swd_sla_breaches_total{")
         )
 
@@ -280,12 +292,10 @@ class Simulation:
 
         async def audited(order_id: str) -> bool:
             async with limit:
-                resp = await self.http.get(
-                    f"{self.urls['audit']}/v1/orders/{order_id}/trail", headers=headers
+                status, trail = await self.request(
+                    "GET", f"{self.urls['audit']}/v1/orders/{order_id}/trail", headers=headers
                 )
-            return resp.status_code == 200 and any(
-                e["event_type"] == "order.accepted" for e in resp.json()
-            )
+            return status == 200 and any(e["event_type"] == "order.accepted" for e in trail)
 
         while missing:
             ids = sorted(missing)
@@ -295,6 +305,15 @@ class Simulation:
                 break
             await asyncio.sleep(0.5)
         return sorted(missing)
+
+
+def client(connections: int = 200) -> aiohttp.ClientSession:
+    """The load generator's HTTP client (aiohttp: httpx's pool slows down sharply with many
+    requests in flight, which would make the client the bottleneck)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
 
 
 def progress_line(sim: Simulation, elapsed_s: float, breaches: float) -> str:
@@ -318,8 +337,7 @@ async def run(
     out: Any = sys.stdout,
 ) -> dict[str, Any]:
     """Run the simulation, printing progress to ``out``; return the summary."""
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with client() as http:
         sim = Simulation(http, urls, credentials, county, behaviour)
         staff_available = True
         try:

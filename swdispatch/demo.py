@@ -22,7 +22,7 @@ from services.dispatch_center.admin import (
     upsert_community,
     upsert_station,
 )
-from services.station_worker.admin import create_staff
+from services.station_worker.admin import create_staff, create_worker
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
 
 
@@ -140,6 +140,9 @@ async def seed(database_url: str) -> dict[str, Any]:
                     )
                     for i in (1, 2)
                 }
+                for i, worker_id in enumerate(workers):
+                    # Between them, the two cover every category; each carries up to 8 orders.
+                    await create_worker(conn, worker_id, st.id, list(Category)[i::2], capacity=8)
                 stations[st.id] = {"manager_token": manager, "social_worker_tokens": workers}
         async with conn.transaction():
             await conn.execute("SET LOCAL search_path TO audit")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from shared.auth import new_token, token_hash
@@ -27,3 +28,25 @@ async def create_staff(
         token_hash(token),
     )
     return token
+
+
+async def create_worker(
+    conn: Connection,
+    staff_id: str,
+    station_id: str,
+    skills: Iterable[str],
+    capacity: int,
+    on_duty: bool = True,
+) -> None:
+    """Give a social worker on the staff a worker profile (skills, capacity, duty)."""
+    await conn.execute(
+        """INSERT INTO workers (id, station_id, skills, capacity, on_duty)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (id) DO UPDATE SET skills = $3, capacity = $4, on_duty = $5,
+               updated_at = now()""",
+        staff_id,
+        station_id,
+        sorted(skills),
+        capacity,
+        on_duty,
+    )

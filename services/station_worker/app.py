@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.station_worker import consumers, views
+from services.station_worker import consumers, dashboard, stream, views
 from shared.runtime import ServiceSpec, create_service_app
 from shared.settings import Settings
 
@@ -15,7 +15,8 @@ SPEC = ServiceSpec(
     title="swdispatch station worker",
     migrations=Path(__file__).parent / "migrations",
     consumers=consumers.consumers,
-    routers=[views.router],
+    routers=[views.router, dashboard.router],
+    background=[stream.listen_for_queue_changes],
 )
 
 

@@ -7,11 +7,20 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 
+from services.station_worker.models import OPEN_STATUSES
 from shared import outbox, topics
 from shared.consumer import EventConsumer, Handler
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus
-from shared.events import Actor, Envelope, EventPayload, OrderDispatched, OrderReceived, new_event
+from shared.events import (
+    Actor,
+    Envelope,
+    EventPayload,
+    OrderCancelled,
+    OrderDispatched,
+    OrderReceived,
+    new_event,
+)
 from shared.settings import Settings
 
 
@@ -28,11 +37,13 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
     queued = await conn.fetchval(
         """INSERT INTO station_orders (order_id, station_id, status, dispatch_no, category, urgency,
                beneficiary_group, township_code, community_code, submitted_at, dispatch_by,
-               accept_by, assign_by, complete_by, case_details, received_at)
-           VALUES ($1, $2, 'dispatched', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+               accept_by, assign_by, complete_by, case_details, received_at, correlation_id)
+           VALUES ($1, $2, 'dispatched', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                   $16)
            ON CONFLICT (order_id) DO UPDATE SET
                station_id = EXCLUDED.station_id, status = 'dispatched',
                dispatch_no = EXCLUDED.dispatch_no, worker_id = NULL,
+               correlation_id = EXCLUDED.correlation_id,
                version = station_orders.version + 1, received_at = EXCLUDED.received_at,
                updated_at = now()
            WHERE station_orders.dispatch_no < EXCLUDED.dispatch_no
@@ -52,6 +63,7 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
         p.deadlines.complete_by,
         p.case.model_dump(mode="json"),
         now,
+        event.correlation_id,
     )
     if queued is None:
         holds_this_dispatch = await conn.fetchval(
@@ -93,7 +105,34 @@ async def _announce_received(
     )
 
 
-HANDLERS: dict[type[EventPayload], Handler] = {OrderDispatched: on_dispatched}
+async def on_cancelled(conn: Connection, event: Envelope[Any]) -> None:
+    """The center cancelled the order: it leaves the active queue; later actions get 409."""
+    p: OrderCancelled = event.payload
+    station_id = await conn.fetchval(
+        """UPDATE station_orders SET status = 'cancelled', version = version + 1,
+               updated_at = now()
+           WHERE order_id = $1 AND status = ANY($2::text[])
+           RETURNING station_id""",
+        event.order_id,
+        list(OPEN_STATUSES),
+    )
+    if station_id is None:
+        return
+    await conn.execute(
+        """INSERT INTO order_history (order_id, station_id, status, at, actor, note)
+           VALUES ($1, $2, $3, $4, 'dispatch_center', $5)""",
+        event.order_id,
+        station_id,
+        OrderStatus.CANCELLED,
+        event.occurred_at,
+        p.reason,
+    )
+
+
+HANDLERS: dict[type[EventPayload], Handler] = {
+    OrderDispatched: on_dispatched,
+    OrderCancelled: on_cancelled,
+}
 
 
 def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[EventConsumer]:

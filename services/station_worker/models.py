@@ -1,12 +1,85 @@
+"""The dashboard API's request and response bodies."""
+
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.domain import BeneficiaryGroup, Category, OrderStatus, Urgency
 from shared.events import CaseDetails, Deadlines
+
+OPEN_STATUSES = (
+    OrderStatus.DISPATCHED,
+    OrderStatus.ACCEPTED,
+    OrderStatus.ASSIGNED,
+    OrderStatus.IN_SERVICE,
+)
+ACTIVE_STATUSES = (OrderStatus.ASSIGNED, OrderStatus.IN_SERVICE)
+"""A worker's load: the orders assigned to them and not finished yet."""
+
+RejectReason = Literal[
+    "outside_coverage", "no_capacity", "not_our_service", "duplicate", "resident_declined", "other"
+]
+Outcome = Literal["served", "referred", "resident_declined", "resident_unreachable"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RejectBody(Body):
+    reason_code: RejectReason
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class AssignBody(Body):
+    worker_id: str = Field(min_length=1, max_length=200)
+
+
+class CompleteBody(Body):
+    outcome: Outcome
+    service_minutes: int = Field(ge=0, le=24 * 60)
+    summary: str = Field(min_length=1, max_length=8000)
+    follow_up_needed: bool
+
+
+class WorkerBody(Body):
+    worker_id: str = Field(min_length=1, max_length=200, description="the worker's staff id")
+    skills: list[Category] = Field(description="the service categories they can serve")
+    capacity: int = Field(ge=0, le=100, description="the most active orders they can carry")
+    on_duty: bool = True
+
+    @field_validator("skills")
+    @classmethod
+    def _unique(cls, skills: list[Category]) -> list[Category]:
+        return sorted(set(skills))
+
+
+class Worker(BaseModel):
+    worker_id: str
+    name: str
+    skills: list[Category]
+    capacity: int
+    on_duty: bool
+    active_orders: int
+
+
+class SuggestedWorker(BaseModel):
+    worker_id: str
+    name: str
+    skill_match: bool
+    active_orders: int
+    capacity: int
+
+
+class Me(BaseModel):
+    id: str
+    name: str
+    station_id: str
+    role: Literal["station_manager", "social_worker"]
 
 
 class HistoryEntry(BaseModel):
@@ -16,7 +89,9 @@ class HistoryEntry(BaseModel):
     note: str | None
 
 
-class StationOrder(BaseModel):
+class QueueItem(BaseModel):
+    """An order in the queue listing; its case details are on the order itself."""
+
     order_id: uuid.UUID
     station_id: str
     status: OrderStatus
@@ -28,7 +103,17 @@ class StationOrder(BaseModel):
     submitted_at: datetime
     received_at: datetime
     deadlines: Deadlines
-    case: CaseDetails
+    due_at: datetime | None = Field(description="the deadline of the current stage")
+    overdue: bool
     worker_id: str | None
     version: int
+
+
+class QueuePage(BaseModel):
+    orders: list[QueueItem]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class StationOrder(QueueItem):
+    case: CaseDetails
     history: list[HistoryEntry]

@@ -1,0 +1,142 @@
+"""Test stations of their own for the dashboard tests: staff, workers and dispatched orders.
+
+Each test gets a station no other test uses, so listings, loads and streams are its own. Orders
+arrive the way the center sends them: an ``order.dispatched`` event on the center's topic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from services.station_worker.admin import create_staff, create_worker
+from shared import topics
+from shared.events import (
+    SYSTEM,
+    CaseDetails,
+    Deadlines,
+    EventPayload,
+    Location,
+    OrderDispatched,
+    new_event,
+)
+from tests.conftest import RunningStack
+from tests.helpers import eventually
+
+
+@dataclass
+class OwnStation:
+    id: str
+    base: str
+    manager: str
+    workers: dict[str, str] = field(default_factory=dict)
+    """worker id -> bearer token"""
+
+    def auth(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.manager}"}
+
+
+async def new_station(
+    stack: RunningStack, db: asyncpg.Pool, workers: Sequence[tuple[str, list[str], int, bool]] = ()
+) -> OwnStation:
+    """A station with a manager and social workers (name, skills, capacity, on duty)."""
+    station_id = f"st-test-{uuid.uuid4().hex[:8]}"
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL search_path TO station_worker")
+        manager = await create_staff(
+            conn, station_id, "station_manager", "Test manager", f"{station_id}-manager"
+        )
+        station = OwnStation(station_id, stack.urls["station_worker"], manager)
+        for name, skills, capacity, on_duty in workers:
+            worker_id = f"{station_id}-{name}"
+            station.workers[worker_id] = await create_staff(
+                conn, station_id, "social_worker", f"Worker {name}", worker_id
+            )
+            await create_worker(conn, worker_id, station_id, skills, capacity, on_duty)
+    return station
+
+
+def dispatched(
+    station_id: str,
+    *,
+    order_id: uuid.UUID | None = None,
+    category: str = "elder_care",
+    urgency: str = "routine",
+    accept_in: timedelta = timedelta(hours=24),
+    dispatch_no: int = 1,
+) -> Any:
+    now = datetime.now(UTC)
+    return new_event(
+        OrderDispatched(
+            station_id=station_id,
+            dispatch_no=dispatch_no,
+            category=category,
+            urgency=urgency,
+            beneficiary_group="elderly_in_hardship",
+            location=Location(township_code="TS-T", community_code="T-VILLAGE"),
+            submitted_at=now,
+            deadlines=Deadlines(
+                dispatch_by=now,
+                accept_by=now + accept_in,
+                assign_by=now + accept_in + timedelta(hours=1),
+                complete_by=now + accept_in + timedelta(days=2),
+            ),
+            case=CaseDetails(
+                beneficiary_name="Resident Name",
+                beneficiary_phone=None,
+                address="No. 7, Test Lane",
+                reporter_name="Grid Member",
+                reporter_phone="+86 13800000000",
+                reporter_role="grid_member",
+                description="needs a visit",
+                consent_to_share=True,
+            ),
+        ),
+        order_id=order_id or uuid.uuid4(),
+        actor=SYSTEM,
+    )
+
+
+async def publish(stack: RunningStack, *payloads: tuple[uuid.UUID, EventPayload]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        for order_id, payload in payloads:
+            event = new_event(payload, order_id=order_id, actor=SYSTEM)
+            await producer.send_and_wait(
+                topics.CENTER_EVENTS, event.to_json().encode(), key=str(order_id).encode()
+            )
+    finally:
+        await producer.stop()
+
+
+async def dispatch(
+    stack: RunningStack, http: httpx.AsyncClient, station: OwnStation, **kwargs: Any
+) -> dict[str, Any]:
+    """Send an order to the station and return it once the station has queued it."""
+    event = dispatched(station.id, **kwargs)
+    await publish(stack, (event.order_id, event.payload))
+    return await order_when(http, station, event.order_id)
+
+
+async def order_when(
+    http: httpx.AsyncClient,
+    station: OwnStation,
+    order_id: uuid.UUID | str,
+    status: str | None = None,
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        resp = await http.get(f"{station.base}/v1/orders/{order_id}", headers=station.auth())
+        if resp.status_code == 200 and status in (None, resp.json()["status"]):
+            body: dict[str, Any] = resp.json()
+            return body
+        return None
+
+    return await eventually(probe)

@@ -1,0 +1,145 @@
+"""The dashboard page in headless Chromium: sign in, see an order arrive live, accept, assign."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from services.dispatch_center.admin import upsert_community, upsert_station
+from tests.conftest import RunningStack
+from tests.helpers import get_json_when, request_body
+from tests.integration.station import OwnStation, new_station
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def _install_chromium() -> None:
+    """Debian's Chromium and its driver; the test setup installs them when missing."""
+    if CHROMIUM.exists() and CHROMEDRIVER.exists():
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    _install_chromium()
+    profile = tempfile.mkdtemp(prefix="swd-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+async def _routed_station(stack: RunningStack, db: asyncpg.Pool) -> tuple[OwnStation, str]:
+    """A station of its own that the center routes one new community to."""
+    station = await new_station(
+        stack, db, [("sw1", ["elder_care"], 5, True), ("sw2", ["child_protection"], 5, True)]
+    )
+    suffix = station.id.removeprefix("st-test-").upper()
+    township, community = f"TS-{suffix}", f"UI-{suffix}"
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL search_path TO dispatch_center")
+        await upsert_station(conn, station.id, "Browser Test Station", township)
+        await upsert_community(conn, community, "Browser Test Village", township, station.id)
+    return station, community
+
+
+async def test_staff_see_a_new_order_live_accept_and_assign_it_and_the_audit_sees_it(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, browser: WebDriver
+) -> None:
+    station, community = await _routed_station(stack, db)
+    wait = WebDriverWait(browser, 15)
+    browser.get(f"{station.base}/dashboard")
+    browser.find_element(By.ID, "token").send_keys(station.manager)
+    browser.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
+    assert station.id in browser.find_element(By.ID, "who").text
+    browser.execute_script("window.notReloaded = true")
+
+    body = request_body(77, category="elder_care", urgency="urgent")
+    body["location"] |= {"township_code": f"TS-{community[3:]}", "community_code": community}
+    created = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/requests",
+        json=body,
+        headers={"X-API-Key": stack.api_key},
+    )
+    assert created.status_code == 201, created.text
+    order_id = created.json()["order_id"]
+    row = f'tr[data-order-id="{order_id}"]'
+
+    wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, f'{row}[data-status="dispatched"]'))
+    )
+    assert browser.execute_script("return window.notReloaded") is True
+
+    browser.find_element(By.CSS_SELECTOR, f'{row} button[data-action="accept"]').click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'{row}[data-status="accepted"]')))
+    browser.find_element(By.CSS_SELECTOR, f'{row} button[data-action="assign"]').click()
+    select = wait.until(
+        ec.presence_of_element_located(
+            (By.CSS_SELECTOR, f'{row} select[data-role="worker-select"]')
+        )
+    )
+    # The suggestions come ranked: the worker with the matching skill first.
+    options = [o.get_attribute("value") for o in Select(select).options]
+    assert options == [f"{station.id}-sw1", f"{station.id}-sw2"]
+    Select(select).select_by_value(f"{station.id}-sw1")
+    browser.find_element(By.CSS_SELECTOR, f'{row} button[data-action="confirm-assign"]').click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'{row}[data-status="assigned"]')))
+    assert browser.find_element(By.CSS_SELECTOR, f"{row} td.worker").text == f"{station.id}-sw1"
+    assert browser.execute_script("return window.notReloaded") is True
+    assert browser.find_element(By.ID, "message").text == ""
+
+    trail = await get_json_when(
+        http,
+        f"{stack.urls['audit']}/v1/orders/{order_id}/trail",
+        {"Authorization": f"Bearer {stack.supervisor_token}"},
+        lambda t: any(e["event_type"] == "order.assigned" for e in t),
+    )
+    steps = {e["event_type"]: e["event"] for e in trail}
+    assert steps["order.accepted"]["actor"] == {
+        "kind": "station_staff",
+        "id": f"{station.id}-manager",
+    }
+    assert steps["order.assigned"]["payload"]["worker_id"] == f"{station.id}-sw1"

@@ -31,7 +31,7 @@ from swdispatch.simulate import Simulation, StaffBehaviour, StaffUnavailable, cl
 
 @dataclass(frozen=True)
 class BenchConfig:
-    rates: tuple[float, ...] = (50, 100, 200, 300, 400, 500, 600, 800)
+    rates: tuple[float, ...] = (25, 50, 100, 200, 300, 400, 500, 600, 800)
     step_s: float = 10.0
     drain_s: float = 20.0
     """How long after a step every order may take to reach the station and the audit trail."""

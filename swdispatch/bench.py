@@ -140,7 +140,7 @@ async def intake_step(
 async def lifecycle(box: Sandbox, http: aiohttp.ClientSession, cfg: BenchConfig) -> dict[str, Any]:
     """Orders from intake to completed by simulated staff, per second of the run."""
     behaviour = StaffBehaviour(
-        accept_delay_s=0.2, reject_share=0.0, work_delay_s=0.1, poll_interval_s=0.2
+        accept_delay_s=0.2, reject_share=0.0, work_delay_s=0.1, poll_interval_s=0.5
     )
     sim = Simulation(http, box.urls, box.credentials, box.county, behaviour, seed=6)
     try:

@@ -171,7 +171,7 @@ class Simulation:
         while True:
             cursor: str | None = None
             for _ in range(20):
-                params: dict[str, Any] = {"status": "dispatched", "limit": 200}
+                params: dict[str, Any] = {"status": "dispatched", "limit": 100}
                 if cursor:
                     params["cursor"] = cursor
                 try:
@@ -226,15 +226,17 @@ class Simulation:
         self.tally.accepted += 1
         self.tally.accepted_orders.add(order_id)
         await self._pause(b.work_delay_s)
-        status, suggestions = await self.request(
-            "GET",
-            f"{self.urls['station_worker']}/v1/orders/{order_id}/suggested-workers",
-            headers=self._manager(station_id),
-        )
-        if status != 200:
-            suggestions = []
-        if not suggestions:
-            self.tally.error("no suggested worker")
+        try:
+            status, suggestions = await self.request(
+                "GET",
+                f"{self.urls['station_worker']}/v1/orders/{order_id}/suggested-workers",
+                headers=self._manager(station_id),
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.tally.error(f"suggested-workers {type(exc).__name__}")
+            return
+        if status != 200 or not suggestions:
+            self.tally.error(f"suggested-workers {status}" if status != 200 else "no suggestion")
             return
         worker_id = suggestions[0]["worker_id"]
         if not await self._act(station_id, order_id, "assign", json={"worker_id": worker_id}):

@@ -186,7 +186,9 @@ class Simulation:
                     break
                 for item in page["orders"]:
                     key = (item["order_id"], item["dispatch_no"])
-                    if key not in self._seen:
+                    # Only this simulation's orders (the queue may hold others'); one whose
+                    # intake answer has not come back yet is picked up on the next look.
+                    if key not in self._seen and item["order_id"] in self.tally.sent_at:
                         self._seen.add(key)
                         task = asyncio.create_task(self._handle(station_id, item["order_id"]))
                         self._tasks.add(task)

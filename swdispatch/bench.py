@@ -327,6 +327,7 @@ async def run(box: Sandbox, cfg: BenchConfig, log: Any = sys.stdout) -> dict[str
 
 
 def write_report(result: dict[str, Any], path: Path, out: Any = sys.stdout) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str))
     print("\n" + format_table(result["table"]), file=out)
     life = result["pipeline"]["lifecycle"]

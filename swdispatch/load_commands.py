@@ -95,4 +95,4 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--env", action="append", default=[], metavar="SWD_X=V", help="extra service setting"
     )
-    p.add_argument("--output", type=Path, default=Path("bench-result.json"))
+    p.add_argument("--output", type=Path, default=Path(".swdispatch/bench-result.json"))

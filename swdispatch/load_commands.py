@@ -36,6 +36,16 @@ def _county(args: argparse.Namespace) -> County:
     return County(args.townships, args.communities, args.workers)
 
 
+def _env(args: argparse.Namespace) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in args.env)
+
+
+def _env_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="SWD_X=V", help="a service setting"
+    )
+
+
 def simulate(args: argparse.Namespace) -> None:
     from swdispatch import simulate as sim
     from swdispatch.sandbox import sandbox
@@ -46,7 +56,7 @@ def simulate(args: argparse.Namespace) -> None:
         work_delay_s=args.work_delay,
     )
     print("starting a stack for the simulation ...", flush=True)
-    with sandbox(_county(args)) as box:
+    with sandbox(_county(args), service_env=_env(args)) as box:
         summary = _run(
             sim.run(
                 box.urls,
@@ -70,7 +80,7 @@ def bench(args: argparse.Namespace) -> None:
     if args.rates:
         overrides["rates"] = tuple(float(r) for r in args.rates.split(","))
     cfg = b.BenchConfig(**overrides)
-    env = dict(kv.split("=", 1) for kv in args.env)
+    env = _env(args)
     print("starting a stack for the benchmark ...", flush=True)
     with sandbox(_county(args), service_env=env) as box:
         result = _run(b.run(box, cfg))
@@ -86,13 +96,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--accept-delay", type=float, default=2.0, help="mean seconds to act")
     p.add_argument("--reject-share", type=float, default=0.05)
     p.add_argument("--work-delay", type=float, default=1.0, help="mean seconds per work step")
+    _env_option(p)
 
     p = command(sub, "bench", bench, "measure the ceilings and the pipeline; table and JSON")
     _county_options(p, townships=10)
     p.add_argument("--rates", default="", help="intake steps, e.g. 50,100,200 (default: to 800)")
     p.add_argument("--step-seconds", type=float, default=10.0)
     p.add_argument("--lifecycle-rate", type=float, default=50.0)
-    p.add_argument(
-        "--env", action="append", default=[], metavar="SWD_X=V", help="extra service setting"
-    )
+    _env_option(p)
     p.add_argument("--output", type=Path, default=Path(".swdispatch/bench-result.json"))

@@ -64,6 +64,11 @@ class EventConsumer:
         self._handlers = {cls.event_type: h for cls, h in handlers.items()}
         self._max_event_bytes = max_event_bytes
 
+    @property
+    def group_id(self) -> str:
+        """Its Kafka consumer group, named after the consumer and the topic."""
+        return f"{self.name}.{self.topic}"
+
     async def consume(self, msg: KafkaMessage) -> None:
         """Apply one fetched batch of records (faststream's batch subscriber).
 
@@ -183,7 +188,7 @@ def subscribe(broker: KafkaBroker, consumer: EventConsumer, kafka: KafkaSettings
     """Register ``consumer`` on its topic, in a consumer group named after it and the topic."""
     broker.subscriber(
         consumer.topic,
-        group_id=f"{consumer.name}.{consumer.topic}",
+        group_id=consumer.group_id,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         batch=True,
         max_records=kafka.consumer_batch_max_records,

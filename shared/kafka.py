@@ -90,6 +90,11 @@ def consumer_options(kafka: KafkaSettings) -> dict[str, Any]:
 async def create_topics(kafka: KafkaSettings) -> list[str]:
     """Create every topic and its dead-letter topic; return the ones that were missing."""
     admin = AIOKafkaAdminClient(client_id=f"{kafka.client_id}-admin", **client_options(kafka))
+    configs = (
+        {"min.insync.replicas": str(kafka.topic_min_insync_replicas)}
+        if kafka.topic_min_insync_replicas is not None
+        else {}
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -99,7 +104,11 @@ async def create_topics(kafka: KafkaSettings) -> list[str]:
             partitions = kafka.topic_partitions if not name.endswith(".dlq") else 1
             try:
                 await admin.create_topics(
-                    [NewTopic(name, partitions, kafka.topic_replication_factor)]
+                    [
+                        NewTopic(
+                            name, partitions, kafka.topic_replication_factor, topic_configs=configs
+                        )
+                    ]
                 )
             except TopicAlreadyExistsError:
                 log.info("topic %s was created meanwhile", name)

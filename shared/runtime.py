@@ -24,6 +24,7 @@ from shared.consumer import EventConsumer, subscribe
 from shared.db import TRANSIENT_ERRORS, Pool, create_pool
 from shared.http import COMMON_RESPONSES, install_middleware, ops_router
 from shared.migrations import migrate
+from shared.ops_metrics import OPS_JOBS
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
 
@@ -51,6 +52,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.relay: OutboxRelay | None = None
         self.consumers_started = False
+        self.consumer_groups: list[str] = []
 
     @property
     def pool(self) -> Pool:
@@ -74,6 +76,7 @@ class Runtime:
         )
         for consumer in self.spec.consumers(self._pool, self._broker, s):
             subscribe(self._broker, consumer, s.kafka)
+            self.consumer_groups.append(consumer.group_id)
         await self._broker.start()
         self.consumers_started = True
         self.relay = OutboxRelay(
@@ -87,7 +90,7 @@ class Runtime:
             replay_window=timedelta(seconds=s.outbox_replay_window_s),
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
-        for job in self.spec.background:
+        for job in (*OPS_JOBS, *self.spec.background):
             self._tasks.append(asyncio.create_task(self._keep_running(job), name=job.__name__))
         log.info("%s started", self.spec.name)
 

@@ -29,6 +29,8 @@ class KafkaSettings(BaseSettings):
     consumer_batch_timeout_ms: int = 10
     topic_partitions: int = 6
     topic_replication_factor: int = 1
+    # Production: 2 with replication factor 3, so an acks=all write survives one broker loss.
+    topic_min_insync_replicas: int | None = None
     max_event_bytes: int = 256 * 1024
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -66,6 +68,8 @@ class Settings(BaseSettings):
     outbox_replay_window_s: float = 300.0
     graceful_timeout_s: float = 15.0
     max_request_bytes: int = 64 * 1024
+    # How often consumer lag and outbox backlog are measured for /metrics.
+    ops_metrics_interval_s: float = 15.0
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)

@@ -118,6 +118,18 @@ def main(argv: list[str] | None = None) -> None:
     p_seed.add_argument("--credentials", type=Path, default=STATE_DIR / "demo-credentials.json")
     for service in SERVICES:
         sub.add_parser(service.replace("_", "-"), help=f"run the {service} service alone")
+    p_traffic = sub.add_parser(
+        "demo-traffic", help="submit demo requests to running services, as `up` does"
+    )
+    p_traffic.add_argument("--credentials", type=Path, default=STATE_DIR / "demo-credentials.json")
+    p_traffic.add_argument("--interval", type=float, default=3.0)
+    p_traffic.add_argument("--count", type=int, default=None)
+    defaults = Settings()
+    for service in SERVICES:
+        port = getattr(defaults, f"{service}_port")
+        p_traffic.add_argument(
+            f"--{service.replace('_', '-')}-url", default=f"http://127.0.0.1:{port}"
+        )
 
     for module in (center_commands, station_commands, audit_commands, load_commands):
         module.add_commands(sub)
@@ -135,6 +147,12 @@ def main(argv: list[str] | None = None) -> None:
         from shared.kafka import create_topics
 
         print("created:", asyncio.run(create_topics(Settings().kafka)) or "nothing missing")
+    elif command == "demo_traffic":
+        from swdispatch import demo
+
+        urls = {s: getattr(args, f"{s}_url") for s in SERVICES}
+        credentials = json.loads(args.credentials.read_text())
+        asyncio.run(demo.run_traffic(urls, credentials, interval_s=args.interval, count=args.count))
     elif command == "asyncapi":
         from shared.asyncapi import document
 

@@ -149,6 +149,10 @@ async def seed(database_url: str) -> dict[str, Any]:
             supervisor = await create_reader(
                 conn, "county-supervisor", "County supervisor", "supervisor"
             )
+            for st in COUNTY:
+                stations[st.id]["audit_token"] = await create_reader(
+                    conn, f"{st.id}-manager", f"Manager of {st.name}", "station_manager", st.id
+                )
     finally:
         await conn.close()
     return {

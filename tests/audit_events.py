@@ -12,7 +12,6 @@ from shared.domain import Stage
 from shared.events import (
     SYSTEM,
     Actor,
-    CaseDetails,
     Deadlines,
     Envelope,
     EventPayload,
@@ -29,17 +28,8 @@ from shared.events import (
     OrderSubmitted,
     new_event,
 )
+from tests.factories import case_details
 
-CASE = CaseDetails(
-    beneficiary_name="Test Beneficiary",
-    beneficiary_phone=None,
-    address="No. 1, Test Lane",
-    reporter_name="Test Reporter",
-    reporter_phone="+86 13800000000",
-    reporter_role="grid_member",
-    description="test",
-    consent_to_share=True,
-)
 LOCATION = Location(township_code="TS-LH", community_code="LH-HAIYUN")
 STAFF = Actor(kind="station_staff", id="test-staff")
 
@@ -130,7 +120,7 @@ class OrderScript:
                 location=LOCATION,
                 submitted_at=self.submitted_at,
                 deadlines=self.deadlines,
-                case=CASE,
+                case=case_details(),
             ),
             minutes,
         )

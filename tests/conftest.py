@@ -28,6 +28,7 @@ TEST_SERVICE_ENV = {
     "SWD_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     "SWD_KAFKA_FETCH_MAX_WAIT_MS": "5",
     "SWD_OUTBOX_POLL_INTERVAL_S": "0.2",
+    "SWD_OPS_METRICS_INTERVAL_S": "1",
     # Dispatch center: timers and status callbacks look for due work often; quick retries.
     "SWD_TIMER_INTERVAL_S": "0.2",
     "SWD_CALLBACK_BACKOFF_BASE_S": "0.3",

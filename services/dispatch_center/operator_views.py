@@ -29,9 +29,14 @@ from services.dispatch_center.models import (
 )
 from services.dispatch_center.settings import CenterSettings
 from shared.domain import Category, OrderStatus, Urgency
+from shared.http import ErrorDetail
 from shared.runtime import PoolDep, RuntimeDep
 
-router = APIRouter(prefix="/v1/operator", tags=["operator"])
+router = APIRouter(
+    prefix="/v1/operator",
+    tags=["operator"],
+    responses={403: {"model": ErrorDetail, "description": "a viewer may only read"}},
+)
 
 CodePath = Annotated[str, Path(min_length=1, max_length=64)]
 

@@ -80,14 +80,18 @@ async def _submit_until_accepted(
     ledger.abandoned.append(body["external_id"])
 
 
-async def _drive(stack: LocalStack, credentials: dict[str, Any], ledger: Ledger) -> None:
+async def _drive(
+    stack: LocalStack, credentials: dict[str, Any], ledger: Ledger, faults_over: asyncio.Event
+) -> None:
+    """Requests at a steady rate for at least DRIVE_S and until every fault has recovered,
+    so that each fault meets traffic however slow the machine is."""
     rng = random.Random(SEED)
     url = f"{stack.urls['dispatch_center']}/v1/requests"
     key = credentials["integration"]["api_key"]
     submissions = set()
     async with httpx.AsyncClient(timeout=10) as http:
         started = time.monotonic()
-        while time.monotonic() - started < DRIVE_S:
+        while time.monotonic() - started < DRIVE_S or not faults_over.is_set():
             body = random_request(rng)
             remember_personal_data(body["beneficiary"]["name"], body["reporter"]["name"])
             ledger.submitted += 1
@@ -130,7 +134,7 @@ async def _restart_broker(stack: LocalStack, faults: Faults) -> None:
     faults.recovery_s.append(("broker back with topics", time.monotonic() - stopped))
 
 
-async def _inject(stack: LocalStack, faults: Faults) -> None:
+async def _inject(stack: LocalStack, faults: Faults, over: asyncio.Event) -> None:
     rng = random.Random(SEED)
     plan: list[tuple[str, str | None]] = [("kill", s) for s in SERVICES for _ in range(2)]
     rng.shuffle(plan)
@@ -146,6 +150,8 @@ async def _inject(stack: LocalStack, faults: Faults) -> None:
             await _restart_postgres(stack, faults)
         else:
             await _restart_broker(stack, faults)
+    await asyncio.sleep(2)  # traffic after the last recovery, too
+    over.set()
 
 
 async def _progress(db: asyncpg.Pool, order_ids: list[str]) -> dict[str, int]:
@@ -284,7 +290,10 @@ async def test_nothing_is_lost_or_doubled_when_services_database_and_broker_fail
 
         ledger, faults = Ledger(), Faults()
         started = time.monotonic()
-        await asyncio.gather(_drive(stack, credentials, ledger), _inject(stack, faults))
+        faults_over = asyncio.Event()
+        await asyncio.gather(
+            _drive(stack, credentials, ledger, faults_over), _inject(stack, faults, faults_over)
+        )
         driven_s = time.monotonic() - started
 
         assert stack.database_url

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -20,13 +20,11 @@ from services.station_worker.admin import create_staff, create_worker
 from shared import topics
 from shared.events import (
     SYSTEM,
-    CaseDetails,
-    Deadlines,
     EventPayload,
     Location,
-    OrderDispatched,
     new_event,
 )
+from tests import factories
 from tests.conftest import RunningStack
 from tests.helpers import eventually
 
@@ -72,35 +70,14 @@ def dispatched(
     accept_in: timedelta = timedelta(hours=24),
     dispatch_no: int = 1,
 ) -> Any:
-    now = datetime.now(UTC)
-    return new_event(
-        OrderDispatched(
-            station_id=station_id,
-            dispatch_no=dispatch_no,
-            category=category,
-            urgency=urgency,
-            beneficiary_group="elderly_in_hardship",
-            location=Location(township_code="TS-T", community_code="T-VILLAGE"),
-            submitted_at=now,
-            deadlines=Deadlines(
-                dispatch_by=now,
-                accept_by=now + accept_in,
-                assign_by=now + accept_in + timedelta(hours=1),
-                complete_by=now + accept_in + timedelta(days=2),
-            ),
-            case=CaseDetails(
-                beneficiary_name="Resident Name",
-                beneficiary_phone=None,
-                address="No. 7, Test Lane",
-                reporter_name="Grid Member",
-                reporter_phone="+86 13800000000",
-                reporter_role="grid_member",
-                description="needs a visit",
-                consent_to_share=True,
-            ),
-        ),
-        order_id=order_id or uuid.uuid4(),
-        actor=SYSTEM,
+    return factories.dispatched(
+        station_id,
+        order_id=order_id,
+        category=category,
+        urgency=urgency,
+        accept_in=accept_in,
+        dispatch_no=dispatch_no,
+        location=Location(township_code="TS-T", community_code="T-VILLAGE"),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -14,16 +14,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from services.audit.chain import GENESIS, link_hash
 from shared import topics
 from shared.events import (
-    SYSTEM,
-    CaseDetails,
-    Deadlines,
-    Location,
-    OrderDispatched,
     decode,
-    new_event,
 )
 from tests.conftest import RunningStack
-from tests.helpers import eventually, get_json_when, remember_personal_data, request_body
+from tests.factories import dispatched
+from tests.helpers import eventually, get_json_when, request_body
 
 pytestmark = pytest.mark.integration
 
@@ -138,34 +133,8 @@ async def test_a_repeated_request_is_the_same_order_and_a_changed_one_conflicts(
 
 
 def _dispatched_event(station_id: str) -> tuple[uuid.UUID, bytes]:
-    now = datetime.now(UTC)
-    order_id = uuid.uuid4()
-    event = new_event(
-        OrderDispatched(
-            station_id=station_id,
-            dispatch_no=1,
-            category="elder_care",
-            urgency="routine",
-            beneficiary_group="elderly_in_hardship",
-            location=Location(township_code="TS-LH", community_code="LH-HAIYUN"),
-            submitted_at=now,
-            deadlines=Deadlines(dispatch_by=now, accept_by=now, assign_by=now, complete_by=now),
-            case=CaseDetails(
-                beneficiary_name="Gu Xiaolan",
-                beneficiary_phone=None,
-                address="No. 1",
-                reporter_name="Qian Duoduo",
-                reporter_phone="+86 13800000000",
-                reporter_role="grid_member",
-                description="test",
-                consent_to_share=True,
-            ),
-        ),
-        order_id=order_id,
-        actor=SYSTEM,
-    )
-    remember_personal_data("Gu Xiaolan", "Qian Duoduo", "+86 13800000000")
-    return order_id, event.to_json().encode()
+    event = dispatched(station_id)
+    return event.order_id, event.to_json().encode()
 
 
 async def test_the_same_event_delivered_twice_changes_nothing_the_second_time(

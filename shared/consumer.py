@@ -1,8 +1,9 @@
 """Event consumers: decode, dead-letter what cannot be decoded, apply the rest exactly once.
 
-Each message is applied in one database transaction together with its inbox record; the
-offset is committed only after that commit (``AckPolicy.NACK_ON_ERROR``: on an unhandled error
-the consumer seeks back and the message comes again). A transient failure (database down) is
+Each fetched batch of messages is applied in one database transaction, every event together
+with its inbox record; the offsets are committed only after that commit
+(``AckPolicy.NACK_ON_ERROR``: on an unhandled error the consumer seeks back and the messages
+come again). A transient failure (database down) is
 retried with backoff and never skipped. A message that is not a known event, or that the
 handler keeps failing on, goes to ``<topic>.dlq`` with headers naming the reason and where it
 came from, and the partition moves on.
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
@@ -68,22 +70,59 @@ class EventConsumer:
         return f"{self.name}.{self.topic}"
 
     async def consume(self, msg: KafkaMessage) -> None:
-        body: bytes = msg.body
-        if len(body) > self._max_event_bytes:
-            await self._dead_letter(msg, "oversized", f"{len(body)} bytes")
+        """Apply one fetched batch of records (faststream's batch subscriber).
+
+        The batch's events are applied in one transaction, each with its inbox record, in the
+        order they came (per partition, the order they were published). When anything in it
+        fails, the transaction rolls back and the events are applied one at a time, each in its
+        own transaction, which retries transient failures and dead-letters the one that keeps
+        failing.
+        """
+        records = msg.raw_message  # a tuple; a list under faststream's TestKafkaBroker
+        assert isinstance(records, tuple | list)
+        batch: list[tuple[ConsumerRecord[bytes, bytes], Envelope[Any], Handler]] = []
+        for record in records:
+            body = record.value or b""
+            if len(body) > self._max_event_bytes:
+                await self._dead_letter(record, "oversized", f"{len(body)} bytes")
+                continue
+            try:
+                event = decode(body)
+            except UndecodableEvent as exc:
+                await self._dead_letter(record, exc.reason, exc.detail)
+                continue
+            handler = self._handlers.get(event.type)
+            if handler is None:
+                APPLIED.labels(self.name, event.type, "ignored").inc()
+                continue
+            batch.append((record, event, handler))
+        if not batch:
             return
         try:
-            event = decode(body)
-        except UndecodableEvent as exc:
-            await self._dead_letter(msg, exc.reason, exc.detail)
+            async with self._pool.acquire() as conn, conn.transaction():
+                outcomes = []
+                for _, event, handler in batch:
+                    applied = await inbox.claim(conn, self.name, event.event_id)
+                    if applied:
+                        await handler(conn, event)
+                    outcomes.append((event.type, "applied" if applied else "duplicate"))
+        except Exception as exc:
+            if len(batch) > 1 or not isinstance(exc, TRANSIENT_ERRORS):
+                log.info(
+                    "%s: batch of %d failed (%s); one at a time",
+                    self.name,
+                    len(batch),
+                    type(exc).__name__,
+                )
+            for record, event, handler in batch:
+                await self._apply(record, event, handler)
             return
-        handler = self._handlers.get(event.type)
-        if handler is None:
-            APPLIED.labels(self.name, event.type, "ignored").inc()
-            return
-        await self._apply(msg, event, handler)
+        for event_type, outcome in outcomes:
+            APPLIED.labels(self.name, event_type, outcome).inc()
 
-    async def _apply(self, msg: KafkaMessage, event: Envelope[Any], handler: Handler) -> None:
+    async def _apply(
+        self, record: ConsumerRecord[bytes, bytes], event: Envelope[Any], handler: Handler
+    ) -> None:
         transient_failures = 0
         handler_failures = 0
         while True:
@@ -109,13 +148,13 @@ class EventConsumer:
                 handler_failures += 1
                 log.exception("%s: handler failed on %s %s", self.name, event.type, event.event_id)
                 if handler_failures >= HANDLER_ATTEMPTS:
-                    await self._dead_letter(msg, "handler_failed", type(exc).__name__)
+                    await self._dead_letter(record, "handler_failed", type(exc).__name__)
                     return
                 await asyncio.sleep(0.1 * handler_failures)
 
-    async def _dead_letter(self, msg: KafkaMessage, reason: str, detail: str) -> None:
-        record = msg.raw_message
-        assert not isinstance(record, tuple)
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str
+    ) -> None:
         dlq = topics.dead_letter(record.topic)
         # Never log the body: it may hold personal data.
         log.warning(
@@ -151,6 +190,10 @@ def subscribe(broker: KafkaBroker, consumer: EventConsumer, kafka: KafkaSettings
         consumer.topic,
         group_id=consumer.group_id,
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        batch=True,
+        max_records=kafka.consumer_batch_max_records,
+        # After an empty fetch faststream also sleeps this long: keep it short.
+        batch_timeout_ms=kafka.consumer_batch_timeout_ms,
         title=f"{consumer.name}:{consumer.topic}",
         **consumer_options(kafka),
     )(consumer.consume)

@@ -6,11 +6,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from pydantic import BaseModel
-from starlette.routing import Match
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter(
     "swd_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
@@ -60,40 +61,78 @@ def ops_router(readiness: ReadinessCheck) -> APIRouter:
     return router
 
 
-def _route_template(app: FastAPI, request: Request) -> str:
-    """The matched route's path template, so label values stay bounded."""
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
-
-
 def install_middleware(app: FastAPI, *, service: str, max_body_bytes: int) -> None:
-    @app.middleware("http")
-    async def measure_and_cap(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        route = _route_template(app, request)
+    app.add_middleware(MeasureAndCap, service=service, max_body_bytes=max_body_bytes)
+
+
+class MeasureAndCap:
+    """Request metrics and the body cap, as plain ASGI middleware (Starlette's
+    ``BaseHTTPMiddleware`` costs a task and a memory stream per request)."""
+
+    def __init__(self, app: ASGIApp, *, service: str, max_body_bytes: int) -> None:
+        self.app = app
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            response: Response = JSONResponse(
-                {"detail": f"request body over {max_body_bytes} bytes"}, status_code=413
-            )
-        elif (
-            declared is None
-            and request.method in ("POST", "PUT", "PATCH")
-            and len(await request.body()) > max_body_bytes
-        ):
-            response = JSONResponse(
-                {"detail": f"request body over {max_body_bytes} bytes"}, status_code=413
-            )
-        else:
-            response = await call_next(request)
-        if route != "/metrics":
-            REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
-            REQUEST_SECONDS.labels(service, request.method, route).observe(
-                time.perf_counter() - started
-            )
-        return response
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            declared = Headers(scope=scope).get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await self._too_large()(scope, receive, send_and_note_status)
+            elif declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                buffered = await self._read_capped(receive)
+                if buffered is None:
+                    await self._too_large()(scope, receive, send_and_note_status)
+                else:
+                    await self.app(scope, _replay(buffered, receive), send_and_note_status)
+            else:
+                await self.app(scope, receive, send_and_note_status)
+        finally:
+            route = scope.get("route")
+            template = str(getattr(route, "path", "unmatched"))
+            if template != "/metrics":
+                REQUESTS.labels(self.service, scope["method"], template, str(status)).inc()
+                REQUEST_SECONDS.labels(self.service, scope["method"], template).observe(
+                    time.perf_counter() - started
+                )
+
+    def _too_large(self) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"request body over {self.max_body_bytes} bytes"}, status_code=413
+        )
+
+    async def _read_capped(self, receive: Receive) -> list[Message] | None:
+        """A body without Content-Length, read up to the cap; None when it is over."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                return None
+            if not message.get("more_body", False):
+                return messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed

@@ -24,6 +24,9 @@ class KafkaSettings(BaseSettings):
     max_poll_interval_ms: int = 300_000
     request_timeout_ms: int = 15_000
     linger_ms: int = 0
+    # Consumers apply up to this many records per database transaction.
+    consumer_batch_max_records: int = 200
+    consumer_batch_timeout_ms: int = 10
     topic_partitions: int = 6
     topic_replication_factor: int = 1
     # Production: 2 with replication factor 3, so an acks=all write survives one broker loss.

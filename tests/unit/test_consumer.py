@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -146,3 +147,119 @@ async def test_a_transient_database_failure_is_retried_not_skipped(
     assert pool.acquired == 4
     assert applied == [event.event_id]
     assert dead == []
+
+
+class _TransactionalPool:
+    """A pool whose transactions keep their inbox claims and effects only when they commit."""
+
+    def __init__(self) -> None:
+        self.inbox: set[Any] = set()
+        self.effects: list[Any] = []
+        self.transactions = 0
+
+    def acquire(self) -> Any:
+        return _Transaction(self)
+
+
+class _Transaction:
+    def __init__(self, pool: _TransactionalPool) -> None:
+        self.pool = pool
+        self.inbox: set[Any] = set()
+        self.effects: list[Any] = []
+
+    async def __aenter__(self) -> _Transaction:
+        return self
+
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.pool.transactions += 1
+            self.pool.inbox |= self.inbox
+            self.pool.effects += self.effects
+
+    def transaction(self) -> Any:
+        return contextlib.nullcontext()  # committed (or not) when the connection is released
+
+    async def execute(self, query: str, consumer: str, event_id: Any) -> str:
+        if event_id in self.pool.inbox or event_id in self.inbox:
+            return "INSERT 0 0"
+        self.inbox.add(event_id)
+        return "INSERT 0 1"
+
+
+def _batch(*bodies: bytes) -> Any:
+    from aiokafka import ConsumerRecord
+
+    records = tuple(
+        ConsumerRecord(topics.STATION_EVENTS, 0, i, 0, 0, b"k", body, None, 1, len(body), [])
+        for i, body in enumerate(bodies)
+    )
+    return type("Batch", (), {"raw_message": records})()
+
+
+async def test_a_batch_is_applied_in_one_transaction_once_per_event(broker: KafkaBroker) -> None:
+    pool = _TransactionalPool()
+
+    async def handler(conn: Any, event: Any) -> None:
+        conn.effects.append(event.event_id)
+
+    consumer = EventConsumer(
+        name="unit",
+        topic=topics.STATION_EVENTS,
+        pool=pool,  # type: ignore[arg-type]
+        broker=broker,
+        handlers={OrderReceived: handler},
+        max_event_bytes=1024,
+    )
+    events = [
+        new_event(OrderReceived(station_id="s", dispatch_no=1), order_id=uuid.uuid4(), actor=SYSTEM)
+        for _ in range(3)
+    ]
+    bodies = [e.to_json().encode() for e in events]
+    await consumer.consume(_batch(*bodies, bodies[0]))  # the first one again: a duplicate
+    assert pool.transactions == 1
+    assert pool.effects == [e.event_id for e in events]
+
+
+async def test_a_failing_event_rolls_its_batch_back_and_only_it_is_dead_lettered(
+    broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+    pool = _TransactionalPool()
+    poison = uuid.uuid4()
+
+    async def handler(conn: Any, event: Any) -> None:
+        if event.order_id == poison:
+            raise ValueError("cannot apply")
+        conn.effects.append(event.order_id)
+
+    consumer = EventConsumer(
+        name="unit",
+        topic=topics.STATION_EVENTS,
+        pool=pool,  # type: ignore[arg-type]
+        broker=broker,
+        handlers={OrderReceived: handler},
+        max_event_bytes=1024,
+    )
+    orders = [uuid.uuid4(), poison, uuid.uuid4()]
+    bodies = [
+        new_event(OrderReceived(station_id="s", dispatch_no=1), order_id=o, actor=SYSTEM)
+        .to_json()
+        .encode()
+        for o in orders
+    ]
+    dead: list[KafkaMessage] = []
+
+    @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS))
+    async def dlq(message: KafkaMessage) -> None:
+        dead.append(message)
+
+    async with TestKafkaBroker(broker):
+        await consumer.consume(_batch(*bodies))
+    assert pool.effects == [orders[0], orders[2]]
+    assert len(dead) == 1
+    assert dead[0].headers["swd-dlq-reason"] == "handler_failed"
+    assert dead[0].headers["swd-original-offset"] == "1"
+
+
+async def _no_sleep(_: float) -> None:
+    return None

@@ -55,6 +55,16 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     return options
 
 
+def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Settings for a plain aiokafka producer, the same as the broker's own."""
+    return {
+        **client_options(kafka),
+        "acks": "all" if kafka.acks == "all" else int(kafka.acks),
+        "enable_idempotence": kafka.enable_idempotence,
+        "linger_ms": kafka.linger_ms,
+    }
+
+
 def create_broker(kafka: KafkaSettings, *, service: str, graceful_timeout_s: float) -> KafkaBroker:
     return KafkaBroker(
         kafka.bootstrap,

@@ -21,13 +21,12 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from faststream.kafka import KafkaBroker
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter
 
 from shared.db import TRANSIENT_ERRORS, Connection
 from shared.events import Envelope
-from shared.kafka import client_options
+from shared.kafka import client_options, producer_options
 from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,6 @@ class OutboxRelay:
         *,
         database_url: str,
         schema: str,
-        broker: KafkaBroker,
         kafka: KafkaSettings,
         batch_size: int,
         poll_interval_s: float,
@@ -73,7 +71,6 @@ class OutboxRelay:
     ) -> None:
         self._database_url = database_url
         self._schema = schema
-        self._broker = broker
         self._kafka = kafka
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
@@ -109,7 +106,12 @@ class OutboxRelay:
         conn: Connection = await asyncpg.connect(
             self._database_url, server_settings={"search_path": self._schema}
         )
+        # Clients of its own, made anew after every failure: a client left in a bad state by a
+        # broker restart cannot keep the relay stuck.
         offsets = AIOKafkaConsumer(enable_auto_commit=False, **client_options(self._kafka))
+        producer = AIOKafkaProducer(
+            client_id=f"swdispatch-{self._schema}-relay", **producer_options(self._kafka)
+        )
         try:
             # Another replica holds the lock; poll until it goes away.
             while not await conn.fetchval(  # noqa: ASYNC110
@@ -118,11 +120,12 @@ class OutboxRelay:
                 await asyncio.sleep(self._poll_interval_s)
             self.is_leader = True
             await offsets.start()
+            await producer.start()
             await self._load_acknowledged(conn)
             await conn.add_listener(f"{self._schema}.outbox", self._on_notify)
             while True:
                 self._wake.clear()
-                while await self._relay_batch(conn, offsets):
+                while await self._relay_batch(conn, offsets, producer):
                     pass
                 await self._delete_old_sent_rows(conn)
                 with contextlib.suppress(TimeoutError):
@@ -131,8 +134,9 @@ class OutboxRelay:
                     raise ConnectionError("relay connection closed")
         finally:
             self.is_leader = False
-            with contextlib.suppress(Exception):
-                await offsets.stop()
+            for client in (producer, offsets):
+                with contextlib.suppress(Exception):
+                    await client.stop()
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await asyncio.wait_for(conn.close(), 5)
 
@@ -177,7 +181,9 @@ class OutboxRelay:
             replayed.removeprefix("UPDATE "),
         )
 
-    async def _relay_batch(self, conn: Connection, offsets: AIOKafkaConsumer) -> bool:
+    async def _relay_batch(
+        self, conn: Connection, offsets: AIOKafkaConsumer, producer: AIOKafkaProducer
+    ) -> bool:
         """Publish one batch; True when there may be more to publish right away."""
         async with conn.transaction():
             rows = await conn.fetch(
@@ -189,24 +195,25 @@ class OutboxRelay:
                 return False
             lost = await self._broker_lost_events(offsets)
             if not lost:
-                lost = await self._publish(conn, rows)
+                lost = await self._publish(conn, producer, rows)
         if lost:
             await self._replay_recent(conn)
             return True
         return len(rows) == self._batch_size
 
-    async def _publish(self, conn: Connection, rows: list[asyncpg.Record]) -> bool:
+    async def _publish(
+        self, conn: Connection, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
+    ) -> bool:
         """Publish the rows and mark them sent; True if the broker turned out to have lost
         events (offsets went backwards) between the check and the send."""
         # Send all, then wait for every acknowledgement: one round trip per batch, and
         # aiokafka keeps one request in flight per partition, so order holds.
         pending = [
-            await self._broker.publish(
-                row["body"].encode(),
+            await producer.send(
                 row["topic"],
+                row["body"].encode(),
                 key=row["key"].encode(),
-                headers={"swd-event-type": row["event_type"]},
-                no_confirm=True,
+                headers=[("swd-event-type", row["event_type"].encode())],
             )
             for row in rows
         ]

@@ -82,7 +82,6 @@ class Runtime:
         self.relay = OutboxRelay(
             database_url=s.database_url,
             schema=self.spec.name,
-            broker=self._broker,
             kafka=s.kafka,
             batch_size=s.outbox_batch_size,
             poll_interval_s=s.outbox_poll_interval_s,

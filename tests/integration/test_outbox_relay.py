@@ -15,7 +15,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared import outbox
 from shared.events import SYSTEM, Envelope, OrderReceived, new_event
-from shared.kafka import create_broker
 from shared.migrations import migrate
 from shared.settings import KafkaSettings
 from tests.conftest import RunningStack
@@ -46,12 +45,9 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
         await outbox.add(conn, TOPIC, *events)
 
     kafka = KafkaSettings(bootstrap=stack.kafka_bootstrap)
-    broker = create_broker(kafka, service="relay-test", graceful_timeout_s=1)
-    await broker.start()
     relay = outbox.OutboxRelay(
         database_url=stack.database_url,
         schema=schema,
-        broker=broker,
         kafka=kafka,
         batch_size=2,
         poll_interval_s=0.1,
@@ -89,7 +85,6 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await consumer.stop()
-        await broker.stop()
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await conn.close()
 
@@ -114,12 +109,9 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
 
     before, after = [event(n) for n in (1, 2, 3)], event(4)
     await outbox.add(conn, topic, *before)
-    broker = create_broker(kafka, service="relay-test", graceful_timeout_s=1)
-    await broker.start()
     relay = outbox.OutboxRelay(
         database_url=stack.database_url,
         schema=schema,
-        broker=broker,
         kafka=kafka,
         batch_size=10,
         poll_interval_s=0.1,
@@ -143,7 +135,6 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await broker.stop()
         await admin.delete_topics([topic])
         await admin.close()
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -32,7 +32,9 @@ from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-BATCH = 20
+# Attempts in flight at once. Each runs on its own, so a receiver that hangs until the timeout
+# holds one slot, not every other integration's callbacks.
+IN_FLIGHT = 20
 
 ATTEMPTS = Counter(
     "swd_status_callback_attempts_total",
@@ -52,7 +54,7 @@ def backoff(settings: CenterSettings, attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.callback_backoff_max_s))
 
 
-async def _claim(pool: Pool, settings: CenterSettings) -> list[asyncpg.Record]:
+async def _claim(pool: Pool, settings: CenterSettings, limit: int) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await pool.fetch(
         """UPDATE callbacks c
            SET next_attempt_at = now() + make_interval(secs => $1), attempts = c.attempts + 1
@@ -70,7 +72,7 @@ async def _claim(pool: Pool, settings: CenterSettings) -> list[asyncpg.Record]:
                (SELECT callback_secret FROM integrations i WHERE i.id = c.integration_id)
                    AS secret""",
         settings.callback_timeout_s + 30,
-        BATCH,
+        limit,
     )
     return rows
 
@@ -136,17 +138,29 @@ async def _attempt(
     )
 
 
-async def deliver_due(pool: Pool, settings: CenterSettings, client: httpx.AsyncClient) -> int:
-    rows = await _claim(pool, settings)
-    await asyncio.gather(*(_attempt(pool, settings, client, row) for row in rows))
-    return len(rows)
-
-
 async def run(runtime: Runtime) -> None:
     settings = cast(CenterSettings, runtime.settings)
+    in_flight: set[asyncio.Task[None]] = set()
+
+    def finished(task: asyncio.Task[None]) -> None:
+        in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The row stays leased until its lease runs out, then it is tried again.
+            log.error("callback attempt failed", exc_info=task.exception())
+
     async with httpx.AsyncClient(
         timeout=settings.callback_timeout_s, follow_redirects=False
     ) as client:
-        while True:
-            if not await deliver_due(runtime.pool, settings, client):
-                await asyncio.sleep(settings.timer_interval_s)
+        try:
+            while True:
+                free = IN_FLIGHT - len(in_flight)
+                rows = await _claim(runtime.pool, settings, free) if free else []
+                for row in rows:
+                    task = asyncio.create_task(_attempt(runtime.pool, settings, client, row))
+                    in_flight.add(task)
+                    task.add_done_callback(finished)
+                if len(rows) < free or not free:
+                    await asyncio.sleep(settings.timer_interval_s)
+        finally:
+            for task in in_flight:
+                task.cancel()

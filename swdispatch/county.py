@@ -5,9 +5,7 @@ realistic mix of categories, beneficiary groups and urgencies (DOMAIN.md)."""
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -15,8 +13,8 @@ import asyncpg
 from services.audit.admin import create_reader
 from services.dispatch_center.admin import create_integration, upsert_community, upsert_station
 from services.station_worker.admin import create_staff
-from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
-from swdispatch.demo import random_name, random_phone
+from shared.domain import BeneficiaryGroup, Category, Urgency
+from swdispatch.demo import intake_body
 
 # Who is served, and what they need, roughly as a county's caseload looks: elderly people and
 # children make up most of it; a few needs are tied to the group.
@@ -179,27 +177,12 @@ def request(rng: random.Random, county: County) -> dict[str, Any]:
     urgency = rng.choices(list(URGENCY_WEIGHTS), weights=list(URGENCY_WEIGHTS.values()))[0]
     if category is Category.CRISIS_INTERVENTION:
         urgency = Urgency.EMERGENCY
-    return {
-        "external_id": f"sim-{uuid.uuid4()}",
-        "reporter": {
-            "id": f"grid-{rng.randint(100, 999)}",
-            "name": random_name(rng),
-            "role": rng.choice(list(ReporterRole)).value,
-            "phone": random_phone(rng),
-        },
-        "beneficiary": {
-            "name": random_name(rng),
-            "group": group.value,
-            "phone": random_phone(rng) if rng.random() < 0.6 else None,
-            "consent_to_share": rng.random() < 0.9,
-        },
-        "location": {
-            "township_code": county.township_code(t),
-            "community_code": county.community_code(t, c),
-            "address": f"No. {rng.randint(1, 200)}, Lane {rng.randint(1, 30)}",
-        },
-        "category": category.value,
-        "urgency": urgency.value,
-        "description": "Reported during a grid visit; needs a follow-up by a social worker.",
-        "reported_at": (datetime.now(UTC) - timedelta(minutes=rng.randint(1, 90))).isoformat(),
-    }
+    return intake_body(
+        rng,
+        id_prefix="sim",
+        township_code=county.township_code(t),
+        community_code=county.community_code(t, c),
+        group=group,
+        category=category,
+        urgency=urgency,
+    )

@@ -82,14 +82,19 @@ def random_phone(rng: random.Random) -> str:
     return f"+86 13{rng.randint(0, 9)}{rng.randint(10_000_000, 99_999_999)}"
 
 
-def random_request(rng: random.Random, *, community: str | None = None) -> dict[str, Any]:
-    """A plausible intake body for the demo county."""
-    station = rng.choice(COUNTY)
-    code = community or rng.choice([c for c, _ in station.communities if c not in UNCOVERED])
-    township = next(s.township_code for s in COUNTY for c, _ in s.communities if c == code)
-    urgency = rng.choices(list(Urgency), weights=(1, 3, 12))[0]
+def intake_body(
+    rng: random.Random,
+    *,
+    id_prefix: str,
+    township_code: str,
+    community_code: str,
+    group: BeneficiaryGroup,
+    category: Category,
+    urgency: Urgency,
+) -> dict[str, Any]:
+    """An intake request body with made-up people and address."""
     return {
-        "external_id": f"demo-{uuid.uuid4()}",
+        "external_id": f"{id_prefix}-{uuid.uuid4()}",
         "reporter": {
             "id": f"grid-{rng.randint(100, 999)}",
             "name": random_name(rng),
@@ -98,20 +103,36 @@ def random_request(rng: random.Random, *, community: str | None = None) -> dict[
         },
         "beneficiary": {
             "name": random_name(rng),
-            "group": rng.choice(list(BeneficiaryGroup)).value,
+            "group": group.value,
             "phone": random_phone(rng) if rng.random() < 0.6 else None,
             "consent_to_share": rng.random() < 0.9,
         },
         "location": {
-            "township_code": township,
-            "community_code": code,
+            "township_code": township_code,
+            "community_code": community_code,
             "address": f"No. {rng.randint(1, 200)}, Lane {rng.randint(1, 30)}",
         },
-        "category": rng.choice(list(Category)).value,
+        "category": category.value,
         "urgency": urgency.value,
         "description": "Reported during a grid visit; needs a follow-up by a social worker.",
         "reported_at": (datetime.now(UTC) - timedelta(minutes=rng.randint(1, 90))).isoformat(),
     }
+
+
+def random_request(rng: random.Random, *, community: str | None = None) -> dict[str, Any]:
+    """A plausible intake body for the demo county."""
+    station = rng.choice(COUNTY)
+    code = community or rng.choice([c for c, _ in station.communities if c not in UNCOVERED])
+    township = next(s.township_code for s in COUNTY for c, _ in s.communities if c == code)
+    return intake_body(
+        rng,
+        id_prefix="demo",
+        township_code=township,
+        community_code=code,
+        group=rng.choice(list(BeneficiaryGroup)),
+        category=rng.choice(list(Category)),
+        urgency=rng.choices(list(Urgency), weights=(1, 3, 12))[0],
+    )
 
 
 async def seed(database_url: str) -> dict[str, Any]:

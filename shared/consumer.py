@@ -21,11 +21,12 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
 
-from shared import inbox, topics
+from shared import inbox
 from shared.db import TRANSIENT_ERRORS, Connection, Pool
 from shared.events import Envelope, EventPayload, UndecodableEvent, decode
 from shared.kafka import consumer_options
 from shared.settings import KafkaSettings
+from shared.topics import consumer_group, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,20 @@ DEAD_LETTERED = Counter(
 
 
 class EventConsumer:
-    """Applies the events of one topic that ``handlers`` names, as consumer ``name``."""
+    """Applies the events of ``topics`` that ``handlers`` names, as consumer ``name``."""
 
     def __init__(
         self,
         *,
         name: str,
-        topic: str,
+        topics: tuple[str, ...],
         pool: Pool,
         broker: KafkaBroker,
         handlers: Mapping[type[EventPayload], Handler],
         max_event_bytes: int,
     ) -> None:
         self.name = name
-        self.topic = topic
+        self.topics = topics
         self._pool = pool
         self._broker = broker
         self._handlers = {cls.event_type: h for cls, h in handlers.items()}
@@ -66,8 +67,7 @@ class EventConsumer:
 
     @property
     def group_id(self) -> str:
-        """Its Kafka consumer group, named after the consumer and the topic."""
-        return f"{self.name}.{self.topic}"
+        return consumer_group(self.name)
 
     async def consume(self, msg: KafkaMessage) -> None:
         """Apply one fetched batch of records (faststream's batch subscriber).
@@ -155,7 +155,7 @@ class EventConsumer:
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str
     ) -> None:
-        dlq = topics.dead_letter(record.topic)
+        dlq = dead_letter(record.topic)
         # Never log the body: it may hold personal data.
         log.warning(
             "%s: %s:%s@%s to %s: %s (%s)",
@@ -185,15 +185,16 @@ class EventConsumer:
 
 
 def subscribe(broker: KafkaBroker, consumer: EventConsumer, kafka: KafkaSettings) -> None:
-    """Register ``consumer`` on its topic, in a consumer group named after it and the topic."""
+    """Register ``consumer`` on its topics, in one consumer group named after it: one batch
+    holds what it fetched from all of them."""
     broker.subscriber(
-        consumer.topic,
+        *consumer.topics,
         group_id=consumer.group_id,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         batch=True,
         max_records=kafka.consumer_batch_max_records,
         # After an empty fetch faststream also sleeps this long: keep it short.
         batch_timeout_ms=kafka.consumer_batch_timeout_ms,
-        title=f"{consumer.name}:{consumer.topic}",
+        title=consumer.name,
         **consumer_options(kafka),
     )(consumer.consume)

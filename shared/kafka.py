@@ -7,6 +7,7 @@ import ssl
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -89,6 +90,9 @@ def create_broker(kafka: KafkaSettings, *, service: str, graceful_timeout_s: flo
 def consumer_options(kafka: KafkaSettings) -> dict[str, Any]:
     """aiokafka consumer settings every subscriber uses."""
     return {
+        # Range gives partition p of every topic a group reads to the same member; with the
+        # order id as key everywhere, one order's events from all topics meet in one consumer.
+        "partition_assignment_strategy": (RangePartitionAssignor,),
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
         "session_timeout_ms": kafka.session_timeout_ms,

@@ -47,12 +47,8 @@ OUTBOX_OLDEST_UNSENT_AGE = Gauge(
 )
 
 
-def topic_of_group(group_id: str) -> str | None:
-    """The topic a swdispatch consumer group reads (groups are named ``<consumer>.<topic>``)."""
-    for topic in topics.ALL:
-        if group_id.endswith(f".{topic}"):
-            return topic
-    return None
+# Every swdispatch consumer group and the topics it reads.
+GROUP_TOPICS = {topics.consumer_group(service): read for service, read in topics.READ_BY.items()}
 
 
 Lag = dict[tuple[str, str, int], int]
@@ -92,7 +88,7 @@ class LagProbe:
         groups = sorted(
             (group_id, topic)
             for group_id in listed | set(own_groups)
-            if (topic := topic_of_group(group_id)) is not None
+            for topic in GROUP_TOPICS.get(group_id, ())
         )
         existing = set(await self._admin.list_topics())
         dead_letter_topics = [topics.dead_letter(t) for t in topics.ALL]

@@ -8,6 +8,19 @@ STATION_EVENTS = "swd.station.order-events"
 
 ALL = (CENTER_EVENTS, STATION_EVENTS)
 
+# What each service's consumer group reads. The audit reads both topics in one group: the topics
+# have the same partition count and key, so one order's center and station events land in the
+# same partition number and so with the same consumer, which applies them one batch at a time.
+READ_BY = {
+    "dispatch_center": (STATION_EVENTS,),
+    "station_worker": (CENTER_EVENTS,),
+    "audit": (CENTER_EVENTS, STATION_EVENTS),
+}
+
+
+def consumer_group(service: str) -> str:
+    return f"swd.{service}"
+
 
 def dead_letter(topic: str) -> str:
     return f"{topic}.dlq"

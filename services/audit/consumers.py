@@ -17,8 +17,8 @@ from shared.settings import Settings
 
 
 async def append_to_trail(conn: Connection, event: Envelope[Any]) -> None:
-    # The center's and the stations' events of one order arrive on different topics, and each
-    # link must see the one before it.
+    # Each link must see the one before it, whichever replica applies the event (during a
+    # rebalance two may hold the same partition for a moment).
     await lock_order(conn, event.order_id)
     prev = await conn.fetchval(
         "SELECT hash FROM trail WHERE order_id = $1 ORDER BY seq DESC LIMIT 1", event.order_id
@@ -50,11 +50,10 @@ def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[Event
     return [
         EventConsumer(
             name="audit",
-            topic=topic,
+            topics=topics.READ_BY["audit"],
             pool=pool,
             broker=broker,
             handlers=HANDLERS,
             max_event_bytes=settings.kafka.max_event_bytes,
         )
-        for topic in topics.ALL
     ]

@@ -128,7 +128,7 @@ def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[Event
     return [
         EventConsumer(
             name="dispatch_center",
-            topic=topics.STATION_EVENTS,
+            topics=topics.READ_BY["dispatch_center"],
             pool=pool,
             broker=broker,
             handlers=handlers(cast(CenterSettings, settings)),

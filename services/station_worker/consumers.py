@@ -139,7 +139,7 @@ def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[Event
     return [
         EventConsumer(
             name="station_worker",
-            topic=topics.CENTER_EVENTS,
+            topics=topics.READ_BY["station_worker"],
             pool=pool,
             broker=broker,
             handlers=HANDLERS,

@@ -28,7 +28,7 @@ from tests.integration.test_walking_skeleton import _dispatched_event
 pytestmark = pytest.mark.integration
 
 ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
-STATION_GROUP = f"station_worker.{topics.CENTER_EVENTS}"
+STATION_GROUP = topics.consumer_group("station_worker")
 CENTER_DLQ = topics.dead_letter(topics.CENTER_EVENTS)
 
 

@@ -30,7 +30,7 @@ def broker() -> KafkaBroker:
 def _consumer(broker: KafkaBroker, handlers: dict[Any, Any]) -> EventConsumer:
     consumer = EventConsumer(
         name="unit",
-        topic=topics.STATION_EVENTS,
+        topics=(topics.STATION_EVENTS,),
         pool=RecordingPool(),  # type: ignore[arg-type]
         broker=broker,
         handlers=handlers,
@@ -126,7 +126,7 @@ async def test_a_transient_database_failure_is_retried_not_skipped(
     pool = FlakyPool(failures=3)
     consumer = EventConsumer(
         name="unit",
-        topic=topics.STATION_EVENTS,
+        topics=(topics.STATION_EVENTS,),
         pool=pool,  # type: ignore[arg-type]
         broker=broker,
         handlers={OrderReceived: handler},
@@ -204,7 +204,7 @@ async def test_a_batch_is_applied_in_one_transaction_once_per_event(broker: Kafk
 
     consumer = EventConsumer(
         name="unit",
-        topic=topics.STATION_EVENTS,
+        topics=(topics.STATION_EVENTS,),
         pool=pool,  # type: ignore[arg-type]
         broker=broker,
         handlers={OrderReceived: handler},
@@ -234,7 +234,7 @@ async def test_a_failing_event_rolls_its_batch_back_and_only_it_is_dead_lettered
 
     consumer = EventConsumer(
         name="unit",
-        topic=topics.STATION_EVENTS,
+        topics=(topics.STATION_EVENTS,),
         pool=pool,  # type: ignore[arg-type]
         broker=broker,
         handlers={OrderReceived: handler},

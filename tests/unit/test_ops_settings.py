@@ -6,7 +6,7 @@ import ssl
 
 from shared import topics
 from shared.kafka import client_options
-from shared.ops_metrics import topic_of_group
+from shared.ops_metrics import GROUP_TOPICS
 from shared.settings import KafkaSettings
 
 
@@ -34,7 +34,7 @@ def test_plaintext_has_no_tls() -> None:
     assert "ssl_context" not in options
 
 
-def test_consumer_groups_name_their_topic() -> None:
-    assert topic_of_group(f"station_worker.{topics.CENTER_EVENTS}") == topics.CENTER_EVENTS
-    assert topic_of_group(f"audit.{topics.STATION_EVENTS}") == topics.STATION_EVENTS
-    assert topic_of_group("someone-elses-group") is None
+def test_every_consumer_group_reads_known_topics() -> None:
+    assert GROUP_TOPICS["swd.station_worker"] == (topics.CENTER_EVENTS,)
+    assert GROUP_TOPICS["swd.audit"] == (topics.CENTER_EVENTS, topics.STATION_EVENTS)
+    assert all(set(read) <= set(topics.ALL) for read in GROUP_TOPICS.values())

@@ -31,6 +31,7 @@ from shared.topics import consumer_group, dead_letter
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, Envelope[Any]], Awaitable[None]]
+BatchHook = Callable[[Connection, list[Envelope[Any]]], Awaitable[None]]
 
 HANDLER_ATTEMPTS = 3
 MAX_BACKOFF_S = 5.0
@@ -57,6 +58,7 @@ class EventConsumer:
         broker: KafkaBroker,
         handlers: Mapping[type[EventPayload], Handler],
         max_event_bytes: int,
+        after_batch: BatchHook | None = None,
     ) -> None:
         self.name = name
         self.topics = topics
@@ -64,6 +66,7 @@ class EventConsumer:
         self._broker = broker
         self._handlers = {cls.event_type: h for cls, h in handlers.items()}
         self._max_event_bytes = max_event_bytes
+        self._after_batch = after_batch
 
     @property
     def group_id(self) -> str:
@@ -100,12 +103,7 @@ class EventConsumer:
             return
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                outcomes = []
-                for _, event, handler in batch:
-                    applied = await inbox.claim(conn, self.name, event.event_id)
-                    if applied:
-                        await handler(conn, event)
-                    outcomes.append((event.type, "applied" if applied else "duplicate"))
+                outcomes = await self._apply_in(conn, [(e, h) for _, e, h in batch])
         except Exception as exc:
             if len(batch) > 1 or not isinstance(exc, TRANSIENT_ERRORS):
                 log.info(
@@ -120,6 +118,23 @@ class EventConsumer:
         for event_type, outcome in outcomes:
             APPLIED.labels(self.name, event_type, outcome).inc()
 
+    async def _apply_in(
+        self, conn: Connection, batch: list[tuple[Envelope[Any], Handler]]
+    ) -> list[tuple[str, str]]:
+        """Apply the events not applied before, in order; return (event type, outcome) each."""
+        new = await inbox.claim(conn, self.name, [event.event_id for event, _ in batch])
+        outcomes, applied = [], []
+        for event, handler in batch:
+            first = event.event_id in new
+            if first:
+                new.discard(event.event_id)  # twice in one batch: applied once
+                await handler(conn, event)
+                applied.append(event)
+            outcomes.append((event.type, "applied" if first else "duplicate"))
+        if applied and self._after_batch is not None:
+            await self._after_batch(conn, applied)
+        return outcomes
+
     async def _apply(
         self, record: ConsumerRecord[bytes, bytes], event: Envelope[Any], handler: Handler
     ) -> None:
@@ -128,10 +143,8 @@ class EventConsumer:
         while True:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    applied = await inbox.claim(conn, self.name, event.event_id)
-                    if applied:
-                        await handler(conn, event)
-                APPLIED.labels(self.name, event.type, "applied" if applied else "duplicate").inc()
+                    [(event_type, outcome)] = await self._apply_in(conn, [(event, handler)])
+                APPLIED.labels(self.name, event_type, outcome).inc()
                 return
             except TRANSIENT_ERRORS as exc:
                 transient_failures += 1

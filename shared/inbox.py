@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from shared.db import Connection
 
 
-async def claim(conn: Connection, consumer: str, event_id: uuid.UUID) -> bool:
-    """Record the event as applied by ``consumer``; False when it was applied before.
+async def claim(conn: Connection, consumer: str, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Record the events as applied by ``consumer``; return those not applied before.
 
-    Call inside the transaction that applies the event, so the record and the effect commit
+    Call inside the transaction that applies the events, so the records and the effects commit
     (or roll back) together.
     """
-    status = await conn.execute(
-        "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    rows = await conn.fetch(
+        """INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+           ON CONFLICT DO NOTHING RETURNING event_id""",
         consumer,
-        event_id,
+        event_ids,
     )
-    return bool(status == "INSERT 0 1")
+    return {row["event_id"] for row in rows}

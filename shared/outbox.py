@@ -32,6 +32,10 @@ from shared.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 CLEANUP_INTERVAL_S = 600.0
+# How often the relay asks the broker whether it still holds what it acknowledged. A publish to
+# a partition that lost data is caught at once (its offsets go backwards); this check is for the
+# partitions not written to since, and costs a broker round trip, so not before every batch.
+LOSS_CHECK_INTERVAL_S = 1.0
 
 PUBLISHED = Counter(
     "swd_outbox_published_events_total", "Outbox events published to Kafka", ["topic"]
@@ -77,6 +81,7 @@ class OutboxRelay:
         self._retention = retention
         self._replay_window = replay_window
         self._next_cleanup = 0.0
+        self._next_loss_check = 0.0
         self._wake = asyncio.Event()
         # Per partition, the first and last offset of the latest batch the broker acknowledged.
         self._acknowledged: dict[TopicPartition, tuple[int, int]] = {}
@@ -122,6 +127,7 @@ class OutboxRelay:
             await offsets.start()
             await producer.start()
             await self._load_acknowledged(conn)
+            self._next_loss_check = 0.0  # check before the first batch
             await conn.add_listener(f"{self._schema}.outbox", self._on_notify)
             while True:
                 self._wake.clear()
@@ -160,8 +166,9 @@ class OutboxRelay:
         }
 
     async def _broker_lost_events(self, offsets: AIOKafkaConsumer) -> bool:
-        if not self._acknowledged:
+        if not self._acknowledged or time.monotonic() < self._next_loss_check:
             return False
+        self._next_loss_check = time.monotonic() + LOSS_CHECK_INTERVAL_S
         ends = await offsets.end_offsets(list(self._acknowledged))
         # The end offset must lie past the first offset of our latest batch. (Not past its last:
         # Tansu reports a batch's base offset + 1 as the end of the partition.)

@@ -162,13 +162,16 @@ async def _temporarily_unavailable(request: Request, exc: Exception) -> JSONResp
     )
 
 
-def _runtime(request: Request) -> Runtime:
+# Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a thread
+# hand-off per request for two attribute reads.
+async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def _pool(request: Request) -> Pool:
-    return _runtime(request).pool
+async def _pool(request: Request) -> Pool:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.pool
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]

@@ -8,7 +8,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 
 from services.audit.chain import GENESIS, link_hash
-from services.audit.store import lock_order, refresh_order
+from services.audit.store import lock_order, refresh_orders
 from shared import topics
 from shared.consumer import EventConsumer, Handler
 from shared.db import Connection, Pool
@@ -38,7 +38,11 @@ async def append_to_trail(conn: Connection, event: Envelope[Any]) -> None:
         prev_hash,
         link_hash(prev_hash, redacted),
     )
-    await refresh_order(conn, event.order_id)
+
+
+async def refresh_projections(conn: Connection, events: list[Envelope[Any]]) -> None:
+    """Once per batch: each order's projection from its trail, which now holds the batch."""
+    await refresh_orders(conn, {event.order_id for event in events})
 
 
 HANDLERS: dict[type[EventPayload], Handler] = {
@@ -55,5 +59,6 @@ def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[Event
             broker=broker,
             handlers=HANDLERS,
             max_event_bytes=settings.kafka.max_event_bytes,
+            after_batch=refresh_projections,
         )
     ]

@@ -3,33 +3,39 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
+from typing import Any
 
 from services.audit.projection import Dispatch, Timeline, project
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus, Stage
 
 
-async def refresh_order(conn: Connection, order_id: uuid.UUID) -> Timeline:
-    """Recompute one order's projection from its whole trail and record any breach it shows.
+async def refresh_orders(conn: Connection, order_ids: Collection[uuid.UUID]) -> None:
+    """Recompute the orders' projections from their whole trails and record any breach they
+    show, a few statements for all of them.
 
-    Call with the order's trail lock held (the consumer holds it while appending)."""
-    events = await conn.fetch("SELECT event FROM trail WHERE order_id = $1", order_id)
-    timeline = project(str(order_id), (r["event"] for r in events))
-    await _save(conn, order_id, timeline)
+    Call with the orders' trail locks held (the consumer holds them while appending)."""
+    trails: dict[uuid.UUID, list[dict[str, Any]]] = {order_id: [] for order_id in order_ids}
+    for row in await conn.fetch(
+        "SELECT order_id, event FROM trail WHERE order_id = ANY($1::uuid[]) ORDER BY seq",
+        list(trails),
+    ):
+        trails[row["order_id"]].append(row["event"])
+    timelines = {order_id: project(str(order_id), events) for order_id, events in trails.items()}
+    await _save(conn, timelines)
     now = datetime.now(UTC)
-    for stage in Stage:
-        if timeline.stage_outcome(stage, now) == "breached":
-            await conn.execute(
-                """INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
-                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
-                order_id,
-                stage.value,
-                timeline.station_id,
-                timeline.urgency,
-                timeline.deadlines[stage],
-            )
-    return timeline
+    await conn.executemany(
+        """INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+        [
+            (order_id, stage.value, t.station_id, t.urgency, t.deadlines[stage])
+            for order_id, t in timelines.items()
+            for stage in Stage
+            if t.stage_outcome(stage, now) == "breached"
+        ],
+    )
 
 
 async def record_open_breaches(conn: Connection) -> int:
@@ -49,38 +55,42 @@ async def record_open_breaches(conn: Connection) -> int:
     return int(status.split()[-1])
 
 
-async def _save(conn: Connection, order_id: uuid.UUID, t: Timeline) -> None:
-    d = t.deadlines
-    await conn.execute("DELETE FROM orders WHERE order_id = $1", order_id)
-    await conn.execute(
+async def _save(conn: Connection, timelines: dict[uuid.UUID, Timeline]) -> None:
+    await conn.execute("DELETE FROM orders WHERE order_id = ANY($1::uuid[])", list(timelines))
+    await conn.executemany(
         """INSERT INTO orders (order_id, status, station_id, worker_id, category, urgency,
                submitted_at, dispatched_at, received_at, accepted_at, assigned_at, started_at,
                completed_at, ended_at, dispatch_by, accept_by, assign_by, complete_by,
                dispatches, rejections, escalations, events)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                $18, $19, $20, $21, $22)""",
-        order_id,
-        t.status,
-        t.station_id,
-        t.worker_id,
-        t.category,
-        t.urgency,
-        t.submitted_at,
-        t.dispatched_at,
-        t.received_at,
-        t.accepted_at,
-        t.assigned_at,
-        t.started_at,
-        t.completed_at,
-        t.ended_at,
-        d.get(Stage.DISPATCH),
-        d.get(Stage.ACCEPT),
-        d.get(Stage.ASSIGN),
-        d.get(Stage.COMPLETE),
-        len(t.dispatches),
-        t.rejections,
-        t.escalations,
-        t.events,
+        [
+            (
+                order_id,
+                t.status,
+                t.station_id,
+                t.worker_id,
+                t.category,
+                t.urgency,
+                t.submitted_at,
+                t.dispatched_at,
+                t.received_at,
+                t.accepted_at,
+                t.assigned_at,
+                t.started_at,
+                t.completed_at,
+                t.ended_at,
+                t.deadlines.get(Stage.DISPATCH),
+                t.deadlines.get(Stage.ACCEPT),
+                t.deadlines.get(Stage.ASSIGN),
+                t.deadlines.get(Stage.COMPLETE),
+                len(t.dispatches),
+                t.rejections,
+                t.escalations,
+                t.events,
+            )
+            for order_id, t in timelines.items()
+        ],
     )
     await conn.executemany(
         """INSERT INTO dispatches (order_id, dispatch_no, station_id, dispatched_at, reason,
@@ -97,6 +107,7 @@ async def _save(conn: Connection, order_id: uuid.UUID, t: Timeline) -> None:
                 x.rejected_at,
                 x.reject_reason_code,
             )
+            for order_id, t in timelines.items()
             for x in t.dispatches
         ],
     )
@@ -112,7 +123,7 @@ async def rebuild(pool: Pool) -> int:
     for order_id in order_ids:
         async with pool.acquire() as conn, conn.transaction():
             await lock_order(conn, order_id)
-            await refresh_order(conn, order_id)
+            await refresh_orders(conn, [order_id])
     return len(order_ids)
 
 

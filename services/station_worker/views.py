@@ -39,7 +39,7 @@ ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def own_station(station_id: str, staff: CurrentStaff) -> StaffMember:
+async def own_station(station_id: str, staff: CurrentStaff) -> StaffMember:
     """The staff member, when ``station_id`` is their own station; 404 otherwise."""
     service.require_station(staff, station_id, "no such station")
     return staff
@@ -48,7 +48,7 @@ def own_station(station_id: str, staff: CurrentStaff) -> StaffMember:
 StationStaff = Annotated[StaffMember, Depends(own_station)]
 
 
-def expected_version(
+async def expected_version(
     if_match: Annotated[
         str | None,
         Header(description='the order\'s version as its ETag (`"3"`): 409 if it changed since'),

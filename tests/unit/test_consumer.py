@@ -109,9 +109,9 @@ class _FakeConnection:
     def transaction(self) -> _FakeConnection:
         return self
 
-    async def execute(self, query: str, *args: Any) -> str:
+    async def fetch(self, query: str, consumer: str, event_ids: list[Any]) -> list[Any]:
         assert query.startswith("INSERT INTO inbox")
-        return "INSERT 0 1"
+        return [{"event_id": e} for e in event_ids]
 
 
 async def test_a_transient_database_failure_is_retried_not_skipped(
@@ -179,11 +179,13 @@ class _Transaction:
     def transaction(self) -> Any:
         return contextlib.nullcontext()  # committed (or not) when the connection is released
 
-    async def execute(self, query: str, consumer: str, event_id: Any) -> str:
-        if event_id in self.pool.inbox or event_id in self.inbox:
-            return "INSERT 0 0"
-        self.inbox.add(event_id)
-        return "INSERT 0 1"
+    async def fetch(self, query: str, consumer: str, event_ids: list[Any]) -> list[Any]:
+        claimed = []
+        for event_id in event_ids:
+            if event_id not in self.pool.inbox and event_id not in self.inbox:
+                self.inbox.add(event_id)
+                claimed.append({"event_id": event_id})
+        return claimed
 
 
 def _batch(*bodies: bytes) -> Any:

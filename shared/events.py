@@ -220,6 +220,14 @@ def _is_personal(model: type[BaseModel], field_name: str) -> bool:
     return isinstance(extra, dict) and extra.get("personal") is True
 
 
+# Each envelope class made once and held: pydantic keeps parametrized classes only weakly, and
+# making one again costs more than validating an event.
+ENVELOPE_TYPES: dict[type[EventPayload], type[Envelope[Any]]] = {
+    cls: Envelope[cls]  # type: ignore[valid-type]
+    for cls in PAYLOAD_TYPES.values()
+}
+
+
 def new_event(
     payload: P,
     *,
@@ -228,7 +236,8 @@ def new_event(
     correlation_id: str | None = None,
     occurred_at: datetime | None = None,
 ) -> Envelope[P]:
-    return Envelope[P](
+    envelope: type[Envelope[P]] = ENVELOPE_TYPES[type(payload)]
+    return envelope(
         event_id=uuid.uuid4(),
         type=payload.event_type,
         schema_version=payload.schema_version,
@@ -274,7 +283,7 @@ def decode(body: bytes) -> Envelope[Any]:
             )
         raise UndecodableEvent("unknown_event_type", head.type[:100])
     try:
-        return Envelope[payload_type].model_validate(raw)  # type: ignore[valid-type]
+        return ENVELOPE_TYPES[payload_type].model_validate(raw)
     except ValidationError as exc:
         raise UndecodableEvent("invalid_envelope", _describe(exc)) from None
 

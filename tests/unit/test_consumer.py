@@ -191,11 +191,10 @@ class _Transaction:
 def _batch(*bodies: bytes) -> Any:
     from aiokafka import ConsumerRecord
 
-    records = tuple(
+    return tuple(
         ConsumerRecord(topics.STATION_EVENTS, 0, i, 0, 0, b"k", body, None, 1, len(body), [])
         for i, body in enumerate(bodies)
     )
-    return type("Batch", (), {"raw_message": records})()
 
 
 async def test_a_batch_is_applied_in_one_transaction_once_per_event(broker: KafkaBroker) -> None:

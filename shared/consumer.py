@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
@@ -31,7 +31,30 @@ from shared.topics import consumer_group, dead_letter
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, Envelope[Any]], Awaitable[None]]
-BatchHook = Callable[[Connection, list[Envelope[Any]]], Awaitable[None]]
+
+
+class Applier(Protocol):
+    """How a consumer applies the events it handles, inside the transaction that claims them."""
+
+    def handles(self, event_type: str) -> bool: ...
+
+    async def apply(self, conn: Connection, events: list[Envelope[Any]]) -> None:
+        """Apply ``events`` (none applied before), in the order they came."""
+
+
+class PerEvent:
+    """Each event by the handler of its payload type."""
+
+    def __init__(self, handlers: Mapping[type[EventPayload], Handler]) -> None:
+        self._handlers = {cls.event_type: h for cls, h in handlers.items()}
+
+    def handles(self, event_type: str) -> bool:
+        return event_type in self._handlers
+
+    async def apply(self, conn: Connection, events: list[Envelope[Any]]) -> None:
+        for event in events:
+            await self._handlers[event.type](conn, event)
+
 
 HANDLER_ATTEMPTS = 3
 MAX_BACKOFF_S = 5.0
@@ -47,7 +70,7 @@ DEAD_LETTERED = Counter(
 
 
 class EventConsumer:
-    """Applies the events of ``topics`` that ``handlers`` names, as consumer ``name``."""
+    """Applies the events of ``topics`` that ``applier`` handles, as consumer ``name``."""
 
     def __init__(
         self,
@@ -56,17 +79,15 @@ class EventConsumer:
         topics: tuple[str, ...],
         pool: Pool,
         broker: KafkaBroker,
-        handlers: Mapping[type[EventPayload], Handler],
+        applier: Applier,
         max_event_bytes: int,
-        after_batch: BatchHook | None = None,
     ) -> None:
         self.name = name
         self.topics = topics
         self._pool = pool
         self._broker = broker
-        self._handlers = {cls.event_type: h for cls, h in handlers.items()}
+        self._applier = applier
         self._max_event_bytes = max_event_bytes
-        self._after_batch = after_batch
 
     @property
     def group_id(self) -> str:
@@ -76,13 +97,13 @@ class EventConsumer:
         """Apply one fetched batch of records (faststream's batch subscriber, given the raw
         records by :func:`raw_records`).
 
-        The batch's events are applied in one transaction, each with its inbox record, in the
+        The batch's events are applied in one transaction with their inbox records, in the
         order they came (per partition, the order they were published). When anything in it
         fails, the transaction rolls back and the events are applied one at a time, each in its
         own transaction, which retries transient failures and dead-letters the one that keeps
         failing.
         """
-        batch: list[tuple[ConsumerRecord[bytes, bytes], Envelope[Any], Handler]] = []
+        batch: list[tuple[ConsumerRecord[bytes, bytes], Envelope[Any]]] = []
         for record in records:
             body = record.value or b""
             if len(body) > self._max_event_bytes:
@@ -93,56 +114,52 @@ class EventConsumer:
             except UndecodableEvent as exc:
                 await self._dead_letter(record, exc.reason, exc.detail)
                 continue
-            handler = self._handlers.get(event.type)
-            if handler is None:
+            if not self._applier.handles(event.type):
                 APPLIED.labels(self.name, event.type, "ignored").inc()
                 continue
-            batch.append((record, event, handler))
+            batch.append((record, event))
         if not batch:
             return
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                outcomes = await self._apply_in(conn, [(e, h) for _, e, h in batch])
+                outcomes = await self._apply_new(conn, [event for _, event in batch])
         except Exception as exc:
             if len(batch) > 1 or not isinstance(exc, TRANSIENT_ERRORS):
-                log.info(
+                log.warning(
                     "%s: batch of %d failed (%s); one at a time",
                     self.name,
                     len(batch),
                     type(exc).__name__,
                 )
-            for record, event, handler in batch:
-                await self._apply(record, event, handler)
+            for record, event in batch:
+                await self._apply(record, event)
             return
         for event_type, outcome in outcomes:
             APPLIED.labels(self.name, event_type, outcome).inc()
 
-    async def _apply_in(
-        self, conn: Connection, batch: list[tuple[Envelope[Any], Handler]]
+    async def _apply_new(
+        self, conn: Connection, events: list[Envelope[Any]]
     ) -> list[tuple[str, str]]:
-        """Apply the events not applied before, in order; return (event type, outcome) each."""
-        new = await inbox.claim(conn, self.name, [event.event_id for event, _ in batch])
-        outcomes, applied = [], []
-        for event, handler in batch:
+        """Apply the events not applied before; return (event type, outcome) for each."""
+        new = await inbox.claim(conn, self.name, [event.event_id for event in events])
+        outcomes, first_times = [], []
+        for event in events:
             first = event.event_id in new
             if first:
                 new.discard(event.event_id)  # twice in one batch: applied once
-                await handler(conn, event)
-                applied.append(event)
+                first_times.append(event)
             outcomes.append((event.type, "applied" if first else "duplicate"))
-        if applied and self._after_batch is not None:
-            await self._after_batch(conn, applied)
+        if first_times:
+            await self._applier.apply(conn, first_times)
         return outcomes
 
-    async def _apply(
-        self, record: ConsumerRecord[bytes, bytes], event: Envelope[Any], handler: Handler
-    ) -> None:
+    async def _apply(self, record: ConsumerRecord[bytes, bytes], event: Envelope[Any]) -> None:
         transient_failures = 0
         handler_failures = 0
         while True:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    [(event_type, outcome)] = await self._apply_in(conn, [(event, handler)])
+                    [(event_type, outcome)] = await self._apply_new(conn, [event])
                 APPLIED.labels(self.name, event_type, outcome).inc()
                 return
             except TRANSIENT_ERRORS as exc:

@@ -122,14 +122,19 @@ async def rebuild(pool: Pool) -> int:
     order_ids = [r["order_id"] for r in await pool.fetch("SELECT DISTINCT order_id FROM trail")]
     for order_id in order_ids:
         async with pool.acquire() as conn, conn.transaction():
-            await lock_order(conn, order_id)
+            await lock_orders(conn, [order_id])
             await refresh_orders(conn, [order_id])
     return len(order_ids)
 
 
-async def lock_order(conn: Connection, order_id: uuid.UUID) -> None:
-    """One writer per order at a time, until the transaction ends."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1::text))", str(order_id))
+async def lock_orders(conn: Connection, order_ids: list[uuid.UUID]) -> None:
+    """One writer per order at a time, until the transaction ends. Sorted ids keep two writers
+    that lock overlapping sets from deadlocking."""
+    await conn.execute(
+        """SELECT pg_advisory_xact_lock(hashtext(id::text))
+           FROM (SELECT unnest($1::uuid[]) AS id ORDER BY 1) AS ids""",
+        order_ids,
+    )
 
 
 async def load_timelines(

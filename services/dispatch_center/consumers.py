@@ -14,7 +14,7 @@ from faststream.kafka import KafkaBroker
 from services.dispatch_center import lifecycle
 from services.dispatch_center.settings import CenterSettings
 from shared import topics
-from shared.consumer import EventConsumer, Handler
+from shared.consumer import EventConsumer, Handler, PerEvent
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus
 from shared.events import (
@@ -131,7 +131,7 @@ def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[Event
             topics=topics.READ_BY["dispatch_center"],
             pool=pool,
             broker=broker,
-            handlers=handlers(cast(CenterSettings, settings)),
+            applier=PerEvent(handlers(cast(CenterSettings, settings))),
             max_event_bytes=settings.kafka.max_event_bytes,
         )
     ]

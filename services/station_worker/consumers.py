@@ -9,7 +9,7 @@ from faststream.kafka import KafkaBroker
 
 from services.station_worker.models import OPEN_STATUSES
 from shared import outbox, topics
-from shared.consumer import EventConsumer, Handler
+from shared.consumer import EventConsumer, Handler, PerEvent
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus
 from shared.events import (
@@ -142,7 +142,7 @@ def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[Event
             topics=topics.READ_BY["station_worker"],
             pool=pool,
             broker=broker,
-            handlers=HANDLERS,
+            applier=PerEvent(HANDLERS),
             max_event_bytes=settings.kafka.max_event_bytes,
         )
     ]

@@ -10,7 +10,7 @@ import pytest
 from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 
 from shared import topics
-from shared.consumer import EventConsumer, subscribe
+from shared.consumer import EventConsumer, PerEvent, subscribe
 from shared.events import SYSTEM, OrderReceived, new_event
 from shared.settings import KafkaSettings
 
@@ -33,7 +33,7 @@ def _consumer(broker: KafkaBroker, handlers: dict[Any, Any]) -> EventConsumer:
         topics=(topics.STATION_EVENTS,),
         pool=RecordingPool(),  # type: ignore[arg-type]
         broker=broker,
-        handlers=handlers,
+        applier=PerEvent(handlers),
         max_event_bytes=1024,
     )
     subscribe(broker, consumer, KafkaSettings())
@@ -129,7 +129,7 @@ async def test_a_transient_database_failure_is_retried_not_skipped(
         topics=(topics.STATION_EVENTS,),
         pool=pool,  # type: ignore[arg-type]
         broker=broker,
-        handlers={OrderReceived: handler},
+        applier=PerEvent({OrderReceived: handler}),
         max_event_bytes=1024,
     )
     subscribe(broker, consumer, KafkaSettings())
@@ -208,7 +208,7 @@ async def test_a_batch_is_applied_in_one_transaction_once_per_event(broker: Kafk
         topics=(topics.STATION_EVENTS,),
         pool=pool,  # type: ignore[arg-type]
         broker=broker,
-        handlers={OrderReceived: handler},
+        applier=PerEvent({OrderReceived: handler}),
         max_event_bytes=1024,
     )
     events = [
@@ -238,7 +238,7 @@ async def test_a_failing_event_rolls_its_batch_back_and_only_it_is_dead_lettered
         topics=(topics.STATION_EVENTS,),
         pool=pool,  # type: ignore[arg-type]
         broker=broker,
-        handlers={OrderReceived: handler},
+        applier=PerEvent({OrderReceived: handler}),
         max_event_bytes=1024,
     )
     orders = [uuid.uuid4(), poison, uuid.uuid4()]

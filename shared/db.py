@@ -32,6 +32,13 @@ async def _init_connection(conn: Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: Connection) -> None:
+    """Released connections skip asyncpg's reset query (RESET ALL, UNLISTEN *, advisory unlock):
+    nothing takes session state on a pooled connection (LISTEN, session locks and SET use
+    connections of their own), and that round trip came after every acquire. asyncpg still
+    rolls back a transaction left open."""
+
+
 async def create_pool(settings: Settings, schema: str, **overrides: Any) -> Pool:
     pool = await asyncpg.create_pool(
         settings.database_url,
@@ -40,6 +47,7 @@ async def create_pool(settings: Settings, schema: str, **overrides: Any) -> Pool
         command_timeout=settings.db.command_timeout_s,
         server_settings={"search_path": schema, "application_name": f"swdispatch-{schema}"},
         init=_init_connection,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -47,18 +48,37 @@ REPLAYS = Counter(
 )
 
 
-async def add(conn: Connection, topic: str, *events: Envelope[Any]) -> None:
-    """Write events to the outbox; call inside the transaction that makes the state change."""
-    await conn.execute(
-        """INSERT INTO outbox (event_id, topic, key, event_type, body)
-           SELECT e, $1, k, t, b FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[])
-               AS u(e, k, t, b)""",
+def insert_sql(
+    topic: str, events: Sequence[Envelope[Any]], *, first_param: int = 1, when: str | None = None
+) -> tuple[str, list[Any]]:
+    """The outbox INSERT for ``events`` and its arguments, numbered from ``$first_param``: what
+    :func:`add` runs, and what a data-modifying CTE embeds to write events in the same statement
+    as the state change. ``when`` (SQL) writes the events only if it holds, e.g. only if another
+    part of the statement wrote a row. Rows get their ids in the events' order, the order the
+    relay publishes them in. The NOTIFY trigger is per statement, so it wakes the relay for an
+    insert inside a CTE as well."""
+    n = first_param
+    condition = f"WHERE {when}" if when else ""
+    sql = f"""INSERT INTO outbox (event_id, topic, key, event_type, body)
+        SELECT e, ${n}, k, t, b
+        FROM unnest(${n + 1}::uuid[], ${n + 2}::text[], ${n + 3}::text[], ${n + 4}::text[])
+            WITH ORDINALITY AS u(e, k, t, b, position)
+        {condition}
+        ORDER BY position"""  # noqa: S608 (parameters only)
+    args = [
         topic,
         [e.event_id for e in events],
         [str(e.order_id) for e in events],
         [e.type for e in events],
         [e.to_json() for e in events],
-    )
+    ]
+    return sql, args
+
+
+async def add(conn: Connection, topic: str, *events: Envelope[Any]) -> None:
+    """Write events to the outbox; call inside the transaction that makes the state change."""
+    sql, args = insert_sql(topic, events)
+    await conn.execute(sql, *args)
 
 
 class OutboxRelay:

@@ -40,32 +40,34 @@ class Operator:
         return Actor(kind="operator", id=self.id)
 
 
+# The integration with this key ($1), its request counted in the current window ($2); no row
+# (and nothing counted) for an unknown or revoked key.
+COUNTED_INTEGRATION = """
+    WITH integration AS (
+        SELECT id, name, rate_limit_per_minute FROM integrations
+        WHERE key_hash = $1 AND revoked_at IS NULL),
+    counted AS (
+        INSERT INTO rate_limit_windows (integration_id, window_start, requests)
+        SELECT id, $2, 1 FROM integration
+        ON CONFLICT (integration_id, window_start)
+        DO UPDATE SET requests = rate_limit_windows.requests + 1
+        RETURNING requests)
+    SELECT id, name, rate_limit_per_minute, requests FROM integration, counted"""
+
+
 async def current_integration(
     runtime: RuntimeDep, key: Annotated[str | None, Security(api_key_header)]
 ) -> Integration:
     if not key:
         raise HTTPException(401, "missing X-API-Key", headers={"WWW-Authenticate": "ApiKey"})
-    row = await runtime.pool.fetchrow(
-        """SELECT id, name, rate_limit_per_minute FROM integrations
-           WHERE key_hash = $1 AND revoked_at IS NULL""",
-        token_hash(key),
-    )
+    now = datetime.now(UTC)
+    window = now.replace(second=0, microsecond=0)
+    row = await runtime.pool.fetchrow(COUNTED_INTEGRATION, token_hash(key), window)
     if row is None:
         raise HTTPException(401, "invalid X-API-Key", headers={"WWW-Authenticate": "ApiKey"})
     settings = cast(CenterSettings, runtime.settings)
     limit = row["rate_limit_per_minute"] or settings.rate_limit_per_minute
-    now = datetime.now(UTC)
-    window = now.replace(second=0, microsecond=0)
-    requests = await runtime.pool.fetchval(
-        """INSERT INTO rate_limit_windows (integration_id, window_start, requests)
-           VALUES ($1, $2, 1)
-           ON CONFLICT (integration_id, window_start)
-           DO UPDATE SET requests = rate_limit_windows.requests + 1
-           RETURNING requests""",
-        row["id"],
-        window,
-    )
-    if requests > limit:
+    if row["requests"] > limit:
         retry_after = max(1, math.ceil(60 - (now - window).total_seconds()))
         raise HTTPException(
             429,

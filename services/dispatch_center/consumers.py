@@ -66,17 +66,17 @@ async def on_progress(conn: Connection, event: Envelope[Any]) -> None:
         or order["status"] not in after
     ):
         return
+    columns: dict[str, Any] = {}
     if status is OrderStatus.ACCEPTED:
         # Also late, after an escalation that found no other station: the station still
         # holds the order, and now it has taken it on.
-        await conn.execute(
-            """UPDATE orders SET accept_due_at = NULL, next_resend_at = NULL,
-                   received_at = coalesce(received_at, $2),
-                   awaiting_operator = false, hold_reason = NULL
-               WHERE id = $1""",
-            order["id"],
-            event.occurred_at,
-        )
+        columns = {
+            "accept_due_at": None,
+            "next_resend_at": None,
+            "received_at": order["received_at"] or event.occurred_at,
+            "awaiting_operator": False,
+            "hold_reason": None,
+        }
     await lifecycle.record_status(
         conn,
         order,
@@ -85,6 +85,7 @@ async def on_progress(conn: Connection, event: Envelope[Any]) -> None:
         reason=None,
         actor=event.actor,
         at=event.occurred_at,
+        columns=columns,
     )
 
 
@@ -101,10 +102,6 @@ def on_rejected(settings: CenterSettings) -> Handler:
         ):
             return
         reason = f"rejected by {p.station_id}: {p.reason_code}"
-        await conn.execute(
-            "UPDATE orders SET accept_due_at = NULL, next_resend_at = NULL WHERE id = $1",
-            order["id"],
-        )
         await lifecycle.record_status(
             conn,
             order,
@@ -113,6 +110,7 @@ def on_rejected(settings: CenterSettings) -> Handler:
             reason=p.reason_code,
             actor=event.actor,
             at=event.occurred_at,
+            columns={"accept_due_at": None, "next_resend_at": None},
         )
         await lifecycle.redispatch_or_hold(conn, settings, order["id"], reason, datetime.now(UTC))
 

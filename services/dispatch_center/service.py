@@ -1,4 +1,4 @@
-"""Intake: a reported need becomes an order, routed and dispatched in one transaction."""
+"""Intake: a reported need becomes an order, routed and dispatched in one statement."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from services.dispatch_center import lifecycle
+from services.dispatch_center import lifecycle, routing
 from services.dispatch_center.auth import Integration
 from services.dispatch_center.deadlines import deadlines_for
 from services.dispatch_center.models import IntakeRequest, RequestView, TimelineEntry
 from services.dispatch_center.settings import CenterSettings
-from shared import outbox, topics
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus
-from shared.events import Actor, CaseDetails, Deadlines, Location, OrderSubmitted, new_event
+from shared.events import Actor, CaseDetails, Deadlines
 
 
 class InvalidField(Exception):
@@ -46,88 +46,70 @@ def request_hash(request: IntakeRequest) -> str:
 async def submit(
     pool: Pool, settings: CenterSettings, integration: Integration, request: IntakeRequest
 ) -> IntakeResult:
+    """Two statements: the community with its stations, then the order inserted already
+    routed, with its timeline, callbacks and events (one more to read a repeated request)."""
     fingerprint = request_hash(request)
-    async with pool.acquire() as conn, conn.transaction():
-        place = await conn.fetchrow(
-            "SELECT township_code FROM communities WHERE code = $1",
-            request.location.community_code,
-        )
-        if place is None:
-            raise InvalidField(
-                ("body", "location", "community_code"), "unknown community", "unknown_community"
-            )
-        if place["township_code"] != request.location.township_code:
-            raise InvalidField(
-                ("body", "location", "township_code"),
-                "the community is not in this township",
-                "township_mismatch",
-            )
-        now = datetime.now(UTC)
-        deadlines = deadlines_for(settings, request.urgency, now)
-        order_id = uuid.uuid4()
-        inserted = await conn.fetchval(
-            """INSERT INTO orders (id, integration_id, external_id, request_hash, status,
-                   category, urgency, beneficiary_group, township_code, community_code,
-                   reported_at, submitted_at, dispatch_by, accept_by, assign_by, complete_by,
-                   callback_url, case_details)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $18)
-               ON CONFLICT (integration_id, external_id) DO NOTHING
-               RETURNING id""",
-            order_id,
-            integration.id,
-            request.external_id,
-            fingerprint,
-            OrderStatus.SUBMITTED,
-            request.category,
-            request.urgency,
-            request.beneficiary.group,
-            request.location.township_code,
-            request.location.community_code,
-            request.reported_at,
-            now,
-            deadlines.dispatch_by,
-            deadlines.accept_by,
-            deadlines.assign_by,
-            deadlines.complete_by,
-            str(request.callback_url) if request.callback_url else None,
-            _case_details(request).model_dump(mode="json"),
-        )
-        if inserted is None:
-            return await _existing(conn, integration, request.external_id, fingerprint)
-
+    async with pool.acquire() as conn:
+        found = await routing.candidates(conn, request.location.community_code, request.category)
+        stations = _checked_location(request, found).stations
+        order = _new_order(settings, integration, request, fingerprint)
         actor = Actor(kind="integration", id=integration.id)
-        await outbox.add(
-            conn,
-            topics.CENTER_EVENTS,
-            new_event(
-                OrderSubmitted(
-                    integration_id=integration.id,
-                    external_id=request.external_id,
-                    category=request.category,
-                    urgency=request.urgency,
-                    beneficiary_group=request.beneficiary.group,
-                    location=Location(
-                        township_code=request.location.township_code,
-                        community_code=request.location.community_code,
-                    ),
-                    reported_at=request.reported_at,
-                    deadlines=deadlines,
-                ),
-                order_id=order_id,
-                actor=actor,
-                correlation_id=str(order_id),
-                occurred_at=now,
-            ),
+        change = lifecycle.submit_change(order, actor) + lifecycle.route_change(
+            settings, order, stations, order["submitted_at"]
         )
-        order = await lifecycle.lock(conn, order_id)
-        assert order is not None
-        await lifecycle.record_status(
-            conn, order, OrderStatus.SUBMITTED, station_id=None, reason=None, actor=actor, at=now
+        if not await lifecycle.insert(conn, order, change):
+            return await _existing(conn, integration, request.external_id, fingerprint)
+    assert change.status is not None  # submitted, then dispatched or unroutable
+    return IntakeResult(order_id=order["id"], status=change.status, created=True)
+
+
+def _checked_location(
+    request: IntakeRequest, found: routing.Candidates | None
+) -> routing.Candidates:
+    """The community's candidates, once it exists and lies in the request's township."""
+    if found is None:
+        raise InvalidField(
+            ("body", "location", "community_code"), "unknown community", "unknown_community"
         )
-        await lifecycle.route_new(conn, settings, order, now)
-        status = await conn.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
-        return IntakeResult(order_id=order_id, status=OrderStatus(status), created=True)
+    if found.township_code != request.location.township_code:
+        raise InvalidField(
+            ("body", "location", "township_code"),
+            "the community is not in this township",
+            "township_mismatch",
+        )
+    return found
+
+
+def _new_order(
+    settings: CenterSettings, integration: Integration, request: IntakeRequest, fingerprint: str
+) -> dict[str, Any]:
+    """The new order's columns, as submitted (before routing)."""
+    now = datetime.now(UTC)
+    deadlines = deadlines_for(settings, request.urgency, now)
+    return {
+        "id": uuid.uuid4(),
+        "integration_id": integration.id,
+        "external_id": request.external_id,
+        "request_hash": fingerprint,
+        "status": OrderStatus.SUBMITTED,
+        "version": 1,
+        "station_id": None,
+        "dispatch_no": 0,
+        "tried_stations": [],
+        "category": request.category,
+        "urgency": request.urgency,
+        "beneficiary_group": request.beneficiary.group,
+        "township_code": request.location.township_code,
+        "community_code": request.location.community_code,
+        "reported_at": request.reported_at,
+        "submitted_at": now,
+        "dispatch_by": deadlines.dispatch_by,
+        "accept_by": deadlines.accept_by,
+        "assign_by": deadlines.assign_by,
+        "complete_by": deadlines.complete_by,
+        "callback_url": str(request.callback_url) if request.callback_url else None,
+        "case_details": _case_details(request).model_dump(mode="json"),
+    }
 
 
 def _case_details(request: IntakeRequest) -> CaseDetails:

@@ -87,6 +87,164 @@ async def test_concurrent_duplicates_make_one_order(
         url, json=body | {"urgency": other_urgency}, headers={"X-API-Key": stack.api_key}
     )
     assert conflicting.status_code == 409
+    # The repeats and the conflict wrote nothing: one timeline, one set of events.
+    rows = await intake_rows(db, responses[0].json()["order_id"])
+    assert [t["status"] for t in rows.timeline] == ["submitted", "dispatched"]
+    assert [e["type"] for e in rows.events] == ["order.submitted", "order.dispatched"]
+    announced = await db.fetchval(
+        """SELECT count(*) FROM dispatch_center.outbox
+           WHERE event_type = 'order.submitted'
+             AND body::jsonb -> 'payload' ->> 'external_id' = $1""",
+        body["external_id"],
+    )
+    assert announced == 1
+
+
+async def test_a_community_of_another_township_is_a_422_naming_the_field(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    body = request_body()
+    body["location"]["township_code"] = "TS-ELSEWHERE"
+    resp = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/requests",
+        json=body,
+        headers={"X-API-Key": stack.api_key},
+    )
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "location", "township_code"]
+    assert resp.json()["detail"][0]["type"] == "township_mismatch"
+    written = await db.fetchval(
+        "SELECT count(*) FROM dispatch_center.orders WHERE external_id = $1", body["external_id"]
+    )
+    assert written == 0
+
+
+async def test_an_intake_wakes_the_outbox_relay(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    # The outbox rows are written inside a CTE; the per-statement NOTIFY trigger must fire.
+    conn = await asyncpg.connect(stack.database_url)
+    woken = asyncio.Event()
+    try:
+        await conn.add_listener("dispatch_center.outbox", lambda *_: woken.set())
+        await submit(http, stack.urls["dispatch_center"], stack.api_key, request_body())
+        await asyncio.wait_for(woken.wait(), 5)
+    finally:
+        await conn.close()
+
+
+@dataclass
+class IntakeRows:
+    order: asyncpg.Record
+    timeline: list[asyncpg.Record]
+    callbacks: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+async def intake_rows(db: asyncpg.Pool, order_id: str) -> IntakeRows:
+    """What the center wrote for an order: the row, timeline, callback bodies, events."""
+    timeline = await db.fetch(
+        "SELECT id, status, station_id, at, reason, actor FROM dispatch_center.order_timeline"
+        " WHERE order_id = $1 ORDER BY id",
+        uuid.UUID(order_id),
+    )
+    callbacks = await db.fetch(
+        "SELECT body FROM dispatch_center.callbacks WHERE order_id = $1 ORDER BY id",
+        uuid.UUID(order_id),
+    )
+    events = await db.fetch(
+        "SELECT body FROM dispatch_center.outbox WHERE key = $1 ORDER BY id", order_id
+    )
+    return IntakeRows(
+        order=await center_order(db, order_id),
+        timeline=list(timeline),
+        callbacks=[json.loads(c["body"]) for c in callbacks],
+        events=[json.loads(e["body"]) for e in events],
+    )
+
+
+def assert_callbacks_follow_the_timeline(rows: IntakeRows) -> None:
+    """One callback per timeline entry, in its order, its sequence the entry's id."""
+    assert [
+        (c["sequence"], c["status"], c["station_id"], c["reason"], datetime.fromisoformat(c["at"]))
+        for c in rows.callbacks
+    ] == [(t["id"], t["status"], t["station_id"], t["reason"], t["at"]) for t in rows.timeline]
+    assert all(
+        (c["order_id"], c["external_id"]) == (str(rows.order["id"]), rows.order["external_id"])
+        for c in rows.callbacks
+    )
+
+
+@pytest.mark.usefixtures("township")
+async def test_an_intake_is_stored_dispatched_with_its_timeline_callbacks_and_events(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    integration = await new_integration(stack, http)
+    receiver = Receiver(failures=0)
+    async with serving(receiver) as url:
+        created = await submit(
+            http,
+            stack.urls["dispatch_center"],
+            integration["api_key"],
+            t3_request("T3-ONE", callback_url=url),
+        )
+        await eventually(lambda: asyncio.sleep(0, len(receiver.calls) >= 2))
+    assert created["status"] == "dispatched"
+    rows = await intake_rows(db, created["order_id"])
+    order = rows.order
+    assert (order["status"], order["station_id"], order["dispatch_no"]) == (
+        "dispatched",
+        "st-t3-a",
+        1,
+    )
+    assert order["tried_stations"] == ["st-t3-a"]
+    assert order["accept_due_at"] == order["accept_by"]
+    assert (order["awaiting_operator"], order["hold_reason"]) == (False, None)
+    assert [(t["status"], t["station_id"], t["actor"], t["at"]) for t in rows.timeline] == [
+        ("submitted", None, f"integration:{integration['id']}", order["submitted_at"]),
+        ("dispatched", "st-t3-a", "system:dispatch_center", order["submitted_at"]),
+    ]
+    assert [e["type"] for e in rows.events] == ["order.submitted", "order.dispatched"]
+    submitted, dispatched = rows.events
+    assert submitted["actor"] == {"kind": "integration", "id": integration["id"]}
+    assert dispatched["payload"]["station_id"] == "st-t3-a"
+    assert dispatched["event_id"] == str(order["dispatch_event_id"])
+    assert_callbacks_follow_the_timeline(rows)
+    delivered = [json.loads(body) for _, _, body in receiver.calls]
+    assert delivered == rows.callbacks
+
+
+@pytest.mark.usefixtures("township")
+async def test_an_unroutable_intake_is_held_with_its_timeline_callbacks_and_events(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    receiver = Receiver(failures=0)
+    async with serving(receiver) as url:
+        created = await submit(
+            http,
+            stack.urls["dispatch_center"],
+            stack.api_key,
+            t3_request("T3-NONE", callback_url=url),
+        )
+        await eventually(lambda: asyncio.sleep(0, len(receiver.calls) >= 2))
+    assert created["status"] == "unroutable"
+    rows = await intake_rows(db, created["order_id"])
+    order = rows.order
+    assert (order["status"], order["station_id"], order["dispatch_no"]) == ("unroutable", None, 0)
+    assert order["awaiting_operator"]
+    assert order["hold_reason"] == "no station covers this community"
+    assert (order["next_resend_at"], order["accept_due_at"]) == (None, None)
+    assert [(t["status"], t["reason"]) for t in rows.timeline] == [
+        ("submitted", None),
+        ("unroutable", "no station covers this community"),
+    ]
+    assert [e["type"] for e in rows.events] == ["order.submitted", "order.unroutable"]
+    assert rows.events[1]["payload"] == {
+        "location": {"township_code": "TS-T3", "community_code": "T3-NONE"},
+        "reason": "no station covers this community",
+    }
+    assert_callbacks_follow_the_timeline(rows)
+    assert [json.loads(body) for _, _, body in receiver.calls] == rows.callbacks
 
 
 async def test_bad_fields_are_422s_naming_each_field(
@@ -510,6 +668,7 @@ async def test_callbacks_are_signed_retried_and_delivered_once_per_status_change
         "completed",
     ]
     assert all(c["order_id"] == order_id for c in delivered())
+    assert_callbacks_follow_the_timeline(await intake_rows(db, order_id))
     assert [code for code, _, _ in receiver.calls] == [500, 500] + [200] * 6
     # The two failures were retries of the first callback, not callbacks of their own.
     deliveries = [headers["x-swd-delivery"] for _, headers, _ in receiver.calls]

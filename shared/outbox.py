@@ -81,6 +81,10 @@ async def add(conn: Connection, topic: str, *events: Envelope[Any]) -> None:
     await conn.execute(sql, *args)
 
 
+class BrokerLostEvents(Exception):
+    """The broker no longer holds events it acknowledged."""
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -110,20 +114,27 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until cancelled; reconnects after database or broker failures."""
         backoff = 0.5
+        told: set[type[Exception]] = set()
         while True:
             try:
                 await self._run_connected()
-                backoff = 0.5
+                backoff, told = 0.5, set()
             except asyncio.CancelledError:
                 raise
+            except BrokerLostEvents:
+                # Replay marked; new clients, since the old ones' metadata may describe topics
+                # that are gone (a producer would keep writing to a partition that no longer is).
+                continue
             except Exception as exc:
                 self.is_leader = False
                 log.warning(
                     "outbox relay (%s) failed: %s; retrying",
                     self._schema,
                     type(exc).__name__,
-                    exc_info=backoff == 0.5,  # the whole story once per streak of failures
+                    # The whole story once per kind of failure in a streak of failures.
+                    exc_info=type(exc) not in told,
                 )
+                told.add(type(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -189,7 +200,18 @@ class OutboxRelay:
         if not self._acknowledged or time.monotonic() < self._next_loss_check:
             return False
         self._next_loss_check = time.monotonic() + LOSS_CHECK_INTERVAL_S
-        ends = await offsets.end_offsets(list(self._acknowledged))
+        # A partition can be gone altogether: Tansu, restarted empty, creates a topic the first
+        # time a client asks for it, with its own partition count. Asking for its end offset
+        # would only time out.
+        await offsets.topics()  # fresh metadata
+        existing = [
+            tp
+            for tp in self._acknowledged
+            if tp.partition in (offsets.partitions_for_topic(tp.topic) or ())
+        ]
+        if len(existing) < len(self._acknowledged):
+            return True
+        ends = await offsets.end_offsets(existing)
         # The end offset must lie past the first offset of our latest batch. (Not past its last:
         # Tansu reports a batch's base offset + 1 as the end of the partition.)
         return any(ends.get(tp, 0) <= first for tp, (first, _) in self._acknowledged.items())
@@ -225,7 +247,7 @@ class OutboxRelay:
                 lost = await self._publish(conn, producer, rows)
         if lost:
             await self._replay_recent(conn)
-            return True
+            raise BrokerLostEvents
         return len(rows) == self._batch_size
 
     async def _publish(

@@ -89,15 +89,24 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
         await conn.close()
 
 
+@pytest.mark.parametrize(
+    ("partitions", "partitions_after_loss"),
+    [
+        (1, 1),
+        # Tansu, restarted empty, creates a topic the first time a client asks for it, with its
+        # own partition count: the partition the relay last wrote to may be gone altogether.
+        (3, 1),
+    ],
+)
 async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes_out_again(
-    stack: RunningStack, tmp_path: Path
+    stack: RunningStack, tmp_path: Path, partitions: int, partitions_after_loss: int
 ) -> None:
     schema = f"relay_{uuid.uuid4().hex[:8]}"
     topic = f"swd.test.replay.{schema}"
     kafka = KafkaSettings(bootstrap=stack.kafka_bootstrap)
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1)])
+    await admin.create_topics([NewTopic(topic, partitions, 1)])
     await migrate(stack.database_url, schema, tmp_path)
     conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
     order_id = uuid.uuid4()
@@ -126,7 +135,7 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
         # The broker forgets everything on the topic, as Tansu does when it restarts.
         await admin.delete_topics([topic])
         await asyncio.sleep(0.5)
-        await admin.create_topics([NewTopic(topic, 1, 1)])
+        await admin.create_topics([NewTopic(topic, partitions_after_loss, 1)])
         await outbox.add(conn, topic, after)
         assert await eventually(lambda: _read_all(stack, topic, 4)) == [
             e.to_json().encode() for e in [*before, after]
@@ -142,15 +151,17 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
 
 
 async def _read_all(stack: RunningStack, topic: str, at_least: int) -> list[bytes] | None:
-    """Everything on the topic from the beginning, once there are ``at_least`` messages."""
+    """Everything on the topic from the beginning (one order's events: one partition), once
+    there are ``at_least`` messages."""
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        batch = await consumer.getmany(tp, timeout_ms=300)
-        values = [r.value for r in batch.get(tp, []) if r.value is not None]
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        batch = await consumer.getmany(*tps, timeout_ms=300)
+        values = [r.value for records in batch.values() for r in records if r.value is not None]
         return values if len(values) >= at_least else None
     finally:
         await consumer.stop()

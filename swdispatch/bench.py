@@ -37,6 +37,8 @@ class BenchConfig:
     """How long after a step every order may take to reach the station and the audit trail."""
     max_error_share: float = 0.01
     max_intake_p99_ms: float = 1000.0
+    warm_up_rate: float = 50.0
+    warm_up_s: float = 3.0
     lifecycle_rate: float = 50.0
     lifecycle_s: float = 15.0
     kafka_messages: int = 20_000
@@ -274,6 +276,10 @@ async def measure_pipeline(box: Sandbox, cfg: BenchConfig, log: Any) -> dict[str
     steps = []
     try:
         async with client() as http:
+            # Not measured: the services' first requests fill pools and statement caches.
+            await Simulation(
+                http, box.urls, box.credentials, box.county, StaffBehaviour()
+            ).submit_at_rate(cfg.warm_up_rate, cfg.warm_up_s)
             for rate in cfg.rates:
                 step = await intake_step(box, db, http, rate, cfg)
                 steps.append(step)

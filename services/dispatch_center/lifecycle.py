@@ -338,20 +338,6 @@ async def record_status(
     await write(conn, order, change)
 
 
-async def dispatch(
-    conn: Connection,
-    settings: CenterSettings,
-    order: Order,
-    station_id: str,
-    *,
-    reason: str | None,
-    actor: Actor,
-    now: datetime,
-) -> None:
-    change = dispatch_change(settings, order, station_id, reason=reason, actor=actor, now=now)
-    await write(conn, order, change)
-
-
 async def redispatch_or_hold(
     conn: Connection, settings: CenterSettings, order_id: uuid.UUID, reason: str, now: datetime
 ) -> None:

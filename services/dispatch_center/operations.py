@@ -144,15 +144,10 @@ async def redispatch(
         active = await conn.fetchval("SELECT active FROM stations WHERE id = $1", station_id)
         if not active:
             raise UnknownStation(station_id)
-        await lifecycle.dispatch(
-            conn,
-            settings,
-            order,
-            station_id,
-            reason=reason,
-            actor=operator.actor,
-            now=datetime.now(UTC),
+        change = lifecycle.dispatch_change(
+            settings, order, station_id, reason=reason, actor=operator.actor, now=datetime.now(UTC)
         )
+        await lifecycle.write(conn, order, change)
 
 
 async def cancel(pool: Pool, operator: Operator, order_id: uuid.UUID, reason: str) -> None:

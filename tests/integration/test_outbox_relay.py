@@ -44,17 +44,7 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
         await conn.execute("UPDATE outbox SET sent_at = now() - interval '2 days'")
         await outbox.add(conn, TOPIC, *events)
 
-    kafka = KafkaSettings(bootstrap=stack.kafka_bootstrap)
-    relay = outbox.OutboxRelay(
-        database_url=stack.database_url,
-        schema=schema,
-        kafka=kafka,
-        batch_size=2,
-        poll_interval_s=0.1,
-        retention=timedelta(days=1),
-        replay_window=timedelta(minutes=5),
-    )
-    task = asyncio.create_task(relay.run())
+    task = asyncio.create_task(_relay(stack, schema, batch_size=2).run())
     consumer = AIOKafkaConsumer(
         TOPIC,
         bootstrap_servers=stack.kafka_bootstrap,
@@ -103,7 +93,6 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
 ) -> None:
     schema = f"relay_{uuid.uuid4().hex[:8]}"
     topic = f"swd.test.replay.{schema}"
-    kafka = KafkaSettings(bootstrap=stack.kafka_bootstrap)
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(topic, partitions, 1)])
@@ -118,16 +107,7 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
 
     before, after = [event(n) for n in (1, 2, 3)], event(4)
     await outbox.add(conn, topic, *before)
-    relay = outbox.OutboxRelay(
-        database_url=stack.database_url,
-        schema=schema,
-        kafka=kafka,
-        batch_size=10,
-        poll_interval_s=0.1,
-        retention=timedelta(days=1),
-        replay_window=timedelta(minutes=5),
-    )
-    task = asyncio.create_task(relay.run())
+    task = asyncio.create_task(_relay(stack, schema, batch_size=10).run())
     try:
         assert await eventually(lambda: _read_all(stack, topic, 3)) == [
             e.to_json().encode() for e in before
@@ -148,6 +128,18 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
         await admin.close()
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await conn.close()
+
+
+def _relay(stack: RunningStack, schema: str, batch_size: int) -> outbox.OutboxRelay:
+    return outbox.OutboxRelay(
+        database_url=stack.database_url,
+        schema=schema,
+        kafka=KafkaSettings(bootstrap=stack.kafka_bootstrap),
+        batch_size=batch_size,
+        poll_interval_s=0.1,
+        retention=timedelta(days=1),
+        replay_window=timedelta(minutes=5),
+    )
 
 
 async def _read_all(stack: RunningStack, topic: str, at_least: int) -> list[bytes] | None:

@@ -27,11 +27,13 @@ def broker() -> KafkaBroker:
     return KafkaBroker()
 
 
-def _consumer(broker: KafkaBroker, handlers: dict[Any, Any]) -> EventConsumer:
+def _consumer(broker: KafkaBroker, handlers: dict[Any, Any], pool: Any = None) -> EventConsumer:
+    """A consumer of the station topic, subscribed on ``broker``; by default its pool fails
+    the test if it is used."""
     consumer = EventConsumer(
         name="unit",
         topics=(topics.STATION_EVENTS,),
-        pool=RecordingPool(),  # type: ignore[arg-type]
+        pool=pool or RecordingPool(),
         broker=broker,
         applier=PerEvent(handlers),
         max_event_bytes=1024,
@@ -124,15 +126,7 @@ async def test_a_transient_database_failure_is_retried_not_skipped(
         applied.append(event.event_id)
 
     pool = FlakyPool(failures=3)
-    consumer = EventConsumer(
-        name="unit",
-        topics=(topics.STATION_EVENTS,),
-        pool=pool,  # type: ignore[arg-type]
-        broker=broker,
-        applier=PerEvent({OrderReceived: handler}),
-        max_event_bytes=1024,
-    )
-    subscribe(broker, consumer, KafkaSettings())
+    _consumer(broker, {OrderReceived: handler}, pool)
     dead: list[KafkaMessage] = []
 
     @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS))
@@ -203,14 +197,7 @@ async def test_a_batch_is_applied_in_one_transaction_once_per_event(broker: Kafk
     async def handler(conn: Any, event: Any) -> None:
         conn.effects.append(event.event_id)
 
-    consumer = EventConsumer(
-        name="unit",
-        topics=(topics.STATION_EVENTS,),
-        pool=pool,  # type: ignore[arg-type]
-        broker=broker,
-        applier=PerEvent({OrderReceived: handler}),
-        max_event_bytes=1024,
-    )
+    consumer = _consumer(broker, {OrderReceived: handler}, pool)
     events = [
         new_event(OrderReceived(station_id="s", dispatch_no=1), order_id=uuid.uuid4(), actor=SYSTEM)
         for _ in range(3)
@@ -233,14 +220,7 @@ async def test_a_failing_event_rolls_its_batch_back_and_only_it_is_dead_lettered
             raise ValueError("cannot apply")
         conn.effects.append(event.order_id)
 
-    consumer = EventConsumer(
-        name="unit",
-        topics=(topics.STATION_EVENTS,),
-        pool=pool,  # type: ignore[arg-type]
-        broker=broker,
-        applier=PerEvent({OrderReceived: handler}),
-        max_event_bytes=1024,
-    )
+    consumer = _consumer(broker, {OrderReceived: handler}, pool)
     orders = [uuid.uuid4(), poison, uuid.uuid4()]
     bodies = [
         new_event(OrderReceived(station_id="s", dispatch_no=1), order_id=o, actor=SYSTEM)

@@ -64,6 +64,12 @@ APPLIED = Counter(
     "Events a consumer took from Kafka, by outcome (applied, duplicate, ignored, dead_lettered)",
     ["consumer", "event_type", "outcome"],
 )
+BATCH_FALLBACKS = Counter(
+    "swd_consumer_batch_fallbacks_total",
+    "Fetched batches rolled back and applied again one event at a time, by the error that"
+    " failed the batch (a deadlock, the database going away, an event a handler rejects)",
+    ["consumer", "error"],
+)
 DEAD_LETTERED = Counter(
     "swd_dead_letter_events_total", "Messages sent to a dead-letter topic", ["topic", "reason"]
 )
@@ -124,6 +130,7 @@ class EventConsumer:
             async with self._pool.acquire() as conn, conn.transaction():
                 outcomes = await self._apply_new(conn, [event for _, event in batch])
         except Exception as exc:
+            BATCH_FALLBACKS.labels(self.name, type(exc).__name__).inc()
             if len(batch) > 1 or not isinstance(exc, TRANSIENT_ERRORS):
                 log.warning(
                     "%s: batch of %d failed (%s); one at a time",

@@ -10,7 +10,7 @@ import pytest
 from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 
 from shared import topics
-from shared.consumer import EventConsumer, PerEvent, subscribe
+from shared.consumer import BATCH_FALLBACKS, EventConsumer, PerEvent, subscribe
 from shared.events import SYSTEM, OrderReceived, new_event
 from shared.settings import KafkaSettings
 
@@ -234,8 +234,11 @@ async def test_a_failing_event_rolls_its_batch_back_and_only_it_is_dead_lettered
     async def dlq(message: KafkaMessage) -> None:
         dead.append(message)
 
+    fallbacks = BATCH_FALLBACKS.labels("unit", "ValueError")
+    before = fallbacks._value.get()
     async with TestKafkaBroker(broker):
         await consumer.consume(_batch(*bodies))
+    assert fallbacks._value.get() == before + 1  # what operations see of it
     assert pool.effects == [orders[0], orders[2]]
     assert len(dead) == 1
     assert dead[0].headers["swd-dlq-reason"] == "handler_failed"

@@ -97,6 +97,10 @@ def up(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C or SIGTERM (make and the shell may both pass one on) must not cut the
+        # shutdown short and leave PostgreSQL and the broker running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("\nstopping ...", flush=True)
         stack.stop()
         print("stopped", flush=True)

@@ -6,11 +6,14 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from swdispatch.demo import random_request
+
+if TYPE_CHECKING:
+    from tests.conftest import RunningStack
 
 T = TypeVar("T")
 
@@ -63,3 +66,14 @@ async def get_json_when(
         return None
 
     return await eventually(probe, timeout_s)
+
+
+async def post_request(
+    http: httpx.AsyncClient, stack: RunningStack, body: dict[str, Any]
+) -> httpx.Response:
+    """POST ``body`` to the intake API with the session's integration key."""
+    return await http.post(
+        f"{stack.urls['dispatch_center']}/v1/requests",
+        json=body,
+        headers={"X-API-Key": stack.api_key},
+    )

@@ -24,7 +24,7 @@ from services.audit.admin import create_reader
 from shared.domain import Stage
 from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
-from tests.helpers import eventually, get_json_when, request_body
+from tests.helpers import eventually, get_json_when, post_request, request_body
 
 pytestmark = pytest.mark.integration
 
@@ -433,11 +433,7 @@ async def test_an_order_submitted_to_the_center_is_projected_with_its_times(
 ) -> None:
     body = request_body(51, urgency="urgent")
     body["location"] |= {"township_code": "TS-SX", "community_code": "SX-DONGXIN"}
-    resp = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/requests",
-        json=body,
-        headers={"X-API-Key": stack.api_key},
-    )
+    resp = await post_request(http, stack, body)
     assert resp.status_code == 201, resp.text
     order_id = resp.json()["order_id"]
 

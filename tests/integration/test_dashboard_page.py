@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from services.dispatch_center.admin import upsert_community, upsert_station
 from tests.conftest import RunningStack
 from tests.debian import debian_tool
-from tests.helpers import get_json_when, request_body
+from tests.helpers import get_json_when, post_request, request_body
 from tests.integration.station import OwnStation, new_station
 
 pytestmark = pytest.mark.integration
@@ -81,11 +81,7 @@ async def test_staff_see_a_new_order_live_accept_and_assign_it_and_the_audit_see
 
     body = request_body(77, category="elder_care", urgency="urgent")
     body["location"] |= {"township_code": f"TS-{community[3:]}", "community_code": community}
-    created = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/requests",
-        json=body,
-        headers={"X-API-Key": stack.api_key},
-    )
+    created = await post_request(http, stack, body)
     assert created.status_code == 201, created.text
     order_id = created.json()["order_id"]
     row = f'tr[data-order-id="{order_id}"]'

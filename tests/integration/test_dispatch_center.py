@@ -27,7 +27,7 @@ from starlette.responses import Response
 from shared.events import OrderAccepted, OrderAssigned, OrderCompleted, OrderRejected, OrderStarted
 from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
-from tests.helpers import eventually, remember_personal_data, request_body
+from tests.helpers import eventually, post_request, remember_personal_data, request_body
 from tests.integration.center_support import (
     center_events,
     center_order,
@@ -105,11 +105,7 @@ async def test_a_community_of_another_township_is_a_422_naming_the_field(
 ) -> None:
     body = request_body()
     body["location"]["township_code"] = "TS-ELSEWHERE"
-    resp = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/requests",
-        json=body,
-        headers={"X-API-Key": stack.api_key},
-    )
+    resp = await post_request(http, stack, body)
     assert resp.status_code == 422
     assert resp.json()["detail"][0]["loc"] == ["body", "location", "township_code"]
     assert resp.json()["detail"][0]["type"] == "township_mismatch"
@@ -257,11 +253,7 @@ async def test_bad_fields_are_422s_naming_each_field(
         priority="high",
     )
     body["beneficiary"]["group"] = "aliens"
-    resp = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/requests",
-        json=body,
-        headers={"X-API-Key": stack.api_key},
-    )
+    resp = await post_request(http, stack, body)
     assert resp.status_code == 422
     locs = {tuple(e["loc"]) for e in resp.json()["detail"]}
     assert locs == {
@@ -329,11 +321,7 @@ async def test_credentials_401_and_a_viewer_operator_gets_403(
 
 async def test_a_body_over_the_cap_is_413(stack: RunningStack, http: httpx.AsyncClient) -> None:
     body = request_body(description="x" * 70_000)
-    resp = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/requests",
-        json=body,
-        headers={"X-API-Key": stack.api_key},
-    )
+    resp = await post_request(http, stack, body)
     assert resp.status_code == 413
 
 

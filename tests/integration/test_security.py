@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import RunningStack
-from tests.helpers import eventually, request_body
+from tests.helpers import eventually, post_request, request_body
 
 pytestmark = pytest.mark.integration
 
@@ -130,11 +130,7 @@ async def test_fields_a_caller_may_not_set_are_rejected_by_name(
     stack: RunningStack, http: httpx.AsyncClient, field: str, value: object
 ) -> None:
     body = request_body(83) | {field: value}
-    resp = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/requests",
-        json=body,
-        headers={"X-API-Key": stack.api_key},
-    )
+    resp = await post_request(http, stack, body)
     assert resp.status_code == 422
     assert ["body", field] in [d["loc"] for d in resp.json()["detail"]]
 
@@ -144,13 +140,7 @@ async def test_a_station_manager_sees_only_their_own_station_in_the_audit(
 ) -> None:
     body = request_body(84)
     body["location"] |= {"township_code": "TS-CX", "community_code": "CX-BEIMEN"}
-    order_id = (
-        await http.post(
-            f"{stack.urls['dispatch_center']}/v1/requests",
-            json=body,
-            headers={"X-API-Key": stack.api_key},
-        )
-    ).json()["order_id"]
+    order_id = (await post_request(http, stack, body)).json()["order_id"]
     audit = stack.urls["audit"]
     own = {
         "Authorization": f"Bearer {stack.credentials['stations']['st-chengxiang']['audit_token']}"

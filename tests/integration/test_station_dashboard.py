@@ -14,7 +14,7 @@ import pytest
 
 from shared.events import OrderCancelled
 from tests.conftest import RunningStack
-from tests.helpers import eventually, get_json_when, request_body
+from tests.helpers import eventually, get_json_when, post_request, request_body
 from tests.integration.station import (
     OwnStation,
     dispatch,
@@ -72,11 +72,7 @@ async def test_an_order_goes_through_every_station_step_and_each_emits_its_event
     # The real path in: an integration's request, routed by the center to st-liuhe.
     body = request_body(41, category="elder_care")
     body["location"] |= {"township_code": "TS-LH", "community_code": "LH-HAIYUN"}
-    created = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/requests",
-        json=body,
-        headers={"X-API-Key": stack.api_key},
-    )
+    created = await post_request(http, stack, body)
     order_id = created.json()["order_id"]
     station = OwnStation("st-liuhe", stack.urls["station_worker"], stack.manager_token("st-liuhe"))
     worker_id = "st-liuhe-sw1"

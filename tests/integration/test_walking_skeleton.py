@@ -18,7 +18,7 @@ from shared.events import (
 )
 from tests.conftest import RunningStack
 from tests.factories import dispatched
-from tests.helpers import eventually, get_json_when, request_body
+from tests.helpers import eventually, get_json_when, post_request, request_body
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +28,7 @@ async def test_an_order_travels_from_intake_to_station_to_audit(
 ) -> None:
     body = request_body(1, urgency="emergency")
     body["location"] |= {"township_code": "TS-SX", "community_code": "SX-TAIPING"}
-    resp = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/requests",
-        json=body,
-        headers={"X-API-Key": stack.api_key},
-    )
+    resp = await post_request(http, stack, body)
     assert resp.status_code == 201, resp.text
     created = resp.json()
     order_id = created["order_id"]
@@ -86,13 +82,7 @@ async def test_another_station_cannot_see_the_order(
 ) -> None:
     body = request_body(2)
     body["location"] |= {"township_code": "TS-CX", "community_code": "CX-XINHUA"}
-    order_id = (
-        await http.post(
-            f"{stack.urls['dispatch_center']}/v1/requests",
-            json=body,
-            headers={"X-API-Key": stack.api_key},
-        )
-    ).json()["order_id"]
+    order_id = (await post_request(http, stack, body)).json()["order_id"]
     url = f"{stack.urls['station_worker']}/v1/orders/{order_id}"
     await get_json_when(
         http, url, {"Authorization": f"Bearer {stack.manager_token('st-chengxiang')}"}
@@ -109,11 +99,7 @@ async def test_unknown_community_is_a_422_naming_the_field(
 ) -> None:
     body = request_body(3)
     body["location"]["community_code"] = "NO-SUCH-PLACE"
-    resp = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/requests",
-        json=body,
-        headers={"X-API-Key": stack.api_key},
-    )
+    resp = await post_request(http, stack, body)
     assert resp.status_code == 422
     assert resp.json()["detail"][0]["loc"] == ["body", "location", "community_code"]
 

@@ -42,6 +42,17 @@ def _consumer(broker: KafkaBroker, handlers: dict[Any, Any], pool: Any = None) -
     return consumer
 
 
+def _dead_letters(broker: KafkaBroker) -> list[KafkaMessage]:
+    """The messages that will reach the station topic's dead-letter topic."""
+    dead: list[KafkaMessage] = []
+
+    @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS))
+    async def dlq(message: KafkaMessage) -> None:
+        dead.append(message)
+
+    return dead
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -55,29 +66,21 @@ async def test_undecodable_messages_go_to_the_dead_letter_topic(
     broker: KafkaBroker, body: bytes, reason: str
 ) -> None:
     _consumer(broker, {})
-    dead: list[dict[str, str]] = []
-
-    @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS))
-    async def dlq(message: KafkaMessage) -> None:
-        dead.append(dict(message.headers))
+    dead = _dead_letters(broker)
 
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(body, topics.STATION_EVENTS, key=b"k")
     assert len(dead) == 1
-    assert dead[0]["swd-dlq-reason"] == reason
-    assert dead[0]["swd-original-topic"] == topics.STATION_EVENTS
-    assert dead[0]["swd-dlq-consumer"] == "unit"
+    assert dead[0].headers["swd-dlq-reason"] == reason
+    assert dead[0].headers["swd-original-topic"] == topics.STATION_EVENTS
+    assert dead[0].headers["swd-dlq-consumer"] == "unit"
 
 
 async def test_events_without_a_handler_are_skipped_without_touching_the_database(
     broker: KafkaBroker,
 ) -> None:
     _consumer(broker, {})
-    dead: list[KafkaMessage] = []
-
-    @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS))
-    async def dlq(message: KafkaMessage) -> None:
-        dead.append(message)
+    dead = _dead_letters(broker)
 
     event = new_event(
         OrderReceived(station_id="s", dispatch_no=1), order_id=uuid.uuid4(), actor=SYSTEM
@@ -127,11 +130,7 @@ async def test_a_transient_database_failure_is_retried_not_skipped(
 
     pool = FlakyPool(failures=3)
     _consumer(broker, {OrderReceived: handler}, pool)
-    dead: list[KafkaMessage] = []
-
-    @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS))
-    async def dlq(message: KafkaMessage) -> None:
-        dead.append(message)
+    dead = _dead_letters(broker)
 
     event = new_event(
         OrderReceived(station_id="s", dispatch_no=1), order_id=uuid.uuid4(), actor=SYSTEM
@@ -228,11 +227,7 @@ async def test_a_failing_event_rolls_its_batch_back_and_only_it_is_dead_lettered
         .encode()
         for o in orders
     ]
-    dead: list[KafkaMessage] = []
-
-    @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS))
-    async def dlq(message: KafkaMessage) -> None:
-        dead.append(message)
+    dead = _dead_letters(broker)
 
     fallbacks = BATCH_FALLBACKS.labels("unit", "ValueError")
     before = fallbacks._value.get()

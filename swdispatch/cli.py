@@ -166,9 +166,11 @@ def main(argv: list[str] | None = None) -> None:
 
         print(json.dumps(document(Settings().kafka.bootstrap), indent=2))
     elif command == "seed_demo":
+        from services.dispatch_center.settings import CenterSettings
         from swdispatch import demo
 
-        credentials = asyncio.run(demo.seed(Settings().database_url))
+        center = CenterSettings()
+        credentials = asyncio.run(demo.seed(center.database_url, center.callback_fernet_key()))
         demo.write_credentials(args.credentials, credentials)
         print(f"demo credentials written to {args.credentials}")
     else:

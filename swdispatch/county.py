@@ -106,7 +106,9 @@ class County:
         return [f"{station_id}-sw{i}" for i in range(1, self.workers_per_station + 1)]
 
 
-async def seed(database_url: str, county: County, *, integration: str) -> dict[str, Any]:
+async def seed(
+    database_url: str, county: County, *, integration: str, callback_secret_key: str
+) -> dict[str, Any]:
     """Write the county into each service's schema; return its credentials, shaped like the
     demo's (``swdispatch.demo.seed``). Each community falls back to the next township's
     station, so a rejected order is redispatched rather than held."""
@@ -131,7 +133,11 @@ async def seed(database_url: str, county: County, *, integration: str) -> dict[s
                     )
             # The simulator is one integration sending a county's traffic: no per-minute limit.
             created = await create_integration(
-                conn, integration, rate_limit_per_minute=10_000_000, reissue=True
+                conn,
+                integration,
+                callback_secret_key=callback_secret_key,
+                rate_limit_per_minute=10_000_000,
+                reissue=True,
             )
         stations: dict[str, Any] = {}
         async with conn.transaction():

@@ -135,7 +135,7 @@ def random_request(rng: random.Random, *, community: str | None = None) -> dict[
     )
 
 
-async def seed(database_url: str) -> dict[str, Any]:
+async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
     """Write the demo county into each service's own schema; return fresh demo credentials."""
     conn = await asyncpg.connect(database_url)
     try:
@@ -146,7 +146,12 @@ async def seed(database_url: str) -> dict[str, Any]:
                 for code, name in st.communities:
                     covered_by = None if code in UNCOVERED else st.id
                     await upsert_community(conn, code, name, st.township_code, covered_by)
-            integration = await create_integration(conn, "demo-grid-platform", reissue=True)
+            integration = await create_integration(
+                conn,
+                "demo-grid-platform",
+                callback_secret_key=callback_secret_key,
+                reissue=True,
+            )
             _, operator_token = await create_operator(conn, "demo-operator", reissue=True)
         stations: dict[str, Any] = {}
         async with conn.transaction():

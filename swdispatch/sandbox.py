@@ -57,7 +57,12 @@ async def _prepare(stack: LocalStack, county: County) -> dict[str, Any]:
     assert stack.database_url
     await create_topics(KafkaSettings(bootstrap=stack.kafka_bootstrap))
     await migrate_all(stack.database_url)
-    return await county_mod.seed(stack.database_url, county, integration="simulator")
+    return await county_mod.seed(
+        stack.database_url,
+        county,
+        integration="simulator",
+        callback_secret_key=stack.callback_secret_key,
+    )
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.fernet import Fernet
 
 from shared.kafka import create_topics
 from shared.migrations import migrate
@@ -21,6 +22,14 @@ from swdispatch import demo
 from swdispatch.embedded import EmbeddedPostgres, TansuBroker, free_port
 
 SERVICES = ("dispatch_center", "station_worker", "audit")
+
+# A stack on one machine (demo, tests, load sandbox) calls back loopback only: any other
+# callback URL is refused at intake without being resolved, so no traffic leaves the machine.
+LOOPBACK_CALLBACKS = {
+    "SWD_CALLBACK_ALLOWED_HOSTS": "127.0.0.1,::1,localhost",
+    "SWD_CALLBACK_ALLOW_HTTP": "true",
+    "SWD_CALLBACK_ALLOWED_HOSTS_ONLY": "true",
+}
 
 
 def migrations_dir(service: str) -> Path:
@@ -62,6 +71,22 @@ class LocalStack:
         return self.root / "logs"
 
     @property
+    def callback_secret_key(self) -> str:
+        """SWD_CALLBACK_SECRET_KEY from the service env or the environment, else a key kept
+        beside the stack's data (so a restarted ``swdispatch up`` still reads its secrets)."""
+        key = self.service_env.get("SWD_CALLBACK_SECRET_KEY") or os.environ.get(
+            "SWD_CALLBACK_SECRET_KEY"
+        )
+        if key:
+            return key
+        path = self.root / "callback-secret.key"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            path.touch(0o600)
+            path.write_bytes(Fernet.generate_key())
+        return path.read_text().strip()
+
+    @property
     def urls(self) -> dict[str, str]:
         return {s: f"http://127.0.0.1:{getattr(self.ports, s)}" for s in SERVICES}
 
@@ -83,6 +108,8 @@ class LocalStack:
             "SWD_DISPATCH_CENTER_PORT": str(self.ports.dispatch_center),
             "SWD_STATION_WORKER_PORT": str(self.ports.station_worker),
             "SWD_AUDIT_PORT": str(self.ports.audit),
+            "SWD_CALLBACK_SECRET_KEY": self.callback_secret_key,
+            **LOOPBACK_CALLBACKS,
             **self.service_env,
         }
 
@@ -91,7 +118,7 @@ class LocalStack:
         assert self.database_url
         await create_topics(KafkaSettings(bootstrap=self.kafka_bootstrap))
         await migrate_all(self.database_url)
-        return await demo.seed(self.database_url)
+        return await demo.seed(self.database_url, self.callback_secret_key)
 
     def start_service(self, service: str) -> None:
         log = (self.logs / f"{service}.log").open("ab")

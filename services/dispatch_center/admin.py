@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.fernet import Fernet
+
 from shared.auth import new_token, token_hash
 from shared.db import Connection
 
@@ -121,10 +123,12 @@ async def create_integration(
     conn: Connection,
     name: str,
     *,
+    callback_secret_key: str,
     rate_limit_per_minute: int | None = None,
     reissue: bool = False,
 ) -> NewIntegration:
-    """Create an integration; its key and callback secret are shown only now.
+    """Create an integration; its key and callback secret are shown only now. The secret is
+    stored encrypted with ``callback_secret_key`` (the center's SWD_CALLBACK_SECRET_KEY).
 
     With ``reissue``, an existing integration of that name gets a new key and secret instead
     (the demo seed does that on every start).
@@ -133,17 +137,19 @@ async def create_integration(
     secret = secrets.token_hex(32)
     integration_id = name.lower().replace(" ", "-")
     written = await conn.fetchval(
-        """INSERT INTO integrations (id, name, key_hash, rate_limit_per_minute, callback_secret)
+        """INSERT INTO integrations
+               (id, name, key_hash, rate_limit_per_minute, callback_secret_encrypted)
            VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (id) DO UPDATE SET key_hash = EXCLUDED.key_hash,
-               callback_secret = EXCLUDED.callback_secret, revoked_at = NULL
+               callback_secret_encrypted = EXCLUDED.callback_secret_encrypted,
+               callback_secret_cleartext = NULL, revoked_at = NULL
            WHERE $6
            RETURNING id""",
         integration_id,
         name,
         token_hash(key),
         rate_limit_per_minute,
-        secret,
+        Fernet(callback_secret_key).encrypt(secret.encode()).decode(),
         reissue,
     )
     if written is None:

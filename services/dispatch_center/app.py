@@ -21,4 +21,6 @@ SPEC = ServiceSpec(
 
 
 def create_app(settings: CenterSettings | None = None) -> FastAPI:
-    return create_service_app(SPEC, settings or CenterSettings())
+    settings = settings or CenterSettings()
+    settings.callback_fernet_key()  # the center does not start without it
+    return create_service_app(SPEC, settings)

@@ -11,11 +11,15 @@ from shared.cli import command, in_schema
 
 def _create_integration(args: argparse.Namespace) -> None:
     from services.dispatch_center.admin import create_integration
+    from services.dispatch_center.settings import CenterSettings
 
+    key = CenterSettings().callback_fernet_key()
     created = asyncio.run(
         in_schema(
             "dispatch_center",
-            lambda c: create_integration(c, args.name, rate_limit_per_minute=args.rate_limit),
+            lambda c: create_integration(
+                c, args.name, callback_secret_key=key, rate_limit_per_minute=args.rate_limit
+            ),
         )
     )
     print(

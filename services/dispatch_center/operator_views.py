@@ -256,12 +256,16 @@ async def list_integrations(_: CurrentOperator, pool: PoolDep) -> list[Integrati
 
 @router.post("/integrations", status_code=201, response_model=IntegrationCreated)
 async def create_integration(
-    body: IntegrationBody, operator: ActingOperator, pool: PoolDep
+    body: IntegrationBody, operator: ActingOperator, runtime: RuntimeDep
 ) -> IntegrationCreated:
+    settings = cast(CenterSettings, runtime.settings)
     try:
-        async with pool.acquire() as conn, conn.transaction():
+        async with runtime.pool.acquire() as conn, conn.transaction():
             created = await admin.create_integration(
-                conn, body.name, rate_limit_per_minute=body.rate_limit_per_minute
+                conn,
+                body.name,
+                callback_secret_key=settings.callback_fernet_key(),
+                rate_limit_per_minute=body.rate_limit_per_minute,
             )
             await admin.record_action(
                 conn,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from services.dispatch_center import lifecycle, routing
+from services.dispatch_center import callbacks, lifecycle, routing
 from services.dispatch_center.auth import Integration
 from services.dispatch_center.deadlines import deadlines_for
 from services.dispatch_center.models import IntakeRequest, RequestView, TimelineEntry
@@ -49,6 +49,8 @@ async def submit(
     """Two statements: the community with its stations, then the order inserted already
     routed, with its timeline, callbacks and events (one more to read a repeated request)."""
     fingerprint = request_hash(request)
+    if request.callback_url is not None:
+        await _check_callback_url(settings, str(request.callback_url))
     async with pool.acquire() as conn:
         found = await routing.candidates(conn, request.location.community_code, request.category)
         stations = _checked_location(request, found).stations
@@ -61,6 +63,13 @@ async def submit(
             return await _existing(conn, integration, request.external_id, fingerprint)
     assert change.status is not None  # submitted, then dispatched or unroutable
     return IntakeResult(order_id=order["id"], status=change.status, created=True)
+
+
+async def _check_callback_url(settings: CenterSettings, url: str) -> None:
+    try:
+        await callbacks.target(settings, url)
+    except callbacks.RefusedUrl as exc:
+        raise InvalidField(("body", "callback_url"), str(exc), "callback_url_refused") from None
 
 
 def _checked_location(

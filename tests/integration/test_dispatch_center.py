@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,9 +23,11 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from cryptography.fernet import Fernet
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.dispatch_center import callbacks
 from shared.events import OrderAccepted, OrderAssigned, OrderCompleted, OrderRejected, OrderStarted
 from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
@@ -704,3 +708,228 @@ async def test_coverage_changes_name_bad_fields(
     )
     assert no_reason.status_code == 422
     assert no_reason.json()["detail"][0]["loc"] == ["body", "reason"]
+
+
+# --- where status callbacks go, how long an attempt may take --------------------------------
+# The test stack calls back loopback only (swdispatch.stack.LOOPBACK_CALLBACKS): every other
+# URL is refused at intake, before anything is resolved or connected to.
+
+
+async def revoke(stack: RunningStack, http: httpx.AsyncClient, integration_id: str) -> None:
+    resp = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/operator/integrations/{integration_id}/revoke",
+        json={"reason": "test over"},
+        headers=operator_headers(stack),
+    )
+    assert resp.status_code == 204, resp.text
+
+
+REFUSED_CALLBACK_URLS = {
+    "metadata": "https://169.254.169.254/latest/meta-data",
+    "private-10": "https://10.0.0.1/cb",
+    "private-192": "https://192.168.1.1/cb",
+    "link-local-v6": "https://[fe80::1]/cb",
+    "multicast": "https://224.0.0.1/cb",
+    "unspecified": "http://0.0.0.0:9/cb",
+    "loopback-not-listed": "http://127.0.0.2:9/cb",
+    "userinfo": "http://user:pass@127.0.0.1:9/cb",
+    "not-listed-name": "https://hooks.example.com/cb",
+    "https-public": "https://93.184.216.34/cb",
+}
+
+
+@pytest.mark.parametrize("url", REFUSED_CALLBACK_URLS.values(), ids=REFUSED_CALLBACK_URLS.keys())
+@pytest.mark.usefixtures("township")
+async def test_a_callback_url_the_center_may_not_call_is_a_422_naming_it(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, url: str
+) -> None:
+    body = t3_request("T3-ONE", callback_url=url)
+    resp = await post_request(http, stack, body)
+    assert resp.status_code == 422, resp.text
+    assert [e["loc"] for e in resp.json()["detail"]] == [["body", "callback_url"]]
+    stored = await db.fetchval(
+        "SELECT count(*) FROM dispatch_center.orders WHERE external_id = $1", body["external_id"]
+    )
+    assert stored == 0
+
+
+@pytest.mark.usefixtures("township")
+async def test_loopback_callback_urls_are_accepted_in_the_test_settings(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    integration = await new_integration(stack, http)
+    for url in ("http://127.0.0.1:9/cb", "http://[::1]:9/cb", "http://localhost:9/cb"):
+        await submit(
+            http,
+            stack.urls["dispatch_center"],
+            integration["api_key"],
+            t3_request("T3-ONE", callback_url=url),
+        )
+    await revoke(stack, http, integration["id"])
+
+
+@dataclass
+class SlowReceiver:
+    """A callback endpoint that never answers in time: it trickles its status line a byte
+    every ``trickle_s``, or (None) sends nothing; it counts the connections open."""
+
+    trickle_s: float | None = None
+    open: int = 0
+    most_open: int = 0
+    requests: int = 0
+    held_s: list[float] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened = time.monotonic()
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            hung_up = asyncio.ensure_future(reader.read())
+            for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\n"):
+                if hung_up.done():
+                    break
+                if self.trickle_s is not None:
+                    writer.write(bytes([byte]))
+                await asyncio.wait([hung_up], timeout=self.trickle_s)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open -= 1
+            self.held_s.append(time.monotonic() - opened)
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def raw_serving(receiver: SlowReceiver) -> AsyncIterator[str]:
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/swd-callbacks"
+
+
+async def first_attempt(db: asyncpg.Pool, order_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(
+        """SELECT a.error, a.duration_ms FROM dispatch_center.callback_attempts a
+           JOIN dispatch_center.callbacks c ON c.id = a.callback_id
+           WHERE c.order_id = $1 ORDER BY a.id LIMIT 1""",
+        uuid.UUID(order_id),
+    )
+    return row
+
+
+@pytest.mark.usefixtures("township")
+async def test_a_trickling_receiver_is_cut_at_the_deadline_over_one_connection(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    integration = await new_integration(stack, http)
+    receiver = SlowReceiver(trickle_s=2)
+    async with raw_serving(receiver) as url:
+        created = await submit(
+            http,
+            stack.urls["dispatch_center"],
+            integration["api_key"],
+            t3_request("T3-ONE", callback_url=url),
+        )
+        first = await eventually(lambda: first_attempt(db, created["order_id"]), timeout_s=30)
+        await eventually(lambda: asyncio.sleep(0, receiver.held_s))
+        await revoke(stack, http, integration["id"])
+    deadline_ms = 5000  # callback_timeout_s
+    assert first["error"] == "deadline exceeded"
+    assert deadline_ms <= first["duration_ms"] < deadline_ms + 3000
+    assert receiver.held_s[0] < 8, receiver.held_s
+    assert receiver.most_open == 1
+
+
+@pytest.mark.usefixtures("township")
+async def test_an_integration_with_hanging_receivers_holds_only_its_share_of_deliveries(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    slow, other = await new_integration(stack, http), await new_integration(stack, http)
+    hanging = SlowReceiver()
+    receiver = Receiver(failures=0)
+    center = stack.urls["dispatch_center"]
+    async with raw_serving(hanging) as slow_url, serving(receiver) as url:
+        for _ in range(8):
+            await submit(http, center, slow["api_key"], t3_request("T3-ONE", callback_url=slow_url))
+        await eventually(lambda: asyncio.sleep(0, hanging.open >= 4), timeout_s=20)
+        await asyncio.sleep(1)  # time for attempts beyond the cap to start, were there any
+        await submit(http, center, other["api_key"], t3_request("T3-ONE", callback_url=url))
+        await eventually(lambda: asyncio.sleep(0, len(receiver.calls) >= 2), timeout_s=20)
+        await revoke(stack, http, slow["id"])
+        await revoke(stack, http, other["id"])
+    assert hanging.most_open == 4  # callbacks.IN_FLIGHT_PER_INTEGRATION
+
+
+@pytest.mark.usefixtures("township")
+async def test_a_revoked_integration_gets_no_more_callbacks(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    integration = await new_integration(stack, http)
+    receiver = Receiver(failures=0)
+    async with serving(receiver) as url:
+        created = await submit(
+            http,
+            stack.urls["dispatch_center"],
+            integration["api_key"],
+            t3_request("T3-TWO", callback_url=url),
+        )
+        order_id = uuid.UUID(created["order_id"])
+        await eventually(lambda: asyncio.sleep(0, len(receiver.calls) >= 2))
+        await revoke(stack, http, integration["id"])
+        await send_station_events(stack, created["order_id"], OrderAccepted(station_id="st-t3-b"))
+
+        async def given_up() -> int:
+            return int(
+                await db.fetchval(
+                    "SELECT count(*) FROM dispatch_center.callbacks"
+                    " WHERE order_id = $1 AND given_up_at IS NOT NULL",
+                    order_id,
+                )
+            )
+
+        assert await eventually(given_up, timeout_s=20) == 1
+    assert [json.loads(body)["status"] for _, _, body in receiver.calls] == [
+        "submitted",
+        "dispatched",
+    ]
+
+
+async def test_callback_secrets_are_stored_encrypted_with_the_key_from_the_environment(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    integration = await new_integration(stack, http)
+    row = await db.fetchrow(
+        "SELECT callback_secret_cleartext, callback_secret_encrypted"
+        " FROM dispatch_center.integrations WHERE id = $1",
+        integration["id"],
+    )
+    assert row["callback_secret_cleartext"] is None
+    assert integration["callback_secret"] not in row["callback_secret_encrypted"]
+    cipher = Fernet(stack.local.callback_secret_key)
+    decrypted = cipher.decrypt(row["callback_secret_encrypted"].encode()).decode()
+    assert decrypted == integration["callback_secret"]
+
+    # A secret kept in clear before migration 0003 is encrypted when the center starts.
+    old_id = f"old-{uuid.uuid4().hex[:8]}"
+    await db.execute(
+        "INSERT INTO dispatch_center.integrations (id, name, key_hash, callback_secret_cleartext)"
+        " VALUES ($1, $1, $1, 'old-secret')",
+        old_id,
+    )
+    pool = await asyncpg.create_pool(
+        stack.database_url,
+        min_size=1,
+        max_size=1,
+        server_settings={"search_path": "dispatch_center"},
+    )
+    assert pool is not None
+    async with pool:
+        await callbacks.encrypt_cleartext_secrets(pool, cipher)
+    row = await db.fetchrow(
+        "SELECT callback_secret_cleartext, callback_secret_encrypted"
+        " FROM dispatch_center.integrations WHERE id = $1",
+        old_id,
+    )
+    assert row["callback_secret_cleartext"] is None
+    assert cipher.decrypt(row["callback_secret_encrypted"].encode()) == b"old-secret"

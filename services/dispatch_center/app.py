@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 
 from services.dispatch_center import callbacks, consumers, operator_views, timers, views
@@ -22,5 +23,5 @@ SPEC = ServiceSpec(
 
 def create_app(settings: CenterSettings | None = None) -> FastAPI:
     settings = settings or CenterSettings()
-    settings.callback_fernet_key()  # the center does not start without it
+    Fernet(settings.callback_fernet_key())  # the center does not start without a valid key
     return create_service_app(SPEC, settings)

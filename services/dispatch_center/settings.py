@@ -77,7 +77,7 @@ class CenterSettings(Settings):
         return value
 
     def callback_fernet_key(self) -> str:
-        if self.callback_secret_key is None:
+        if self.callback_secret_key is None or not self.callback_secret_key.get_secret_value():
             raise RuntimeError("SWD_CALLBACK_SECRET_KEY is not set (it encrypts callback secrets)")
         return self.callback_secret_key.get_secret_value()
 

@@ -20,7 +20,12 @@ COUNTY = county.County(townships=2, communities_per_township=2, workers_per_stat
 
 @pytest.fixture(scope="module")
 async def sim_credentials(stack: RunningStack) -> dict[str, object]:
-    return await county.seed(stack.database_url, COUNTY, integration="simulator")
+    return await county.seed(
+        stack.database_url,
+        COUNTY,
+        integration="simulator",
+        callback_secret_key=stack.local.callback_secret_key,
+    )
 
 
 async def test_simulated_staff_take_every_order_to_completed_and_the_audit_has_them(

@@ -875,7 +875,17 @@ async def test_a_revoked_integration_gets_no_more_callbacks(
             t3_request("T3-TWO", callback_url=url),
         )
         order_id = uuid.UUID(created["order_id"])
-        await eventually(lambda: asyncio.sleep(0, len(receiver.calls) >= 2))
+
+        async def delivered() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) = 2 FROM dispatch_center.callbacks"
+                    " WHERE order_id = $1 AND delivered_at IS NOT NULL",
+                    order_id,
+                )
+            )
+
+        await eventually(delivered)
         await revoke(stack, http, integration["id"])
         await send_station_events(stack, created["order_id"], OrderAccepted(station_id="st-t3-b"))
 

@@ -252,9 +252,9 @@ async def test_a_receiver_trickling_its_response_is_cut_at_the_deadline() -> Non
         took = time.monotonic() - started
         await _until(lambda: bool(held))
     assert (status, error) == (None, "deadline exceeded")
-    assert 1.5 <= took < 4, took
+    assert 1.5 <= took < 6, took
     assert len(held) == 1, held
-    assert held[0] < 4, held
+    assert held[0] < 6, held
 
 
 async def test_an_endless_response_body_is_read_only_up_to_the_cap() -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 import uvicorn
 
@@ -355,16 +356,45 @@ async def _step(
 # --- faults ---------------------------------------------------------------------------------
 
 
+async def _relay_leader(stack: LocalStack, service: str) -> int | None:
+    """The replica whose outbox relay holds the advisory lock (``shared/outbox.py``), found by
+    the lock holder's client port; None when none holds it (audit has no relay)."""
+    db = await asyncpg.connect(stack.database_url)
+    try:
+        port = await db.fetchval(
+            """SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                 AND ((l.classid::int8 << 32) | l.objid::int8) = hashtext($1)::int8""",
+            f"{service}.outbox",
+        )
+    finally:
+        await db.close()
+    for replica in range(REPLICAS):
+        process = stack.processes.get(stack.instance(service, replica))
+        if port is not None and process is not None:
+            with contextlib.suppress(psutil.Error):
+                sockets = psutil.Process(process.pid).net_connections("tcp")
+                if any(c.laddr and c.laddr.port == port for c in sockets):
+                    return replica
+    return None
+
+
 async def _kill_and_restart(
     stack: LocalStack, service: str, replicas: list[int], faults: Faults
 ) -> asyncio.Task[None]:
     """SIGKILL the ``replicas`` of ``service`` one after the other and restart them; return
-    the task that waits until they are ready again (the next fault need not wait for it)."""
+    the task that waits until they are ready again (the next fault need not wait for it). A
+    single kill takes the replica whose relay leads, so the other one's must take over."""
+    leader = await _relay_leader(stack, service)
+    if len(replicas) == 1 and leader is not None:
+        replicas = [leader]
     what = (
         f"SIGKILL {service} replica {replicas[0]}"
         if len(replicas) == 1
         else f"SIGKILL both {service} replicas in turn"
     )
+    if leader is not None:
+        what += f" (relay leader: replica {leader})"
     killed = time.monotonic()
     for replica in replicas:
         stack.stop_service(service, signal.SIGKILL, replica)
@@ -720,9 +750,6 @@ async def test_nothing_is_lost_or_doubled_when_replicas_database_and_broker_fail
         ledger, staff, faults = Ledger(), Staff(), Faults()
         async with _serving(receiver) as callback_url:
             working = asyncio.create_task(_work_stations(stack, credentials, ledger, staff))
-            assert stack.database_url
-            db = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
-            assert db is not None
             try:
                 started = time.monotonic()
                 faults_over = asyncio.Event()
@@ -731,21 +758,23 @@ async def test_nothing_is_lost_or_doubled_when_replicas_database_and_broker_fail
                     _inject(stack, faults, faults_over),
                 )
                 driven_s = time.monotonic() - started
-                order_ids = list(ledger.accepted.values())
-                while not _converged(progress := await _progress(db, order_ids, receiver)):
-                    if time.monotonic() - started - driven_s > CONVERGE_S:
-                        break
-                    await asyncio.sleep(0.5)
-                converged_s = time.monotonic() - started - driven_s
-                working.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await working
-                await asyncio.sleep(1)  # a callback still on its way
-                figures = await _reconcile(db, ledger, credentials["integration"]["id"], receiver)
-                await _assert_duplicates_would_be_counted(db, order_ids[0])
+                assert stack.database_url
+                async with asyncpg.create_pool(stack.database_url, min_size=1, max_size=2) as db:
+                    order_ids = list(ledger.accepted.values())
+                    while not _converged(progress := await _progress(db, order_ids, receiver)):
+                        if time.monotonic() - started - driven_s > CONVERGE_S:
+                            break
+                        await asyncio.sleep(0.5)
+                    converged_s = time.monotonic() - started - driven_s
+                    working.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await working
+                    await asyncio.sleep(1)  # a callback still on its way
+                    integration_id = credentials["integration"]["id"]
+                    figures = await _reconcile(db, ledger, integration_id, receiver)
+                    await _assert_duplicates_would_be_counted(db, order_ids[0])
             finally:
                 working.cancel()
-                await db.close()
             warnings = _warnings(stack.logs)
 
     print(

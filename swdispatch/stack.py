@@ -1,5 +1,6 @@
-"""The whole pipeline on one machine: infrastructure, topics, schemas, seed, three service
-processes. ``swdispatch up`` and the integration tests both use it."""
+"""The whole pipeline on one machine: infrastructure, topics, schemas, seed, the service
+processes (one per service, or several replicas of each). ``swdispatch up`` and the integration
+tests use it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,9 @@ class LocalStack:
     """An external broker; the embedded Tansu is started when None."""
     service_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """By instance name (see ``instance``)."""
+    replica_ports: dict[str, int] = field(default_factory=dict)
+    """HTTP ports of replicas other than 0, by instance name, picked on first use."""
     postgres: EmbeddedPostgres | None = None
     broker: TansuBroker | None = None
 
@@ -88,7 +93,24 @@ class LocalStack:
 
     @property
     def urls(self) -> dict[str, str]:
-        return {s: f"http://127.0.0.1:{getattr(self.ports, s)}" for s in SERVICES}
+        """Replica 0 of each service."""
+        return {s: self.url(s) for s in SERVICES}
+
+    @staticmethod
+    def instance(service: str, replica: int = 0) -> str:
+        """The process's name, also its log's: the service's for replica 0, else ``service-N``."""
+        return service if replica == 0 else f"{service}-{replica}"
+
+    def port(self, service: str, replica: int = 0) -> int:
+        if replica == 0:
+            return int(getattr(self.ports, service))
+        name = self.instance(service, replica)
+        if name not in self.replica_ports:
+            self.replica_ports[name] = free_port()
+        return self.replica_ports[name]
+
+    def url(self, service: str, replica: int = 0) -> str:
+        return f"http://127.0.0.1:{self.port(service, replica)}"
 
     def start_infra(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -120,37 +142,54 @@ class LocalStack:
         await migrate_all(self.database_url)
         return await demo.seed(self.database_url, self.callback_secret_key)
 
-    def start_service(self, service: str) -> None:
-        log = (self.logs / f"{service}.log").open("ab")
-        self.processes[service] = subprocess.Popen(  # noqa: S603
+    def start_service(self, service: str, replica: int = 0) -> None:
+        """Start one process of ``service``; replicas share the database, the broker and the
+        consumer group, each has its own HTTP port and log."""
+        name = self.instance(service, replica)
+        log = (self.logs / f"{name}.log").open("ab")
+        port = {f"SWD_{service.upper()}_PORT": str(self.port(service, replica))}
+        self.processes[name] = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "swdispatch", service.replace("_", "-")],
-            env={**os.environ, **self.env()},
+            env={**os.environ, **self.env(), **port},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
-    def wait_ready(self, services: tuple[str, ...] = SERVICES, timeout_s: float = 60) -> None:
+    def wait_ready(
+        self,
+        services: tuple[str, ...] = SERVICES,
+        timeout_s: float = 60,
+        replicas: Iterable[int] = (0,),
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         for service in services:
-            url = f"{self.urls[service]}/readyz"
-            while True:
-                process = self.processes.get(service)
-                if process is not None and process.poll() is not None:
-                    raise RuntimeError(
-                        f"{service} exited with {process.returncode}; see {self.logs}/{service}.log"
-                    )
-                try:
-                    if httpx.get(url, timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{service} not ready; see {self.logs}/{service}.log")
-                time.sleep(0.1)
+            for replica in replicas:
+                self._wait_ready(service, replica, deadline)
 
-    def stop_service(self, service: str, sig: int = signal.SIGTERM) -> None:
-        process = self.processes.pop(service, None)
+    def _wait_ready(self, service: str, replica: int, deadline: float) -> None:
+        name = self.instance(service, replica)
+        url = f"{self.url(service, replica)}/readyz"
+        while True:
+            process = self.processes.get(name)
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode}; see {self.logs}/{name}.log"
+                )
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not ready; see {self.logs}/{name}.log")
+            time.sleep(0.1)
+
+    def stop_service(self, service: str, sig: int = signal.SIGTERM, replica: int = 0) -> None:
+        self._stop(self.instance(service, replica), sig)
+
+    def _stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(name, None)
         if process is None:
             return
         process.send_signal(sig)
@@ -161,8 +200,8 @@ class LocalStack:
             process.wait()
 
     def stop(self) -> None:
-        for service in list(self.processes):
-            self.stop_service(service)
+        for name in list(self.processes):
+            self._stop(name)
         if self.broker is not None:
             self.broker.stop()
         if self.postgres is not None:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from swdispatch.stack import LocalStack, Ports
-from tests.helpers import PERSONAL_DATA
+from tests.helpers import assert_no_personal_data_in_logs
 
 # Settings the test services run with: fast group joins and short fetch waits on Tansu.
 TEST_SERVICE_ENV = {
@@ -112,18 +112,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             local.start_service(service)
         local.wait_ready()
         yield RunningStack(local, credentials)
-    _assert_no_personal_data_in_logs(local)
-
-
-def _assert_no_personal_data_in_logs(local: LocalStack) -> None:
-    """Every service log of the whole session, once the services have stopped."""
-    leaks = []
-    for log in sorted(local.logs.glob("*.log")):
-        for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
-            if any(value in line for value in PERSONAL_DATA):
-                leaks.append(f"{log.name}:{number}")
-    # Name the places, never the values.
-    assert not leaks, f"personal data in service logs at {leaks[:20]}"
+    assert_no_personal_data_in_logs(local.logs)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -25,6 +26,28 @@ def remember_personal_data(*values: str | None) -> None:
     PERSONAL_DATA.update(v for v in values if v)
 
 
+def remember_personal_data_of(body: dict[str, Any]) -> None:
+    """The names, phones and address of an intake request body."""
+    remember_personal_data(
+        body["beneficiary"]["name"],
+        body["beneficiary"]["phone"],
+        body["reporter"]["name"],
+        body["reporter"]["phone"],
+        body["location"]["address"],
+    )
+
+
+def assert_no_personal_data_in_logs(logs: Path) -> None:
+    """Every service log in ``logs``, read once the services have stopped."""
+    leaks = []
+    for log in sorted(logs.glob("*.log")):
+        for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
+            if any(value in line for value in PERSONAL_DATA):
+                leaks.append(f"{log.name}:{number}")
+    # Name the places, never the values.
+    assert not leaks, f"personal data in service logs at {leaks[:20]}"
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T | None]], timeout_s: float = 15, every_s: float = 0.05
 ) -> T:
@@ -42,13 +65,7 @@ async def eventually(
 def request_body(seed: int | None = None, **overrides: Any) -> dict[str, Any]:
     body = random_request(random.Random(seed))
     body.update(overrides)
-    remember_personal_data(
-        body["beneficiary"]["name"],
-        body["beneficiary"]["phone"],
-        body["reporter"]["name"],
-        body["reporter"]["phone"],
-        body["location"]["address"],
-    )
+    remember_personal_data_of(body)
     return body
 
 

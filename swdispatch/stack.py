@@ -94,14 +94,14 @@ class LocalStack:
         return await demo.seed(self.database_url)
 
     def start_service(self, service: str) -> None:
-        log = (self.logs / f"{service}.log").open("ab")
-        self.processes[service] = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "swdispatch", service.replace("_", "-")],
-            env={**os.environ, **self.env()},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.logs / f"{service}.log").open("ab") as log:
+            self.processes[service] = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "swdispatch", service.replace("_", "-")],
+                env={**os.environ, **self.env()},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_ready(self, services: tuple[str, ...] = SERVICES, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s

@@ -96,15 +96,14 @@ class Runtime:
         s = self.settings
         backoff = 0.5
         while True:
-            broker = create_broker(
+            broker = self._broker = create_broker(
                 s.kafka, service=self.spec.name, graceful_timeout_s=s.graceful_timeout_s
             )
             groups: list[str] = []
-            for consumer in self.spec.consumers(self.pool, broker, s):
-                subscribe(broker, consumer, s.kafka)
-                groups.append(consumer.group_id)
-            self._broker = broker
             try:
+                for consumer in self.spec.consumers(self.pool, broker, s):
+                    subscribe(broker, consumer, s.kafka)
+                    groups.append(consumer.group_id)
                 await broker.start()
             except Exception as exc:
                 log.warning(

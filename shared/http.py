@@ -23,7 +23,7 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
-ReadinessCheck = Callable[[], Awaitable[str | None]]
+ReadinessCheck = Callable[[], Awaitable[list[str]]]
 
 
 class ErrorDetail(BaseModel):
@@ -40,19 +40,20 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def ops_router(readiness: ReadinessCheck) -> APIRouter:
-    """``readiness`` returns None when ready, else what is not ready yet."""
+    """``readiness`` returns what is not ready yet (e.g. ``["consumers"]``), empty when ready.
+    /healthz answers as soon as the process serves."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", responses={503: {"description": "not ready, with the reason"}})
+    @router.get("/readyz", responses={503: {"description": "not ready, with what it waits for"}})
     async def readyz() -> JSONResponse:
-        problem = await readiness()
-        if problem is None:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not_ready", "reason": problem}, status_code=503)
+        waiting_for = await readiness()
+        if not waiting_for:
+            return JSONResponse({"ready": True, "waiting_for": []})
+        return JSONResponse({"ready": False, "waiting_for": waiting_for}, status_code=503)
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -50,6 +50,7 @@ class Runtime:
         self._pool: Pool | None = None
         self._broker: KafkaBroker | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._consumers_start: asyncio.Task[None] | None = None
         self.relay: OutboxRelay | None = None
         self.consumers_started = False
         self.consumer_groups: list[str] = []
@@ -65,20 +66,14 @@ class Runtime:
         return self._broker
 
     async def start(self) -> None:
-        from shared.kafka import create_broker
-
+        """Everything HTTP needs (schema, pool) before returning; the consumers, the outbox
+        relay and the jobs start in the background, so intake is served while the consumer
+        groups are still joining (or Kafka is not reachable yet)."""
         s = self.settings
         if s.migrate_on_start:
             await migrate(s.database_url, self.spec.name, self.spec.migrations)
         self._pool = await create_pool(s, self.spec.name)
-        self._broker = create_broker(
-            s.kafka, service=self.spec.name, graceful_timeout_s=s.graceful_timeout_s
-        )
-        for consumer in self.spec.consumers(self._pool, self._broker, s):
-            subscribe(self._broker, consumer, s.kafka)
-            self.consumer_groups.append(consumer.group_id)
-        await self._broker.start()
-        self.consumers_started = True
+        self._consumers_start = asyncio.create_task(self._start_consumers(), name="consumers")
         self.relay = OutboxRelay(
             database_url=s.database_url,
             schema=self.spec.name,
@@ -91,7 +86,41 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for job in (*OPS_JOBS, *self.spec.background):
             self._tasks.append(asyncio.create_task(self._keep_running(job), name=job.__name__))
-        log.info("%s started", self.spec.name)
+        log.info("%s serving; consumers starting", self.spec.name)
+
+    async def _start_consumers(self) -> None:
+        """Start the broker and its subscribers (which waits for the group joins); after a
+        failure, stop what did start and try again with a new broker."""
+        from shared.kafka import create_broker
+
+        s = self.settings
+        backoff = 0.5
+        while True:
+            broker = self._broker = create_broker(
+                s.kafka, service=self.spec.name, graceful_timeout_s=s.graceful_timeout_s
+            )
+            groups: list[str] = []
+            try:
+                for consumer in self.spec.consumers(self.pool, broker, s):
+                    subscribe(broker, consumer, s.kafka)
+                    groups.append(consumer.group_id)
+                await broker.start()
+            except Exception as exc:
+                log.warning(
+                    "%s consumers did not start (%s); retrying in %.1fs",
+                    self.spec.name,
+                    type(exc).__name__,
+                    backoff,
+                )
+                with contextlib.suppress(Exception):
+                    await broker.stop()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self.consumer_groups = groups
+            self.consumers_started = True
+            log.info("%s consumers started", self.spec.name)
+            return
 
     async def _keep_running(self, job: Callable[[Runtime], Awaitable[None]]) -> None:
         backoff = 0.5
@@ -107,7 +136,12 @@ class Runtime:
                 backoff = min(backoff * 2, 10.0)
 
     async def stop(self) -> None:
-        # Consumers first (they finish the message in hand), then the jobs, then the pool.
+        # Consumers first (they finish the message in hand), then the jobs, then the pool. A
+        # start still under way is cancelled first, so that its broker is stopped too.
+        if self._consumers_start is not None:
+            self._consumers_start.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumers_start
         if self._broker is not None:
             await self._broker.stop()
         for task in self._tasks:
@@ -119,15 +153,15 @@ class Runtime:
             await self._pool.close()
         log.info("%s stopped", self.spec.name)
 
-    async def readiness(self) -> str | None:
-        if not self.consumers_started:
-            return "consumers not started"
+    async def readiness(self) -> list[str]:
+        """What the service still waits for; empty when it is ready."""
+        waiting = [] if self.consumers_started else ["consumers"]
         try:
             async with asyncio.timeout(2):
                 await self.pool.fetchval("SELECT 1")
-        except Exception as exc:
-            return f"database unreachable ({type(exc).__name__})"
-        return None
+        except Exception:
+            waiting.insert(0, "database")
+        return waiting
 
 
 def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:

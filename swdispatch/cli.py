@@ -17,6 +17,7 @@ from services.station_worker import commands as station_commands
 from shared.settings import Settings
 from swdispatch import load_commands
 from swdispatch.stack import SERVICES, LocalStack, Ports, migrate_all
+from swdispatch.supervisor import Supervisor
 
 STATE_DIR = Path(".swdispatch")
 
@@ -63,6 +64,7 @@ def up(args: argparse.Namespace) -> None:
         audit=settings.audit_port,
     )
     stack = LocalStack(root=STATE_DIR.resolve(), ports=ports)
+    supervisor = Supervisor(stack)
     print("starting embedded PostgreSQL and the Tansu broker ...", flush=True)
     stack.start_infra()
     try:
@@ -71,6 +73,7 @@ def up(args: argparse.Namespace) -> None:
         for service in SERVICES:
             stack.start_service(service)
         stack.wait_ready()
+        supervisor.start()
         print(f"\nPostgreSQL  {stack.database_url}\nKafka       {stack.kafka_bootstrap}")
         for service, url in stack.urls.items():
             print(f"{service:16} {url}   docs {url}/docs   metrics {url}/metrics")
@@ -102,6 +105,7 @@ def up(args: argparse.Namespace) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("\nstopping ...", flush=True)
+        supervisor.stop()
         stack.stop()
         print("stopped", flush=True)
 

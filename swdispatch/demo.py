@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -210,11 +211,7 @@ async def run_traffic(
         while count is None or sent < count:
             body = random_request(rng)
             started = time.perf_counter()
-            resp = await http.post(
-                f"{urls['dispatch_center']}/v1/requests",
-                json=body,
-                headers={"X-API-Key": credentials["integration"]["api_key"]},
-            )
+            resp = await _submit(http, urls["dispatch_center"], credentials, body)
             sent += 1
             if resp.status_code >= 300:
                 print(f"  intake answered {resp.status_code}: {resp.text[:200]}", flush=True)
@@ -225,6 +222,29 @@ async def run_traffic(
             await asyncio.sleep(interval_s)
 
 
+async def _submit(
+    http: httpx.AsyncClient, center: str, credentials: dict[str, Any], body: dict[str, Any]
+) -> httpx.Response:
+    """POST one intake request until the center answers below 500; the same body (the same
+    external_id) each time, so a retry of a request that did get through is no duplicate."""
+    backoff = 1.0
+    while True:
+        try:
+            resp = await http.post(
+                f"{center}/v1/requests",
+                json=body,
+                headers={"X-API-Key": credentials["integration"]["api_key"]},
+            )
+            if resp.status_code < 500:
+                return resp
+            problem = f"answered {resp.status_code}"
+        except httpx.TransportError as exc:
+            problem = f"unreachable ({type(exc).__name__})"
+        print(f"  dispatch center {problem}; retrying in {backoff:g} s", flush=True)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
 async def _follow(
     http: httpx.AsyncClient,
     urls: dict[str, str],
@@ -233,10 +253,14 @@ async def _follow(
     started: float,
 ) -> None:
     order_id = created["order_id"]
-    center = await http.get(
-        f"{urls['dispatch_center']}/v1/requests/{order_id}",
-        headers={"X-API-Key": credentials["integration"]["api_key"]},
-    )
+    try:
+        center = await http.get(
+            f"{urls['dispatch_center']}/v1/requests/{order_id}",
+            headers={"X-API-Key": credentials["integration"]["api_key"]},
+        )
+    except httpx.TransportError as exc:
+        print(f"order {order_id[:8]}: dispatch center unreachable ({type(exc).__name__})")
+        return
     station_id = center.json().get("station_id")
     if station_id is None:
         print(f"order {order_id[:8]} {created['status']}: waits at the center", flush=True)
@@ -263,9 +287,10 @@ async def _poll(
 ) -> float | None:
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
-        resp = await http.get(url, headers={"Authorization": f"Bearer {token}"})
-        if resp.status_code == 200 and done(resp.json()):
-            return time.perf_counter()
+        with contextlib.suppress(httpx.TransportError):
+            resp = await http.get(url, headers={"Authorization": f"Bearer {token}"})
+            if resp.status_code == 200 and done(resp.json()):
+                return time.perf_counter()
         await asyncio.sleep(0.02)
     return None
 

@@ -146,15 +146,15 @@ class LocalStack:
         """Start one process of ``service``; replicas share the database, the broker and the
         consumer group, each has its own HTTP port and log."""
         name = self.instance(service, replica)
-        log = (self.logs / f"{name}.log").open("ab")
         port = {f"SWD_{service.upper()}_PORT": str(self.port(service, replica))}
-        self.processes[name] = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "swdispatch", service.replace("_", "-")],
-            env={**os.environ, **self.env(), **port},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.logs / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "swdispatch", service.replace("_", "-")],
+                env={**os.environ, **self.env(), **port},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_ready(
         self,

@@ -43,9 +43,12 @@ async def get_trail(order_id: uuid.UUID, reader: CurrentReader, pool: PoolDep) -
            FROM trail WHERE order_id = $1 ORDER BY occurred_at, seq""",
         order_id,
     )
-    if not rows or not any(reader.sees_station(r["station_id"]) for r in rows):
+    # A station's reader sees only that station's events, not those of the center or of any
+    # other station the order was (re)dispatched to.
+    visible = [r for r in rows if reader.sees_station(r["station_id"])]
+    if not visible:
         raise HTTPException(404, "no such order")
-    return [TrailEntry(**dict(r)) for r in rows]
+    return [TrailEntry(**dict(r)) for r in visible]
 
 
 class StageView(BaseModel):
@@ -104,8 +107,11 @@ async def get_order_timeliness(
         raise HTTPException(404, "no such order")
     t = found[0]
     now = datetime.now(UTC)
+    # A station's reader sees only its own dispatches, and no worker of another station.
+    withheld = {} if reader.sees_station(t.station_id) else {"worker_id": None}
     return OrderTimeliness(
         **{name: getattr(t, name) for name in OrderTimeliness.model_fields if hasattr(t, name)}
+        | withheld
         | {
             "stages": {
                 stage: StageView(
@@ -115,7 +121,9 @@ async def get_order_timeliness(
                 )
                 for stage in Stage
             },
-            "dispatches": [DispatchView(**vars(d)) for d in t.dispatches],
+            "dispatches": [
+                DispatchView(**vars(d)) for d in t.dispatches if reader.sees_station(d.station_id)
+            ],
         }
     )
 

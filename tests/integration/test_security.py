@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from swdispatch import demo
 from tests.conftest import RunningStack
 from tests.helpers import eventually, post_request, request_body
 from tests.integration.test_audit import swdispatch
@@ -288,3 +289,26 @@ async def test_audit_readers_created_on_the_command_line_never_replace_another(
     # Still a station manager: verification stays supervisors-only.
     verify = await http.get(f"{stack.urls['audit']}/v1/audit/verify", headers=new_auth)
     assert verify.status_code == 403
+
+
+async def test_seeding_the_demo_again_reissues_its_tokens_and_keeps_every_role(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    again = await demo.seed(stack.database_url)
+    base = stack.urls["station_worker"]
+    old = stack.credentials["stations"]["st-liuhe"]
+    new = again["stations"]["st-liuhe"]
+    assert new["social_worker_tokens"], "the seed has social workers"
+    pairs = [(old["manager_token"], new["manager_token"], "station_manager")] + [
+        (old["social_worker_tokens"][w], token, "social_worker")
+        for w, token in new["social_worker_tokens"].items()
+    ]
+    try:
+        for old_token, new_token, role in pairs:
+            me = await http.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {new_token}"})
+            assert (me.status_code, me.json()["role"]) == (200, role)
+            gone = await http.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {old_token}"})
+            assert gone.status_code == 401
+    finally:
+        # The session's other tests use the credentials the stack was seeded with.
+        stack.credentials.update(again)

@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from services.station_worker.admin import revoke_staff
-from shared.events import OrderCancelled, OrderClosed
+from shared.events import OrderCancelled, OrderClosed, OrderCompleted
 from tests.conftest import RunningStack
 from tests.helpers import eventually, get_json_when, post_request, request_body
+from tests.integration.center_support import center_order, send_station_events
 from tests.integration.station import (
     OwnStation,
     dispatch,
@@ -721,3 +722,48 @@ async def test_a_reassignment_reaches_the_center_and_a_completed_order_cannot_be
     assert redispatch.status_code == 409, redispatch.text
     kept = await order_when(http, station, order_id)
     assert (kept["status"], kept["dispatch_no"], kept["worker_id"]) == ("completed", 1, b)
+
+
+async def test_a_completion_that_crossed_an_operators_redispatch_is_kept_by_the_center(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station, location = await routed_station(stack, db, [("a", [], 5, True)])
+    ((a, a_token),) = station.workers.items()
+    body = request_body(92, category="elder_care")
+    body["location"] |= location
+    created = await post_request(http, stack, body)
+    assert created.status_code == 201, created.text
+    order_id = created.json()["order_id"]
+    await order_when(http, station, order_id)
+    await post(http, station, order_id, "accept")
+    await post(http, station, order_id, "assign", {"worker_id": a})
+    assert (await post(http, station, order_id, "start", token=a_token)).status_code == 200
+
+    async def center_row(status: str) -> asyncpg.Record | None:
+        row = await center_order(db, order_id)
+        return row if row["status"] == status else None
+
+    await eventually(lambda: center_row("in_service"), timeout_s=30)
+    redispatch = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/operator/orders/{order_id}/redispatch",
+        json={"station_id": "st-liuhe", "reason": "try another station"},
+        headers={"Authorization": f"Bearer {stack.operator_token}"},
+    )
+    assert redispatch.status_code == 200, redispatch.text
+    # The worker had completed the visit before the redispatch reached the station: its
+    # order.completed arrives after the center moved the order.
+    completed = OrderCompleted(
+        station_id=station.id,
+        worker_id=a,
+        outcome="served",
+        service_minutes=30,
+        follow_up_needed=False,
+        summary="Visited.",
+    )
+    await send_station_events(stack, order_id, completed)
+    row = await eventually(lambda: center_row("completed"), timeout_s=30)
+    assert (row["station_id"], row["next_resend_at"], row["accept_due_at"]) == (
+        station.id,
+        None,
+        None,
+    )

@@ -107,11 +107,11 @@ async def get_order_timeliness(
         raise HTTPException(404, "no such order")
     t = found[0]
     now = datetime.now(UTC)
-    # A station's reader sees only its own dispatches, and no worker of another station.
-    withheld = {} if reader.sees_station(t.station_id) else {"worker_id": None}
-    return OrderTimeliness(
+    own_dispatches = [
+        DispatchView(**vars(d)) for d in t.dispatches if reader.sees_station(d.station_id)
+    ]
+    view = OrderTimeliness(
         **{name: getattr(t, name) for name in OrderTimeliness.model_fields if hasattr(t, name)}
-        | withheld
         | {
             "stages": {
                 stage: StageView(
@@ -121,11 +121,34 @@ async def get_order_timeliness(
                 )
                 for stage in Stage
             },
-            "dispatches": [
-                DispatchView(**vars(d)) for d in t.dispatches if reader.sees_station(d.station_id)
-            ],
+            "dispatches": own_dispatches,
         }
     )
+    if reader.sees_station(t.station_id):
+        return view
+    # The order is at another station now: a station's reader sees only its own dispatches,
+    # nothing of what the other station did with the order.
+    return view.model_copy(
+        update=dict.fromkeys(_AT_THE_CURRENT_STATION)
+        | {
+            "stages": {},
+            "rejections": sum(d.rejected_at is not None for d in own_dispatches),
+        }
+    )
+
+
+_AT_THE_CURRENT_STATION = (
+    "status",
+    "station_id",
+    "worker_id",
+    "dispatched_at",
+    "received_at",
+    "accepted_at",
+    "assigned_at",
+    "started_at",
+    "completed_at",
+    "ended_at",
+)
 
 
 @router.get("/audit/verify", response_model=Verification, responses={403: {}})

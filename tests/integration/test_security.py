@@ -191,6 +191,15 @@ async def test_a_station_reader_sees_only_its_own_stations_part_of_a_redispatche
         dispatches = timeliness.json()["dispatches"]
         assert dispatches, station
         assert {d["station_id"] for d in dispatches} == {station}
+    # The first station no longer holds the order: nothing of what the second one does with it.
+    left = await http.get(f"{audit}/v1/orders/{order_id}/timeliness", headers=reader(first))
+    assert (left.json()["station_id"], left.json()["status"], left.json()["stages"]) == (
+        None,
+        None,
+        {},
+    )
+    held = await http.get(f"{audit}/v1/orders/{order_id}/timeliness", headers=reader(second))
+    assert (held.json()["station_id"], held.json()["status"]) == (second, "dispatched")
 
     # A station the order never reached sees nothing of it.
     never = reader("st-shaxi")

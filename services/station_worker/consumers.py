@@ -142,9 +142,10 @@ async def _end(
 
 
 async def on_cancelled(conn: Connection, event: Envelope[Any]) -> None:
-    """The center cancelled the order: it leaves the active queue; later actions get 409."""
+    """The center cancelled the order: it leaves the active queue; later actions get 409.
+    Also an order this station rejected that the center held, so its case details go too."""
     p: OrderCancelled = event.payload
-    await _end(conn, event, OrderStatus.CANCELLED, OPEN_STATUSES, p.reason)
+    await _end(conn, event, OrderStatus.CANCELLED, (*OPEN_STATUSES, OrderStatus.REJECTED), p.reason)
 
 
 async def on_closed(conn: Connection, event: Envelope[Any]) -> None:

@@ -592,10 +592,14 @@ async def test_case_details_are_erased_after_the_order_is_cancelled_or_closed(
     # The test services erase after SWD_STATION_PERSONAL_DATA_RETENTION_S=1 (conftest).
     station = await new_station(stack, db, [("a", [], 5, True)])
     ((a, a_token),) = station.workers.items()
-    cancelled_id, closed_id, open_id = [
-        uuid.UUID((await dispatch(stack, http, station))["order_id"]) for _ in range(3)
+    cancelled_id, closed_id, open_id, rejected_id = [
+        uuid.UUID((await dispatch(stack, http, station))["order_id"]) for _ in range(4)
     ]
     await publish(stack, (cancelled_id, OrderCancelled(station_id=station.id, reason="duplicate")))
+    # Rejected, held at the center for an operator (no other station), then cancelled there.
+    rejection = {"reason_code": "no_capacity", "note": None}
+    assert (await post(http, station, rejected_id, "reject", rejection)).status_code == 200
+    await publish(stack, (rejected_id, OrderCancelled(station_id=station.id, reason="held")))
     await post(http, station, closed_id, "accept")
     await post(http, station, closed_id, "assign", {"worker_id": a})
     await post(http, station, closed_id, "start", token=a_token)
@@ -608,17 +612,22 @@ async def test_case_details_are_erased_after_the_order_is_cancelled_or_closed(
         order: dict[str, Any] = resp.json()
         return order if order["case_erased_at"] is not None else None
 
-    for order_id, status in ((cancelled_id, "cancelled"), (closed_id, "closed")):
+    for order_id, status in (
+        (cancelled_id, "cancelled"),
+        (closed_id, "closed"),
+        (rejected_id, "cancelled"),
+    ):
         order = await eventually(lambda: erased(order_id), timeout_s=30)  # noqa: B023
         assert (order["status"], order["case"]) == (status, None)
     stored = await db.fetch(
         "SELECT order_id, case_details FROM station_worker.station_orders"
         " WHERE order_id = ANY($1::uuid[])",
-        [cancelled_id, closed_id, open_id],
+        [cancelled_id, closed_id, open_id, rejected_id],
     )
     assert {r["order_id"]: r["case_details"] is None for r in stored} == {
         cancelled_id: True,
         closed_id: True,
+        rejected_id: True,
         open_id: False,  # an open order keeps them
     }
 

@@ -10,11 +10,9 @@ from typing import Any
 
 import asyncpg
 
-from services.audit.admin import create_reader
 from services.dispatch_center.admin import create_integration, upsert_community, upsert_station
-from services.station_worker.admin import create_staff
 from shared.domain import BeneficiaryGroup, Category, Urgency
-from swdispatch.demo import intake_body
+from swdispatch.demo import intake_body, seed_reader, seed_staff
 
 # Who is served, and what they need, roughly as a county's caseload looks: elderly people and
 # children make up most of it; a few needs are tied to the group.
@@ -143,11 +141,11 @@ async def seed(
         async with conn.transaction():
             await conn.execute("SET LOCAL search_path TO station_worker")
             for station_id in county.station_ids:
-                manager = await create_staff(
+                manager = await seed_staff(
                     conn, station_id, "station_manager", "Simulated manager", f"{station_id}-mgr"
                 )
                 workers = {
-                    worker_id: await create_staff(
+                    worker_id: await seed_staff(
                         conn, station_id, "social_worker", "Simulated worker", worker_id
                     )
                     for worker_id in county.worker_ids(station_id)
@@ -155,7 +153,7 @@ async def seed(
                 stations[station_id] = {"manager_token": manager, "social_worker_tokens": workers}
         async with conn.transaction():
             await conn.execute("SET LOCAL search_path TO audit")
-            supervisor = await create_reader(
+            supervisor = await seed_reader(
                 conn, "sim-supervisor", "Simulation supervisor", "supervisor"
             )
     finally:

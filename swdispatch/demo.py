@@ -11,19 +11,22 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import httpx
 
-from services.audit.admin import create_reader
+from services.audit.admin import AlreadyExists as ReaderExists
+from services.audit.admin import create_reader, reissue_reader_token
 from services.dispatch_center.admin import (
     create_integration,
     create_operator,
     upsert_community,
     upsert_station,
 )
-from services.station_worker.admin import create_staff, create_worker
+from services.station_worker.admin import AlreadyExists as StaffExists
+from services.station_worker.admin import create_staff, create_worker, reissue_staff_token
+from shared.db import Connection
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
 
 
@@ -158,11 +161,11 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
         async with conn.transaction():
             await conn.execute("SET LOCAL search_path TO station_worker")
             for st in COUNTY:
-                manager = await create_staff(
+                manager = await seed_staff(
                     conn, st.id, "station_manager", f"Manager of {st.name}", f"{st.id}-manager"
                 )
                 workers = {
-                    f"{st.id}-sw{i}": await create_staff(
+                    f"{st.id}-sw{i}": await seed_staff(
                         conn, st.id, "social_worker", f"Social worker {i}", f"{st.id}-sw{i}"
                     )
                     for i in (1, 2)
@@ -173,11 +176,11 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
                 stations[st.id] = {"manager_token": manager, "social_worker_tokens": workers}
         async with conn.transaction():
             await conn.execute("SET LOCAL search_path TO audit")
-            supervisor = await create_reader(
+            supervisor = await seed_reader(
                 conn, "county-supervisor", "County supervisor", "supervisor"
             )
             for st in COUNTY:
-                stations[st.id]["audit_token"] = await create_reader(
+                stations[st.id]["audit_token"] = await seed_reader(
                     conn, f"{st.id}-manager", f"Manager of {st.name}", "station_manager", st.id
                 )
     finally:
@@ -192,6 +195,35 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
         "stations": stations,
         "audit_supervisor_token": supervisor,
     }
+
+
+async def seed_staff(
+    conn: Connection,
+    station_id: str,
+    role: Literal["station_manager", "social_worker"],
+    name: str,
+    staff_id: str,
+) -> str:
+    """A seeded staff member's token: created on the first seed, re-issued on every later one
+    (which keeps the role and station the account has)."""
+    try:
+        return await create_staff(conn, station_id, role, name, staff_id)
+    except StaffExists:
+        return await reissue_staff_token(conn, staff_id)
+
+
+async def seed_reader(
+    conn: Connection,
+    reader_id: str,
+    name: str,
+    role: Literal["supervisor", "station_manager"],
+    station_id: str | None = None,
+) -> str:
+    """A seeded audit reader's token, as :func:`seed_staff`."""
+    try:
+        return await create_reader(conn, reader_id, name, role, station_id)
+    except ReaderExists:
+        return await reissue_reader_token(conn, reader_id)
 
 
 def write_credentials(path: Path, credentials: dict[str, Any]) -> None:

@@ -34,6 +34,9 @@ TEST_SERVICE_ENV = {
     "SWD_CALLBACK_BACKOFF_BASE_S": "0.3",
     "SWD_LOG_LEVEL": "INFO",
     "SWD_AUDIT_METRICS_REFRESH_INTERVAL_S": "0.5",
+    # Station worker: erase a closed or cancelled order's personal data a second after it ends.
+    "SWD_STATION_PERSONAL_DATA_RETENTION_S": "1",
+    "SWD_STATION_ERASURE_INTERVAL_S": "0.3",
 }
 
 

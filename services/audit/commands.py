@@ -43,12 +43,30 @@ def _rebuild(args: argparse.Namespace) -> None:
 
 
 def _create_reader(args: argparse.Namespace) -> None:
-    from services.audit.admin import create_reader
+    from services.audit.admin import AlreadyExists, create_reader, new_reader_id
 
-    token = asyncio.run(
-        in_schema("audit", lambda c: create_reader(c, args.id, args.name, args.role, args.station))
-    )
-    print(f"reader {args.id}\nAuthorization: Bearer {token}\n(shown once; store it now)")
+    if (args.role == "station_manager") != (args.station is not None):
+        sys.exit("--station is required for a station_manager, and only for one")
+    reader_id = args.id or new_reader_id()
+    try:
+        token = asyncio.run(
+            in_schema(
+                "audit", lambda c: create_reader(c, reader_id, args.name, args.role, args.station)
+            )
+        )
+    except AlreadyExists:
+        sys.exit(f"reader {reader_id} already exists: nothing changed (see `reissue-token`)")
+    print(f"reader {reader_id}\nAuthorization: Bearer {token}\n(shown once; store it now)")
+
+
+def _reissue_reader_token(args: argparse.Namespace) -> None:
+    from services.audit.admin import NoSuchReader, reissue_reader_token
+
+    try:
+        token = asyncio.run(in_schema("audit", lambda c: reissue_reader_token(c, args.id)))
+    except NoSuchReader as e:
+        sys.exit(str(e))
+    print(f"reader {args.id}\nAuthorization: Bearer {token}\n(shown once; the old one is void)")
 
 
 def add_commands(sub: Any) -> None:
@@ -60,7 +78,11 @@ def add_commands(sub: Any) -> None:
         dest="readers_action", required=True
     )
     create = command(readers, "create", _create_reader, "create a reader, print its token once")
-    create.add_argument("id")
-    create.add_argument("name")
+    create.add_argument("--name", required=True)
     create.add_argument("--role", choices=("supervisor", "station_manager"), required=True)
     create.add_argument("--station", help="the station a station_manager reads")
+    create.add_argument("--id", help="the reader id (default: generated); a taken id is refused")
+    reissue = command(
+        readers, "reissue-token", _reissue_reader_token, "a new token for a reader (role unchanged)"
+    )
+    reissue.add_argument("--id", required=True)

@@ -43,9 +43,12 @@ async def get_trail(order_id: uuid.UUID, reader: CurrentReader, pool: PoolDep) -
            FROM trail WHERE order_id = $1 ORDER BY occurred_at, seq""",
         order_id,
     )
-    if not rows or not any(reader.sees_station(r["station_id"]) for r in rows):
+    # A station's reader sees only that station's events, not those of the center or of any
+    # other station the order was (re)dispatched to.
+    visible = [r for r in rows if reader.sees_station(r["station_id"])]
+    if not visible:
         raise HTTPException(404, "no such order")
-    return [TrailEntry(**dict(r)) for r in rows]
+    return [TrailEntry(**dict(r)) for r in visible]
 
 
 class StageView(BaseModel):
@@ -104,7 +107,10 @@ async def get_order_timeliness(
         raise HTTPException(404, "no such order")
     t = found[0]
     now = datetime.now(UTC)
-    return OrderTimeliness(
+    own_dispatches = [
+        DispatchView(**vars(d)) for d in t.dispatches if reader.sees_station(d.station_id)
+    ]
+    view = OrderTimeliness(
         **{name: getattr(t, name) for name in OrderTimeliness.model_fields if hasattr(t, name)}
         | {
             "stages": {
@@ -115,9 +121,34 @@ async def get_order_timeliness(
                 )
                 for stage in Stage
             },
-            "dispatches": [DispatchView(**vars(d)) for d in t.dispatches],
+            "dispatches": own_dispatches,
         }
     )
+    if reader.sees_station(t.station_id):
+        return view
+    # The order is at another station now: a station's reader sees only its own dispatches,
+    # nothing of what the other station did with the order.
+    return view.model_copy(
+        update=dict.fromkeys(_AT_THE_CURRENT_STATION)
+        | {
+            "stages": {},
+            "rejections": sum(d.rejected_at is not None for d in own_dispatches),
+        }
+    )
+
+
+_AT_THE_CURRENT_STATION = (
+    "status",
+    "station_id",
+    "worker_id",
+    "dispatched_at",
+    "received_at",
+    "accepted_at",
+    "assigned_at",
+    "started_at",
+    "completed_at",
+    "ended_at",
+)
 
 
 @router.get("/audit/verify", response_model=Verification, responses={403: {}})

@@ -48,7 +48,11 @@ PROGRESS: dict[type[EventPayload], tuple[OrderStatus, frozenset[OrderStatus]]] =
         OrderStatus.ACCEPTED,
         frozenset({OrderStatus.DISPATCHED, OrderStatus.ESCALATED}),
     ),
-    OrderAssigned: (OrderStatus.ASSIGNED, frozenset({OrderStatus.ACCEPTED, OrderStatus.ASSIGNED})),
+    # A reassignment is another order.assigned, also from in_service (the new worker starts).
+    OrderAssigned: (
+        OrderStatus.ASSIGNED,
+        frozenset({OrderStatus.ACCEPTED, OrderStatus.ASSIGNED, OrderStatus.IN_SERVICE}),
+    ),
     OrderStarted: (OrderStatus.IN_SERVICE, frozenset({OrderStatus.ASSIGNED})),
     OrderCompleted: (
         OrderStatus.COMPLETED,
@@ -60,11 +64,15 @@ PROGRESS: dict[type[EventPayload], tuple[OrderStatus, frozenset[OrderStatus]]] =
 async def on_progress(conn: Connection, event: Envelope[Any]) -> None:
     status, after = PROGRESS[type(event.payload)]
     order = await lifecycle.lock(conn, event.order_id)
-    if (
-        order is None
-        or order["station_id"] != event.payload.station_id
-        or order["status"] not in after
-    ):
+    if order is None:
+        return
+    if isinstance(event.payload, OrderCompleted) and order["status"] not in lifecycle.FINAL:
+        # The service was delivered, whatever the center did meanwhile: an operator's
+        # redispatch that crossed the completion is void (the station worker keeps a completed
+        # order and never queues such a redispatch).
+        await _record_completion(conn, order, event)
+        return
+    if order["station_id"] != event.payload.station_id or order["status"] not in after:
         return
     columns: dict[str, Any] = {}
     if status is OrderStatus.ACCEPTED:
@@ -82,6 +90,31 @@ async def on_progress(conn: Connection, event: Envelope[Any]) -> None:
         order,
         status,
         station_id=order["station_id"],
+        reason=None,
+        actor=event.actor,
+        at=event.occurred_at,
+        columns=columns,
+    )
+
+
+async def _record_completion(
+    conn: Connection, order: lifecycle.Order, event: Envelope[OrderCompleted]
+) -> None:
+    station_id = event.payload.station_id
+    columns: dict[str, Any] = {}
+    if order["station_id"] != station_id:
+        columns = {
+            "station_id": station_id,
+            "accept_due_at": None,
+            "next_resend_at": None,
+            "awaiting_operator": False,
+            "hold_reason": None,
+        }
+    await lifecycle.record_status(
+        conn,
+        order,
+        OrderStatus.COMPLETED,
+        station_id=station_id,
         reason=None,
         actor=event.actor,
         at=event.occurred_at,

@@ -4,23 +4,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
+import sys
 from typing import Any
 
 from shared.cli import command, in_schema
 
 
 def _create_staff(args: argparse.Namespace) -> None:
-    from services.station_worker.admin import create_staff
+    from services.station_worker.admin import AlreadyExists, create_staff, new_staff_id
 
-    staff_id = re.sub(r"[^a-z0-9]+", "-", f"{args.station}-{args.name}".lower()).strip("-")
-    token = asyncio.run(
-        in_schema(
-            "station_worker",
-            lambda c: create_staff(c, args.station, args.role, args.name, staff_id),
+    staff_id = args.id or new_staff_id()
+    try:
+        token = asyncio.run(
+            in_schema(
+                "station_worker",
+                lambda c: create_staff(c, args.station, args.role, args.name, staff_id),
+            )
         )
-    )
+    except AlreadyExists:
+        sys.exit(f"staff {staff_id} already exists: nothing changed (see `staff reissue-token`)")
     print(f"staff {staff_id}\nBearer token: {token}\n(shown once; store it now)")
+
+
+def _reissue_token(args: argparse.Namespace) -> None:
+    from services.station_worker.admin import NoSuchStaff, reissue_staff_token
+
+    try:
+        token = asyncio.run(in_schema("station_worker", lambda c: reissue_staff_token(c, args.id)))
+    except NoSuchStaff as e:
+        sys.exit(str(e))
+    print(f"staff {args.id}\nBearer token: {token}\n(shown once; the old token no longer works)")
+
+
+def _revoke(args: argparse.Namespace) -> None:
+    from services.station_worker.admin import revoke_staff
+
+    if not asyncio.run(in_schema("station_worker", lambda c: revoke_staff(c, args.id))):
+        sys.exit(f"no active staff member {args.id}")
+    print(f"staff {args.id} revoked")
 
 
 def add_commands(sub: Any) -> None:
@@ -30,4 +51,11 @@ def add_commands(sub: Any) -> None:
     create = command(staff, "create", _create_staff, "create a staff member, print the token")
     create.add_argument("--station", required=True)
     create.add_argument("--role", required=True, choices=["station_manager", "social_worker"])
-    create.add_argument("name")
+    create.add_argument("--name", required=True)
+    create.add_argument("--id", help="the staff id (default: generated); an existing id is refused")
+    reissue = command(
+        staff, "reissue-token", _reissue_token, "a new token for a staff member (role unchanged)"
+    )
+    reissue.add_argument("--id", required=True)
+    revoke = command(staff, "revoke", _revoke, "revoke a staff member's token")
+    revoke.add_argument("--id", required=True)

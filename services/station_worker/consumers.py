@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from faststream.kafka import KafkaBroker
 
-from services.station_worker.models import OPEN_STATUSES
+from services.station_worker.models import ENDED_STATUSES, OPEN_STATUSES
 from shared import outbox, topics
 from shared.consumer import EventConsumer, Handler, PerEvent
 from shared.db import Connection, Pool
@@ -17,6 +18,7 @@ from shared.events import (
     Envelope,
     EventPayload,
     OrderCancelled,
+    OrderClosed,
     OrderDispatched,
     OrderReceived,
     new_event,
@@ -31,6 +33,8 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
     order to another station; an older dispatch changes nothing. A re-sent dispatch (same
     ``dispatch_no``, new event id) changes nothing either but is acknowledged again: the center
     re-sends because it never heard the first acknowledgement (lost with a broker restart).
+    A redispatch that crossed the order's completion (or closing, or cancellation) changes
+    nothing and is not acknowledged: the center learns of the completion and keeps it.
     """
     p: OrderDispatched = event.payload
     now = datetime.now(UTC)
@@ -47,6 +51,7 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
                version = station_orders.version + 1, received_at = EXCLUDED.received_at,
                updated_at = now()
            WHERE station_orders.dispatch_no < EXCLUDED.dispatch_no
+               AND station_orders.status <> ALL($17::text[])
            RETURNING order_id""",
         event.order_id,
         p.station_id,
@@ -64,6 +69,7 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
         p.case.model_dump(mode="json"),
         now,
         event.correlation_id,
+        list(ENDED_STATUSES),
     )
     if queued is None:
         holds_this_dispatch = await conn.fetchval(
@@ -105,16 +111,22 @@ async def _announce_received(
     )
 
 
-async def on_cancelled(conn: Connection, event: Envelope[Any]) -> None:
-    """The center cancelled the order: it leaves the active queue; later actions get 409."""
-    p: OrderCancelled = event.payload
+async def _end(
+    conn: Connection,
+    event: Envelope[Any],
+    status: OrderStatus,
+    after: Sequence[OrderStatus],
+    note: str | None,
+) -> None:
+    """The order ends at the station; its case details are erased after the retention time."""
     station_id = await conn.fetchval(
-        """UPDATE station_orders SET status = 'cancelled', version = version + 1,
+        """UPDATE station_orders SET status = $3, version = version + 1, ended_at = now(),
                updated_at = now()
            WHERE order_id = $1 AND status = ANY($2::text[])
            RETURNING station_id""",
         event.order_id,
-        list(OPEN_STATUSES),
+        list(after),
+        status,
     )
     if station_id is None:
         return
@@ -123,15 +135,28 @@ async def on_cancelled(conn: Connection, event: Envelope[Any]) -> None:
            VALUES ($1, $2, $3, $4, 'dispatch_center', $5)""",
         event.order_id,
         station_id,
-        OrderStatus.CANCELLED,
+        status,
         event.occurred_at,
-        p.reason,
+        note,
     )
+
+
+async def on_cancelled(conn: Connection, event: Envelope[Any]) -> None:
+    """The center cancelled the order: it leaves the active queue; later actions get 409.
+    Also an order this station rejected that the center held, so its case details go too."""
+    p: OrderCancelled = event.payload
+    await _end(conn, event, OrderStatus.CANCELLED, (*OPEN_STATUSES, OrderStatus.REJECTED), p.reason)
+
+
+async def on_closed(conn: Connection, event: Envelope[Any]) -> None:
+    """The center closed a completed order (after feedback, or without)."""
+    await _end(conn, event, OrderStatus.CLOSED, (OrderStatus.COMPLETED,), None)
 
 
 HANDLERS: dict[type[EventPayload], Handler] = {
     OrderDispatched: on_dispatched,
     OrderCancelled: on_cancelled,
+    OrderClosed: on_closed,
 }
 
 

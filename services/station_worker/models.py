@@ -17,6 +17,8 @@ OPEN_STATUSES = (
     OrderStatus.ASSIGNED,
     OrderStatus.IN_SERVICE,
 )
+ENDED_STATUSES = (OrderStatus.COMPLETED, OrderStatus.CLOSED, OrderStatus.CANCELLED)
+"""Nothing the center sends changes these any more."""
 ACTIVE_STATUSES = (OrderStatus.ASSIGNED, OrderStatus.IN_SERVICE)
 """A worker's load: the orders assigned to them and not finished yet."""
 
@@ -115,5 +117,12 @@ class QueuePage(BaseModel):
 
 
 class StationOrder(QueueItem):
-    case: CaseDetails
+    case: CaseDetails | None = Field(
+        description="personal data: only for the station's managers and the assigned worker"
+        " (null otherwise, and once erased)"
+    )
+    case_withheld: bool = Field(description="true when the caller may not see the case details")
+    case_erased_at: datetime | None = Field(
+        description="when the case details were erased, some time after the order ended"
+    )
     history: list[HistoryEntry]

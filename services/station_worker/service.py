@@ -157,17 +157,22 @@ async def list_queue(
 async def get_order(pool: Pool, staff: StaffMember, order_id: uuid.UUID) -> StationOrder | None:
     """The order as this station knows it; None for another station's order."""
     async with pool.acquire() as conn:
-        return await _load_order(conn, staff.station_id, order_id)
+        return await _load_order(conn, staff, order_id)
+
+
+def sees_case(staff: StaffMember, worker_id: str | None) -> bool:
+    """Case details are for the station's managers and the order's assigned worker only."""
+    return staff.role == "station_manager" or (worker_id is not None and staff.id == worker_id)
 
 
 async def _load_order(
-    conn: Connection, station_id: str, order_id: uuid.UUID
+    conn: Connection, staff: StaffMember, order_id: uuid.UUID
 ) -> StationOrder | None:
     row = await conn.fetchrow(
-        f"SELECT {_QUEUE_COLUMNS}, case_details FROM station_orders"  # noqa: S608
+        f"SELECT {_QUEUE_COLUMNS}, case_details, case_erased_at FROM station_orders"  # noqa: S608
         " WHERE order_id = $1 AND station_id = $2",
         order_id,
-        station_id,
+        staff.station_id,
     )
     if row is None:
         return None
@@ -175,11 +180,18 @@ async def _load_order(
         """SELECT status, at, actor, note FROM order_history
            WHERE order_id = $1 AND station_id = $2 ORDER BY id""",
         order_id,
-        station_id,
+        staff.station_id,
     )
+    entitled = sees_case(staff, row["worker_id"])
     return StationOrder(
         **_queue_item(row),
-        case=CaseDetails.model_validate(row["case_details"]),
+        case=(
+            CaseDetails.model_validate(row["case_details"])
+            if entitled and row["case_details"] is not None
+            else None
+        ),
+        case_withheld=not entitled,
+        case_erased_at=row["case_erased_at"],
         history=[HistoryEntry(**dict(h)) for h in history],
     )
 
@@ -285,7 +297,7 @@ async def act(
                 occurred_at=now,
             ),
         )
-        changed = await _load_order(conn, staff.station_id, order_id)
+        changed = await _load_order(conn, staff, order_id)
     assert changed is not None
     return changed
 

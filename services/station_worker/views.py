@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from services.station_worker import service
-from services.station_worker.auth import CurrentStaff, StaffMember
+from services.station_worker.auth import CurrentStaff, StaffMember, still_valid
 from services.station_worker.models import (
     AssignBody,
     CompleteBody,
@@ -22,9 +24,10 @@ from services.station_worker.models import (
     Worker,
     WorkerBody,
 )
+from services.station_worker.settings import StationSettings
 from services.station_worker.stream import HUB
 from shared.domain import OrderStatus, Urgency
-from shared.runtime import PoolDep
+from shared.runtime import PoolDep, RuntimeDep
 
 router = APIRouter(prefix="/v1", tags=["dashboard"])
 
@@ -208,14 +211,28 @@ async def upsert_worker(
 
 
 @router.get("/stations/{station_id}/stream", response_class=EventSourceResponse, responses=ERRORS)
-async def stream(staff: StationStaff) -> AsyncIterator[ServerSentEvent]:
+async def stream(
+    staff: StationStaff, pool: PoolDep, runtime: RuntimeDep
+) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events: `ready` once subscribed, then `order` per queue change
     ({order_id, status, version}; status `withdrawn` when redispatched to another station),
-    and `resync` when changes may have been missed (reload the queue)."""
+    and `resync` when changes may have been missed (reload the queue). The stream ends within
+    `SWD_STATION_STREAM_TOKEN_CHECK_S` of its token being revoked or re-issued."""
+    check_every = cast(StationSettings, runtime.settings).station_stream_token_check_s
     with HUB.subscribe(staff.station_id) as changes:
         yield ServerSentEvent(event="ready", data={"station_id": staff.station_id})
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + check_every
         while True:
-            change = await changes.get()
+            change: dict[str, Any] | None = None
+            with contextlib.suppress(TimeoutError):
+                change = await asyncio.wait_for(changes.get(), max(0, next_check - loop.time()))
+            if loop.time() >= next_check:
+                if not await still_valid(pool, staff):
+                    return
+                next_check = loop.time() + check_every
+            if change is None:
+                continue
             if change.get("resync"):
                 yield ServerSentEvent(event="resync", data={})
             else:

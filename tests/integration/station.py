@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from services.dispatch_center.admin import upsert_community, upsert_station
 from services.station_worker.admin import create_staff, create_worker
 from shared import topics
 from shared.events import (
@@ -59,6 +60,21 @@ async def new_station(
             )
             await create_worker(conn, worker_id, station_id, skills, capacity, on_duty)
     return station
+
+
+async def routed_station(
+    stack: RunningStack, db: asyncpg.Pool, workers: Sequence[tuple[str, list[str], int, bool]] = ()
+) -> tuple[OwnStation, dict[str, str]]:
+    """A station of its own that the center routes one new community to; the location fields
+    of a request for that community."""
+    station = await new_station(stack, db, workers)
+    suffix = station.id.removeprefix("st-test-").upper()
+    township, community = f"TS-{suffix}", f"UI-{suffix}"
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL search_path TO dispatch_center")
+        await upsert_station(conn, station.id, "Routed test station", township)
+        await upsert_community(conn, community, "Routed test village", township, station.id)
+    return station, {"township_code": township, "community_code": community}
 
 
 def dispatched(

@@ -74,7 +74,11 @@ async def manager_of(stack: RunningStack, station: str) -> dict[str, str]:
     conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": "audit"})
     try:
         token = await create_reader(
-            conn, f"test-{station}", "Test manager", "station_manager", station
+            conn,
+            f"test-{station}-{uuid.uuid4().hex[:6]}",
+            "Test manager",
+            "station_manager",
+            station,
         )
     finally:
         await conn.close()
@@ -419,7 +423,7 @@ async def test_a_reader_created_on_the_command_line_can_read_reports(
     stack: RunningStack, http: httpx.AsyncClient
 ) -> None:
     created = swdispatch(
-        stack, "audit", "readers", "create", "cli-reader", "CLI reader", "--role", "supervisor"
+        stack, "audit", "readers", "create", "--name", "CLI reader", "--role", "supervisor"
     )
     assert created.returncode == 0, created.stderr
     token = created.stdout.split("Authorization: Bearer ")[1].split()[0]

@@ -16,11 +16,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from services.dispatch_center.admin import upsert_community, upsert_station
 from tests.conftest import RunningStack
 from tests.debian import debian_tool
 from tests.helpers import get_json_when, post_request, request_body
-from tests.integration.station import OwnStation, new_station
+from tests.integration.station import routed_station
 
 pytestmark = pytest.mark.integration
 
@@ -53,24 +52,12 @@ def browser() -> Iterator[WebDriver]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-async def _routed_station(stack: RunningStack, db: asyncpg.Pool) -> tuple[OwnStation, str]:
-    """A station of its own that the center routes one new community to."""
-    station = await new_station(
-        stack, db, [("sw1", ["elder_care"], 5, True), ("sw2", ["child_protection"], 5, True)]
-    )
-    suffix = station.id.removeprefix("st-test-").upper()
-    township, community = f"TS-{suffix}", f"UI-{suffix}"
-    async with db.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL search_path TO dispatch_center")
-        await upsert_station(conn, station.id, "Browser Test Station", township)
-        await upsert_community(conn, community, "Browser Test Village", township, station.id)
-    return station, community
-
-
 async def test_staff_see_a_new_order_live_accept_and_assign_it_and_the_audit_sees_it(
     stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, browser: WebDriver
 ) -> None:
-    station, community = await _routed_station(stack, db)
+    station, community = await routed_station(
+        stack, db, [("sw1", ["elder_care"], 5, True), ("sw2", ["child_protection"], 5, True)]
+    )
     wait = WebDriverWait(browser, 15)
     browser.get(f"{station.base}/dashboard")
     browser.find_element(By.ID, "token").send_keys(station.manager)
@@ -79,9 +66,12 @@ async def test_staff_see_a_new_order_live_accept_and_assign_it_and_the_audit_see
     assert station.id in browser.find_element(By.ID, "who").text
     browser.execute_script("window.notReloaded = true")
 
-    body = request_body(77, category="elder_care", urgency="urgent")
-    body["location"] |= {"township_code": f"TS-{community[3:]}", "community_code": community}
-    created = await post_request(http, stack, body)
+    async def submit(seed: int) -> httpx.Response:
+        body = request_body(seed, category="elder_care", urgency="urgent")
+        body["location"] |= community
+        return await post_request(http, stack, body)
+
+    created = await submit(77)
     assert created.status_code == 201, created.text
     order_id = created.json()["order_id"]
     row = f'tr[data-order-id="{order_id}"]'
@@ -90,10 +80,25 @@ async def test_staff_see_a_new_order_live_accept_and_assign_it_and_the_audit_see
         ec.presence_of_element_located((By.CSS_SELECTOR, f'{row}[data-status="dispatched"]'))
     )
     assert browser.execute_script("return window.notReloaded") is True
+    row_element = browser.find_element(By.CSS_SELECTOR, row)
+    accept = wait.until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, f'{row} button[data-action="accept"]'))
+    )
 
-    browser.find_element(By.CSS_SELECTOR, f'{row} button[data-action="accept"]').click()
-    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'{row}[data-status="accepted"]')))
-    browser.find_element(By.CSS_SELECTOR, f'{row} button[data-action="assign"]').click()
+    # Another order arrives live while the pointer is on this one's button: the page updates
+    # the queue around it and the button the user is about to click stays the same element.
+    other = await submit(78)
+    assert other.status_code == 201, other.text
+    wait.until(
+        ec.presence_of_element_located(
+            (By.CSS_SELECTOR, f'tr[data-order-id="{other.json()["order_id"]}"]')
+        )
+    )
+    accept.click()
+    wait.until(lambda _: row_element.get_attribute("data-status") == "accepted")
+    wait.until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, f'{row} button[data-action="assign"]'))
+    ).click()
     select = wait.until(
         ec.presence_of_element_located(
             (By.CSS_SELECTOR, f'{row} select[data-role="worker-select"]')
@@ -103,8 +108,10 @@ async def test_staff_see_a_new_order_live_accept_and_assign_it_and_the_audit_see
     options = [o.get_attribute("value") for o in Select(select).options]
     assert options == [f"{station.id}-sw1", f"{station.id}-sw2"]
     Select(select).select_by_value(f"{station.id}-sw1")
-    browser.find_element(By.CSS_SELECTOR, f'{row} button[data-action="confirm-assign"]').click()
-    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'{row}[data-status="assigned"]')))
+    wait.until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, f'{row} button[data-action="confirm-assign"]'))
+    ).click()
+    wait.until(lambda _: row_element.get_attribute("data-status") == "assigned")
     assert browser.find_element(By.CSS_SELECTOR, f"{row} td.worker").text == f"{station.id}-sw1"
     assert browser.execute_script("return window.notReloaded") is True
     assert browser.find_element(By.ID, "message").text == ""

@@ -4,11 +4,17 @@ beside that service."""
 
 from __future__ import annotations
 
+import subprocess
+import uuid
+from typing import Any
+
 import httpx
 import pytest
 
+from swdispatch import demo
 from tests.conftest import RunningStack
 from tests.helpers import eventually, post_request, request_body
+from tests.integration.test_audit import swdispatch
 
 pytestmark = pytest.mark.integration
 
@@ -135,30 +141,183 @@ async def test_fields_a_caller_may_not_set_are_rejected_by_name(
     assert ["body", field] in [d["loc"] for d in resp.json()["detail"]]
 
 
-async def test_a_station_manager_sees_only_their_own_station_in_the_audit(
+async def test_a_station_reader_sees_only_its_own_stations_part_of_a_redispatched_order(
     stack: RunningStack, http: httpx.AsyncClient
 ) -> None:
+    # An order that really was at both stations: routed to st-chengxiang, received there, then
+    # redispatched by an operator to st-liuhe, and received there.
     body = request_body(84)
     body["location"] |= {"township_code": "TS-CX", "community_code": "CX-BEIMEN"}
-    order_id = (await post_request(http, stack, body)).json()["order_id"]
+    created = await post_request(http, stack, body)
+    assert created.status_code == 201, created.text
+    order_id = created.json()["order_id"]
     audit = stack.urls["audit"]
-    own = {
-        "Authorization": f"Bearer {stack.credentials['stations']['st-chengxiang']['audit_token']}"
-    }
-    other = {"Authorization": f"Bearer {stack.credentials['stations']['st-liuhe']['audit_token']}"}
 
-    async def trail_visible() -> bool:
-        resp = await http.get(f"{audit}/v1/orders/{order_id}/trail", headers=own)
-        return resp.status_code == 200
+    def reader(station: str) -> dict[str, str]:
+        token = stack.credentials["stations"][station]["audit_token"]
+        return {"Authorization": f"Bearer {token}"}
 
-    await eventually(trail_visible)
+    supervisor = {"Authorization": f"Bearer {stack.supervisor_token}"}
+    first, second = "st-chengxiang", "st-liuhe"
+
+    async def trail_has(station: str) -> list[dict[str, Any]] | None:
+        resp = await http.get(f"{audit}/v1/orders/{order_id}/trail", headers=supervisor)
+        trail: list[dict[str, Any]] = resp.json() if resp.status_code == 200 else []
+        received = {(e["event_type"], e["station_id"]) for e in trail}
+        return trail if ("order.received", station) in received else None
+
+    await eventually(lambda: trail_has(first), timeout_s=30)
+    redispatched = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/operator/orders/{order_id}/redispatch",
+        json={"station_id": second, "reason": "the family moved"},
+        headers={"Authorization": f"Bearer {stack.operator_token}"},
+    )
+    assert redispatched.status_code == 200, redispatched.text
+    full = await eventually(lambda: trail_has(second), timeout_s=30)
+    assert {e["station_id"] for e in full} >= {None, first, second}
+
+    for station in (first, second):
+        trail = await http.get(f"{audit}/v1/orders/{order_id}/trail", headers=reader(station))
+        assert trail.status_code == 200, (station, trail.text)
+        entries = trail.json()
+        assert entries, station
+        assert {e["station_id"] for e in entries} == {station}
+        assert {"order.dispatched", "order.received"} <= {e["event_type"] for e in entries}
+
+        timeliness = await http.get(
+            f"{audit}/v1/orders/{order_id}/timeliness", headers=reader(station)
+        )
+        assert timeliness.status_code == 200, (station, timeliness.text)
+        dispatches = timeliness.json()["dispatches"]
+        assert dispatches, station
+        assert {d["station_id"] for d in dispatches} == {station}
+    # The first station no longer holds the order: nothing of what the second one does with it.
+    left = await http.get(f"{audit}/v1/orders/{order_id}/timeliness", headers=reader(first))
+    assert (left.json()["station_id"], left.json()["status"], left.json()["stages"]) == (
+        None,
+        None,
+        {},
+    )
+    held = await http.get(f"{audit}/v1/orders/{order_id}/timeliness", headers=reader(second))
+    assert (held.json()["station_id"], held.json()["status"]) == (second, "dispatched")
+
+    # A station the order never reached sees nothing of it.
+    never = reader("st-shaxi")
     for path in (f"/v1/orders/{order_id}/trail", f"/v1/orders/{order_id}/timeliness"):
-        resp = await http.get(f"{audit}{path}", headers=other)
+        resp = await http.get(f"{audit}{path}", headers=never)
         assert resp.status_code == 404, path
+
     report = await http.get(
-        f"{audit}/v1/reports/timeliness", params={"group_by": "station"}, headers=other
+        f"{audit}/v1/reports/timeliness", params={"group_by": "station"}, headers=reader(second)
     )
     assert report.status_code == 200
-    assert {g["group"] for g in report.json()["groups"]} <= {"st-liuhe"}
-    verify = await http.get(f"{audit}/v1/audit/verify", headers=other)
+    groups = {g["group"] for g in report.json()["groups"]}
+    assert groups, "the order is at st-liuhe now: its report is not empty"
+    assert groups == {second}
+    verify = await http.get(f"{audit}/v1/audit/verify", headers=reader(first))
     assert verify.status_code == 403
+
+
+def _token(created: subprocess.CompletedProcess[str], marker: str) -> str:
+    assert created.returncode == 0, created.stderr
+    return created.stdout.split(marker)[1].split()[0]
+
+
+async def test_staff_created_on_the_command_line_never_take_over_another_account(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    station = f"st-cli-{uuid.uuid4().hex[:6]}"
+    base = stack.urls["station_worker"]
+
+    def staff(*args: str) -> subprocess.CompletedProcess[str]:
+        return swdispatch(stack, "staff", *args)
+
+    wang = _token(
+        staff("create", "--station", station, "--name", "王芳", "--role", "station_manager"),
+        "Bearer token: ",
+    )
+    li = _token(
+        staff("create", "--station", station, "--name", "李娜", "--role", "social_worker"),
+        "Bearer token: ",
+    )
+
+    async def me(token: str) -> httpx.Response:
+        return await http.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {token}"})
+
+    wang_me, li_me = (await me(wang)).json(), (await me(li)).json()
+    assert (wang_me["name"], wang_me["role"]) == ("王芳", "station_manager")
+    assert (li_me["name"], li_me["role"]) == ("李娜", "social_worker")
+    assert wang_me["id"] != li_me["id"]
+
+    # An id that is taken is refused and changes nothing.
+    again = staff(
+        "create", "--station", station, "--name", "张伟", "--role", "social_worker",
+        "--id", wang_me["id"],
+    )  # fmt: skip
+    assert again.returncode != 0
+    assert "already exists" in again.stderr
+    assert (await me(wang)).json() == wang_me
+
+    # A new token keeps the role and station; the old token stops working.
+    new_wang = _token(staff("reissue-token", "--id", wang_me["id"]), "Bearer token: ")
+    assert (await me(new_wang)).json() == wang_me
+    assert (await me(wang)).status_code == 401
+    assert (await me(li)).json() == li_me
+
+    # Re-issuing does not undo a revocation.
+    assert staff("revoke", "--id", li_me["id"]).returncode == 0
+    assert (await me(li)).status_code == 401
+    assert staff("reissue-token", "--id", li_me["id"]).returncode != 0
+    assert (await me(li)).status_code == 401
+
+
+async def test_audit_readers_created_on_the_command_line_never_replace_another(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    url = f"{stack.urls['audit']}/v1/reports/timeliness"
+
+    def readers(*args: str) -> subprocess.CompletedProcess[str]:
+        return swdispatch(stack, "audit", "readers", *args)
+
+    reader_id = f"cli-{uuid.uuid4().hex[:6]}"
+    create = ("create", "--id", reader_id, "--role", "station_manager", "--station", "st-liuhe")
+    first = _token(readers(*create, "--name", "王芳"), "Bearer ")
+    repeated = readers("create", "--id", reader_id, "--name", "李娜", "--role", "supervisor")
+    assert repeated.returncode != 0
+    assert "already exists" in repeated.stderr
+    auth = {"Authorization": f"Bearer {first}"}
+    assert (await http.get(url, headers=auth)).status_code == 200
+    assert (
+        await http.get(f"{stack.urls['audit']}/v1/audit/verify", headers=auth)
+    ).status_code == 403
+
+    second = _token(readers("reissue-token", "--id", reader_id), "Bearer ")
+    assert (await http.get(url, headers=auth)).status_code == 401
+    new_auth = {"Authorization": f"Bearer {second}"}
+    assert (await http.get(url, headers=new_auth)).status_code == 200
+    # Still a station manager: verification stays supervisors-only.
+    verify = await http.get(f"{stack.urls['audit']}/v1/audit/verify", headers=new_auth)
+    assert verify.status_code == 403
+
+
+async def test_seeding_the_demo_again_reissues_its_tokens_and_keeps_every_role(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    again = await demo.seed(stack.database_url)
+    base = stack.urls["station_worker"]
+    old = stack.credentials["stations"]["st-liuhe"]
+    new = again["stations"]["st-liuhe"]
+    assert new["social_worker_tokens"], "the seed has social workers"
+    pairs = [(old["manager_token"], new["manager_token"], "station_manager")] + [
+        (old["social_worker_tokens"][w], token, "social_worker")
+        for w, token in new["social_worker_tokens"].items()
+    ]
+    try:
+        for old_token, new_token, role in pairs:
+            me = await http.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {new_token}"})
+            assert (me.status_code, me.json()["role"]) == (200, role)
+            gone = await http.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {old_token}"})
+            assert gone.status_code == 401
+    finally:
+        # The session's other tests use the credentials the stack was seeded with.
+        stack.credentials.update(again)

@@ -12,9 +12,11 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.events import OrderCancelled
+from services.station_worker.admin import revoke_staff
+from shared.events import OrderCancelled, OrderClosed, OrderCompleted
 from tests.conftest import RunningStack
 from tests.helpers import eventually, get_json_when, post_request, request_body
+from tests.integration.center_support import center_order, send_station_events
 from tests.integration.station import (
     OwnStation,
     dispatch,
@@ -22,6 +24,7 @@ from tests.integration.station import (
     new_station,
     order_when,
     publish,
+    routed_station,
 )
 
 pytestmark = pytest.mark.integration
@@ -544,3 +547,232 @@ async def test_two_orders_assigned_at_once_to_a_worker_with_room_for_one(
         *(post(http, station, o["order_id"], "assign", {"worker_id": worker}) for o in orders)
     )
     assert sorted(r.status_code for r in results) == [200, 422]
+
+
+async def test_case_details_go_to_managers_and_the_assigned_worker_only(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station = await new_station(stack, db, [("a", [], 5, True), ("b", [], 5, True)])
+    (a, a_token), (b, b_token) = station.workers.items()
+    order_id = (await dispatch(stack, http, station))["order_id"]
+    url = f"{station.base}/v1/orders/{order_id}"
+
+    async def case_seen_by(token: str | None) -> dict[str, Any] | None:
+        resp = await http.get(url, headers=station.auth(token))
+        assert resp.status_code == 200, resp.text
+        order = resp.json()
+        assert order["case_withheld"] is (order["case"] is None)
+        case: dict[str, Any] | None = order["case"]
+        return case
+
+    manager_view = await case_seen_by(None)
+    assert manager_view is not None
+    assert manager_view["beneficiary_name"]
+    assert await case_seen_by(a_token) is None  # not assigned to anyone yet
+    # Acting on an order does not hand its case details to a worker who may not see them.
+    accepted = await post(http, station, order_id, "accept", token=b_token)
+    assert accepted.status_code == 200, accepted.text
+    assert (accepted.json()["case"], accepted.json()["case_withheld"]) == (None, True)
+
+    assert (await post(http, station, order_id, "assign", {"worker_id": a})).status_code == 200
+    assert await case_seen_by(a_token) == manager_view
+    assert await case_seen_by(b_token) is None
+    started = await post(http, station, order_id, "start", token=a_token)
+    assert started.json()["case"] == manager_view
+    reassigned = await post(http, station, order_id, "reassign", {"worker_id": b})
+    assert reassigned.status_code == 200, reassigned.text
+    assert await case_seen_by(b_token) == manager_view
+    assert await case_seen_by(a_token) is None
+    assert await case_seen_by(None) == manager_view
+
+
+async def test_case_details_are_erased_after_the_order_is_cancelled_or_closed(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    # The test services erase after SWD_STATION_PERSONAL_DATA_RETENTION_S=1 (conftest).
+    station = await new_station(stack, db, [("a", [], 5, True)])
+    ((a, a_token),) = station.workers.items()
+    cancelled_id, closed_id, open_id, rejected_id = [
+        uuid.UUID((await dispatch(stack, http, station))["order_id"]) for _ in range(4)
+    ]
+    await publish(stack, (cancelled_id, OrderCancelled(station_id=station.id, reason="duplicate")))
+    # Rejected, held at the center for an operator (no other station), then cancelled there.
+    rejection = {"reason_code": "no_capacity", "note": None}
+    assert (await post(http, station, rejected_id, "reject", rejection)).status_code == 200
+    await publish(stack, (rejected_id, OrderCancelled(station_id=station.id, reason="held")))
+    await post(http, station, closed_id, "accept")
+    await post(http, station, closed_id, "assign", {"worker_id": a})
+    await post(http, station, closed_id, "start", token=a_token)
+    done = await post(http, station, closed_id, "complete", COMPLETION, token=a_token)
+    assert done.status_code == 200, done.text
+    await publish(stack, (closed_id, OrderClosed(station_id=station.id)))
+
+    async def erased(order_id: uuid.UUID) -> dict[str, Any] | None:
+        resp = await http.get(f"{station.base}/v1/orders/{order_id}", headers=station.auth())
+        order: dict[str, Any] = resp.json()
+        return order if order["case_erased_at"] is not None else None
+
+    for order_id, status in (
+        (cancelled_id, "cancelled"),
+        (closed_id, "closed"),
+        (rejected_id, "cancelled"),
+    ):
+        order = await eventually(lambda: erased(order_id), timeout_s=30)  # noqa: B023
+        assert (order["status"], order["case"]) == (status, None)
+    stored = await db.fetch(
+        "SELECT order_id, case_details FROM station_worker.station_orders"
+        " WHERE order_id = ANY($1::uuid[])",
+        [cancelled_id, closed_id, open_id, rejected_id],
+    )
+    assert {r["order_id"]: r["case_details"] is None for r in stored} == {
+        cancelled_id: True,
+        closed_id: True,
+        rejected_id: True,
+        open_id: False,  # an open order keeps them
+    }
+
+
+async def test_a_redispatch_never_overwrites_an_order_the_station_completed(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station = await new_station(stack, db, [("a", [], 5, True)])
+    other = await new_station(stack, db)
+    ((a, a_token),) = station.workers.items()
+    order_id = (await dispatch(stack, http, station))["order_id"]
+    await post(http, station, order_id, "accept")
+    await post(http, station, order_id, "assign", {"worker_id": a})
+    await post(http, station, order_id, "start", token=a_token)
+    done = await post(http, station, order_id, "complete", COMPLETION, token=a_token)
+    assert done.status_code == 200, done.text
+
+    # A redispatch that crossed the completion (the center had not heard of it yet), then a
+    # newer order to the other station to know the consumer got past the redispatch.
+    moved = dispatched(other.id, order_id=uuid.UUID(order_id), dispatch_no=2)
+    await publish(stack, (moved.order_id, moved.payload))
+    await dispatch(stack, http, other)
+    kept = await http.get(f"{station.base}/v1/orders/{order_id}", headers=station.auth())
+    assert kept.status_code == 200
+    assert (kept.json()["status"], kept.json()["dispatch_no"]) == ("completed", 1)
+    gone = await http.get(f"{other.base}/v1/orders/{order_id}", headers=other.auth())
+    assert gone.status_code == 404
+    # Not acknowledged either: the station never queued dispatch 2.
+    received = [e for e in await station_events(db, order_id) if e["type"] == "order.received"]
+    assert [e["payload"]["dispatch_no"] for e in received] == [1]
+
+
+async def test_an_open_stream_ends_soon_after_its_token_is_revoked(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station = await new_station(stack, db, [("a", [], 5, True)])
+    ((a, a_token),) = station.workers.items()
+    url = f"{station.base}/v1/stations/{station.id}/stream"
+    events: list[str] = []
+
+    async def read_stream() -> None:
+        async with http.stream("GET", url, headers=station.auth(a_token), timeout=None) as resp:
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                if line.startswith("event:"):
+                    events.append(line.removeprefix("event:").strip())
+
+    async def subscribed() -> bool:
+        return "ready" in events
+
+    reader = asyncio.create_task(read_stream())
+    try:
+        await eventually(subscribed, timeout_s=10)
+        async with db.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL search_path TO station_worker")
+            assert await revoke_staff(conn, a)
+        # The stream checks its token every SWD_STATION_STREAM_TOKEN_CHECK_S (2 s by default).
+        await asyncio.wait_for(reader, 15)
+    finally:
+        reader.cancel()
+    assert events == ["ready"]
+    again = await http.get(url, headers=station.auth(a_token))
+    assert again.status_code == 401
+
+
+async def test_a_reassignment_reaches_the_center_and_a_completed_order_cannot_be_redispatched(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station, location = await routed_station(stack, db, [("a", [], 5, True), ("b", [], 5, True)])
+    (a, a_token), (b, b_token) = station.workers.items()
+    body = request_body(91, category="elder_care")
+    body["location"] |= location
+    created = await post_request(http, stack, body)
+    assert created.status_code == 201, created.text
+    order_id = created.json()["order_id"]
+    await order_when(http, station, order_id)
+
+    async def center_status(wanted: str) -> bool:
+        row = await db.fetchrow(
+            "SELECT status FROM dispatch_center.orders WHERE id = $1", uuid.UUID(order_id)
+        )
+        return row is not None and row["status"] == wanted
+
+    assert (await post(http, station, order_id, "accept")).status_code == 200
+    assert (await post(http, station, order_id, "assign", {"worker_id": a})).status_code == 200
+    assert (await post(http, station, order_id, "start", token=a_token)).status_code == 200
+    await eventually(lambda: center_status("in_service"), timeout_s=30)
+    reassigned = await post(http, station, order_id, "reassign", {"worker_id": b})
+    assert reassigned.status_code == 200, reassigned.text
+    await eventually(lambda: center_status("assigned"), timeout_s=30)
+
+    assert (await post(http, station, order_id, "start", token=b_token)).status_code == 200
+    done = await post(http, station, order_id, "complete", COMPLETION, token=b_token)
+    assert done.status_code == 200, done.text
+    await eventually(lambda: center_status("completed"), timeout_s=30)
+    redispatch = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/operator/orders/{order_id}/redispatch",
+        json={"station_id": "st-liuhe", "reason": "try another station"},
+        headers={"Authorization": f"Bearer {stack.operator_token}"},
+    )
+    assert redispatch.status_code == 409, redispatch.text
+    kept = await order_when(http, station, order_id)
+    assert (kept["status"], kept["dispatch_no"], kept["worker_id"]) == ("completed", 1, b)
+
+
+async def test_a_completion_that_crossed_an_operators_redispatch_is_kept_by_the_center(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station, location = await routed_station(stack, db, [("a", [], 5, True)])
+    ((a, a_token),) = station.workers.items()
+    body = request_body(92, category="elder_care")
+    body["location"] |= location
+    created = await post_request(http, stack, body)
+    assert created.status_code == 201, created.text
+    order_id = created.json()["order_id"]
+    await order_when(http, station, order_id)
+    await post(http, station, order_id, "accept")
+    await post(http, station, order_id, "assign", {"worker_id": a})
+    assert (await post(http, station, order_id, "start", token=a_token)).status_code == 200
+
+    async def center_row(status: str) -> asyncpg.Record | None:
+        row = await center_order(db, order_id)
+        return row if row["status"] == status else None
+
+    await eventually(lambda: center_row("in_service"), timeout_s=30)
+    redispatch = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/operator/orders/{order_id}/redispatch",
+        json={"station_id": "st-liuhe", "reason": "try another station"},
+        headers={"Authorization": f"Bearer {stack.operator_token}"},
+    )
+    assert redispatch.status_code == 200, redispatch.text
+    # The worker had completed the visit before the redispatch reached the station: its
+    # order.completed arrives after the center moved the order.
+    completed = OrderCompleted(
+        station_id=station.id,
+        worker_id=a,
+        outcome="served",
+        service_minutes=30,
+        follow_up_needed=False,
+        summary="Visited.",
+    )
+    await send_station_events(stack, order_id, completed)
+    row = await eventually(lambda: center_row("completed"), timeout_s=30)
+    assert (row["station_id"], row["next_resend_at"], row["accept_due_at"]) == (
+        station.id,
+        None,
+        None,
+    )

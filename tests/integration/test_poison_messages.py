@@ -3,8 +3,10 @@ reason, the partition keeps flowing, and the DLQ count metric of each consumer r
 
 from __future__ import annotations
 
+import collections
 import json
 import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -33,15 +35,30 @@ def _valid(order_id: uuid.UUID) -> dict[str, object]:
     )
 
 
-POISON = {
-    "not_json": lambda oid: b"\x89PNG\r\n\x1a\n random bytes \xff\xfe",
-    "invalid_envelope": lambda oid: json.dumps({"order": str(oid), "what": [1, 2]}).encode(),
-    "unknown_event_type": lambda oid: json.dumps(_valid(oid) | {"type": "order.vanished"}).encode(),
-    "unsupported_schema_version": lambda oid: json.dumps(
-        _valid(oid) | {"schema_version": 99}
-    ).encode(),
-    "oversized": lambda oid: json.dumps(_valid(oid) | {"padding": "x" * 300_000}).encode(),
-}
+def _envelope_with(oid: uuid.UUID, **changes: object) -> bytes:
+    return json.dumps(_valid(oid) | changes).encode()
+
+
+HUGE = b": " + b"1" * 5000 + b","
+# (reason it is dead-lettered for, how to make it from the order id)
+POISON: list[tuple[str, Callable[[uuid.UUID], bytes]]] = [
+    ("not_json", lambda oid: b"\x89PNG\r\n\x1a\n random bytes \xff\xfe"),
+    ("invalid_envelope", lambda oid: json.dumps({"order": str(oid), "what": [1, 2]}).encode()),
+    ("unknown_event_type", lambda oid: _envelope_with(oid, type="order.vanished")),
+    ("unsupported_schema_version", lambda oid: _envelope_with(oid, schema_version=99)),
+    ("oversized", lambda oid: _envelope_with(oid, padding="x" * 300_000)),
+    ("too_deep", lambda oid: b"[" * 100_000),
+    # a number past Python's 4,300-digit limit inside an otherwise valid envelope
+    ("not_json", lambda oid: _envelope_with(oid, schema_version=0).replace(b": 0,", HUGE, 1)),
+    ("not_json", lambda oid: _envelope_with(oid, correlation_id="\udc00")),  # a lone surrogate
+    ("not_json", lambda oid: _envelope_with(oid, type="order.\ud800")),
+    (
+        "invalid_envelope",
+        lambda oid: _envelope_with(oid, payload={"station_id": ["st-x"], "dispatch_no": "one"}),
+    ),
+    ("invalid_envelope", lambda oid: _envelope_with(oid, occurred_at=[{"year": 2026}])),
+]
+REASONS = collections.Counter(reason for reason, _ in POISON)
 
 
 async def _dead_letter_counts(http: httpx.AsyncClient, url: str, dlq: str) -> dict[str, float]:
@@ -75,7 +92,7 @@ async def test_poison_goes_to_the_dlq_and_the_partition_keeps_flowing(
     await producer.start()
     try:
         poison_offsets = {}
-        for reason, make in POISON.items():
+        for reason, make in POISON:
             meta = await producer.send_and_wait(topic, make(order_id), key=key)
             poison_offsets[str(meta.offset)] = reason
         last = await producer.send_and_wait(topic, good.to_json().encode(), key=key)
@@ -127,5 +144,5 @@ async def test_poison_goes_to_the_dlq_and_the_partition_keeps_flowing(
     assert all(int(offset) < last.offset for _, _, offset in letters)
     for service in services:
         after = await _dead_letter_counts(http, stack.urls[service], dlq)
-        for reason in POISON:
-            assert after.get(reason, 0) - before[service].get(reason, 0) == 1, (service, reason)
+        for reason, count in REASONS.items():
+            assert after.get(reason, 0) - before[service].get(reason, 0) == count, (service, reason)

@@ -39,8 +39,6 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = exc.sqlstate or ""
         return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
-    if isinstance(exc, asyncpg.DataError):
-        return False  # an argument asyncpg cannot encode (an int out of range): the work's own
     # The connection was lost or refused, a call timed out (TimeoutError is an OSError), a
     # cached statement outlived a migration.
     return isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError)

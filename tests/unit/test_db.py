@@ -70,7 +70,8 @@ def test_connection_level_errors_are_transient(error: BaseException) -> None:
 @pytest.mark.parametrize(
     "error",
     [
-        asyncpg.DataError("invalid input for query argument $1"),  # a value asyncpg can't send
+        # what asyncpg raises (SQLSTATE 22000) for a value it cannot send, as an int out of range
+        asyncpg.DataError("invalid input for query argument $1"),
         ValueError("bad"),
         KeyError("x"),
         RecursionError(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -184,13 +185,15 @@ class EventConsumer:
                     await asyncio.sleep(delay)
                     continue
                 handler_failures += 1
-                # The error's name only: its message may quote the event's personal data.
+                # The error's name and where it was raised, not its message or traceback:
+                # those may quote the event's personal data.
                 log.warning(
-                    "%s: handler failed on %s %s (%s), attempt %d of %d",
+                    "%s: handler failed on %s %s (%s at %s), attempt %d of %d",
                     self.name,
                     event.type,
                     event.event_id,
                     _error_name(exc),
+                    _raised_at(exc),
                     handler_failures,
                     HANDLER_ATTEMPTS,
                 )
@@ -235,6 +238,11 @@ def _error_name(exc: BaseException) -> str:
     """The exception's type, with its SQLSTATE when the database raised it."""
     sqlstate = getattr(exc, "sqlstate", None)
     return f"{type(exc).__name__} {sqlstate}" if isinstance(sqlstate, str) else type(exc).__name__
+
+
+def _raised_at(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
 async def raw_records(msg: KafkaMessage) -> Any:

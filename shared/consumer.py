@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import Counter
 
 from shared import inbox
-from shared.db import TRANSIENT_ERRORS, Connection, Pool
+from shared.db import Connection, Pool, is_transient
 from shared.events import Envelope, EventPayload, UndecodableEvent, decode
 from shared.kafka import consumer_options
 from shared.settings import KafkaSettings
@@ -131,7 +132,7 @@ class EventConsumer:
                 outcomes = await self._apply_new(conn, [event for _, event in batch])
         except Exception as exc:
             BATCH_FALLBACKS.labels(self.name, type(exc).__name__).inc()
-            if len(batch) > 1 or not isinstance(exc, TRANSIENT_ERRORS):
+            if len(batch) > 1 or not is_transient(exc):
                 log.warning(
                     "%s: batch of %d failed (%s); one at a time",
                     self.name,
@@ -169,22 +170,35 @@ class EventConsumer:
                     [(event_type, outcome)] = await self._apply_new(conn, [event])
                 APPLIED.labels(self.name, event_type, outcome).inc()
                 return
-            except TRANSIENT_ERRORS as exc:
-                transient_failures += 1
-                delay = min(0.1 * 2**transient_failures, MAX_BACKOFF_S)
-                log.warning(
-                    "%s: transient failure on %s (%s), retry in %.1fs",
-                    self.name,
-                    event.event_id,
-                    type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
             except Exception as exc:
+                if is_transient(exc):
+                    # The database's condition, not the event's: retried until it passes.
+                    transient_failures += 1
+                    delay = min(0.1 * 2 ** min(transient_failures, 10), MAX_BACKOFF_S)
+                    log.warning(
+                        "%s: transient failure on %s (%s), retry in %.1fs",
+                        self.name,
+                        event.event_id,
+                        _error_name(exc),
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
                 handler_failures += 1
-                log.exception("%s: handler failed on %s %s", self.name, event.type, event.event_id)
+                # The error's name and where it was raised, not its message or traceback:
+                # those may quote the event's personal data.
+                log.warning(
+                    "%s: handler failed on %s %s (%s at %s), attempt %d of %d",
+                    self.name,
+                    event.type,
+                    event.event_id,
+                    _error_name(exc),
+                    _raised_at(exc),
+                    handler_failures,
+                    HANDLER_ATTEMPTS,
+                )
                 if handler_failures >= HANDLER_ATTEMPTS:
-                    await self._dead_letter(record, "handler_failed", type(exc).__name__)
+                    await self._dead_letter(record, "handler_failed", _error_name(exc))
                     return
                 await asyncio.sleep(0.1 * handler_failures)
 
@@ -218,6 +232,17 @@ class EventConsumer:
         )
         DEAD_LETTERED.labels(dlq, reason).inc()
         APPLIED.labels(self.name, "unknown", "dead_lettered").inc()
+
+
+def _error_name(exc: BaseException) -> str:
+    """The exception's type, with its SQLSTATE when the database raised it."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__} {sqlstate}" if isinstance(sqlstate, str) else type(exc).__name__
+
+
+def _raised_at(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
 async def raw_records(msg: KafkaMessage) -> Any:

@@ -14,18 +14,34 @@ Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 # What handlers get: a plain connection, or one borrowed from a pool.
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
-# Errors after which the same work may succeed later: the database is down, restarting or busy.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
+# SQLSTATE classes and codes of conditions that pass: the same work may succeed later, so it is
+# retried, never dead-lettered or answered as if the request were wrong.
+_TRANSIENT_SQLSTATE_CLASSES = frozenset(
+    {
+        "08",  # connection exception
+        "40",  # transaction rollback: serialization failure, deadlock
+        "53",  # insufficient resources: disk full, out of memory, too many connections
+        "57",  # operator intervention: statement timeout, shutdown, crash restart, starting up
+        "58",  # system error: an I/O error of the server
+    }
 )
+_TRANSIENT_SQLSTATES = frozenset(
+    {
+        "55P03",  # lock not available (lock_timeout)
+        "25006",  # read-only transaction: a standby after a failover
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a condition of the database or the connection to it, not of the work:
+    the same work may succeed later."""
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = exc.sqlstate or ""
+        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
+    # The connection was lost or refused, a call timed out (TimeoutError is an OSError), a
+    # cached statement outlived a migration.
+    return isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError)
 
 
 async def _init_connection(conn: Connection) -> None:

@@ -7,11 +7,11 @@ what the audit trail stores.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
+import pydantic_core
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Stage, Urgency
@@ -266,9 +266,14 @@ class _Head(BaseModel):
 def decode(body: bytes) -> Envelope[Any]:
     """Parse one message into its typed envelope, or raise :class:`UndecodableEvent`."""
     try:
-        raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UndecodableEvent("not_json", type(exc).__name__) from None
+        # pydantic's parser, not json.loads: it stops at a nesting depth of 200, at numbers over
+        # 4,300 digits and at lone surrogates with a ValueError, where json.loads would raise
+        # RecursionError, or let a surrogate through to fail where the event is written out.
+        raw = pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        # Its messages name what and where ("... at line 1 column 202"), never the input.
+        reason = "too_deep" if str(exc).startswith("recursion limit") else "not_json"
+        raise UndecodableEvent(reason, str(exc)[:200]) from None
     if not isinstance(raw, dict):
         raise UndecodableEvent("invalid_envelope", "the message is not a JSON object")
     try:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+import asyncpg
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.db import is_transient
+
+log = logging.getLogger(__name__)
 
 REQUESTS = Counter(
     "swd_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
@@ -60,6 +66,30 @@ def ops_router(readiness: ReadinessCheck) -> APIRouter:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def answer_transient_errors_503(app: FastAPI) -> None:
+    """A request that failed on a condition of the database that passes (:func:`is_transient`)
+    is answered 503 with Retry-After; any other error stays a 500."""
+    for error in (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+    ):
+        app.add_exception_handler(error, _temporarily_unavailable)
+
+
+async def _temporarily_unavailable(request: Request, exc: Exception) -> Response:
+    """The database is down, restarting or busy: the caller should retry, nothing was done."""
+    if not is_transient(exc):
+        raise exc
+    log.warning("%s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse(
+        {"detail": "temporarily unavailable, retry later"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
 
 
 def install_middleware(app: FastAPI, *, service: str, max_body_bytes: int) -> None:

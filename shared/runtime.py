@@ -17,12 +17,16 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
 from shared.consumer import EventConsumer, subscribe
-from shared.db import TRANSIENT_ERRORS, Pool, create_pool
-from shared.http import COMMON_RESPONSES, install_middleware, ops_router
+from shared.db import Pool, create_pool
+from shared.http import (
+    COMMON_RESPONSES,
+    answer_transient_errors_503,
+    install_middleware,
+    ops_router,
+)
 from shared.migrations import migrate
 from shared.ops_metrics import OPS_JOBS
 from shared.outbox import OutboxRelay
@@ -177,23 +181,12 @@ def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
 
     app = FastAPI(title=spec.title, version="1", lifespan=lifespan)
     app.state.runtime = runtime
-    for error in TRANSIENT_ERRORS:
-        app.add_exception_handler(error, _temporarily_unavailable)
+    answer_transient_errors_503(app)
     install_middleware(app, service=spec.name, max_body_bytes=settings.max_request_bytes)
     app.include_router(ops_router(runtime.readiness))
     for router in spec.routers:
         app.include_router(router, responses=COMMON_RESPONSES)
     return app
-
-
-async def _temporarily_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """The database is down or restarting: the caller should retry, nothing was done."""
-    log.warning("%s %s: %s", request.method, request.url.path, type(exc).__name__)
-    return JSONResponse(
-        {"detail": "temporarily unavailable, retry later"},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
 
 
 # Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a thread

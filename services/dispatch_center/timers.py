@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from services.dispatch_center import lifecycle
 from services.dispatch_center.settings import CenterSettings
-from shared.db import TRANSIENT_ERRORS, Connection, Pool
+from shared.db import Connection, Pool, is_transient
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,9 @@ async def _fire_batch(pool: Pool, settings: CenterSettings, timer: Timer) -> int
             try:
                 async with conn.transaction():  # a savepoint: one order's failure is its own
                     await timer.fire(conn, settings, order, now)
-            except TRANSIENT_ERRORS:
-                raise
             except Exception as exc:
+                if is_transient(exc):
+                    raise
                 # The type only: messages (a ValidationError's) may quote personal data.
                 log.error(
                     "timer %s failed for order %s: %s", timer.name, order["id"], type(exc).__name__

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared import topics
-from shared.consumer import BATCH_FALLBACKS, EventConsumer, PerEvent, subscribe
-from shared.events import SYSTEM, OrderReceived, new_event
+from shared.consumer import BATCH_FALLBACKS, HANDLER_ATTEMPTS, EventConsumer, PerEvent, subscribe
+from shared.events import PAYLOAD_TYPES, SYSTEM, OrderReceived, UndecodableEvent, decode, new_event
 from shared.settings import KafkaSettings
+from tests.strategies import hostile_bodies
 
 
 class RecordingPool:
@@ -46,7 +51,10 @@ def _dead_letters(broker: KafkaBroker) -> list[KafkaMessage]:
     """The messages that will reach the station topic's dead-letter topic."""
     dead: list[KafkaMessage] = []
 
-    @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS))
+    async def undecoded(message: KafkaMessage) -> bytes:
+        return message.body  # faststream's decoder would json.loads it, poison and all
+
+    @broker.subscriber(topics.dead_letter(topics.STATION_EVENTS), decoder=undecoded)
     async def dlq(message: KafkaMessage) -> None:
         dead.append(message)
 
@@ -60,6 +68,8 @@ def _dead_letters(broker: KafkaBroker) -> list[KafkaMessage]:
         (b'{"type": "order.teleported", "schema_version": 1}', "unknown_event_type"),
         (b'{"type": "order.received", "schema_version": 7}', "unsupported_schema_version"),
         (b"x" * 2048, "oversized"),
+        (b"[" * 1000, "too_deep"),
+        (b'{"type": "order.\\udfff", "schema_version": 1}', "not_json"),  # a lone surrogate
     ],
 )
 async def test_undecodable_messages_go_to_the_dead_letter_topic(
@@ -242,3 +252,124 @@ async def test_a_failing_event_rolls_its_batch_back_and_only_it_is_dead_lettered
 
 async def _no_sleep(_: float) -> None:
     return None
+
+
+class _RecordingBroker:
+    """Keeps what the consumer publishes (dead letters), with its headers encoded as Kafka's
+    client encodes them."""
+
+    def __init__(self) -> None:
+        self.dead_offsets: list[int] = []
+
+    async def publish(self, body: bytes, topic: str, *, key: Any, headers: dict[str, str]) -> None:
+        encoded = {name: value.encode() for name, value in headers.items()}
+        self.dead_offsets.append(int(encoded["swd-original-offset"]))
+
+
+async def _write_out(conn: Any, event: Any) -> None:
+    """What the services' handlers do with an event: store it as JSON, publish it on."""
+    conn.effects.append((json.dumps(event.redacted()).encode(), event.to_json().encode()))
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(hostile_bodies, min_size=1, max_size=4))
+async def test_whatever_a_batch_holds_each_message_is_applied_or_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch, bodies: list[bytes]
+) -> None:
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+    pool = _TransactionalPool()
+    broker = _RecordingBroker()
+    consumer = EventConsumer(
+        name="unit",
+        topics=(topics.STATION_EVENTS,),
+        pool=pool,  # type: ignore[arg-type]
+        broker=broker,  # type: ignore[arg-type]
+        applier=PerEvent(dict.fromkeys(PAYLOAD_TYPES.values(), _write_out)),
+        max_event_bytes=2**20,
+    )
+    good = new_event(
+        OrderReceived(station_id="s", dispatch_no=1), order_id=uuid.uuid4(), actor=SYSTEM
+    )
+    await consumer.consume(_batch(*bodies, good.to_json().encode()))
+
+    assert good.event_id in pool.inbox
+    assert len(broker.dead_offsets) == len(set(broker.dead_offsets))
+    for offset, body in enumerate(bodies):
+        try:
+            applied = decode(body).event_id in pool.inbox
+        except UndecodableEvent:
+            applied = False
+        assert applied != (offset in broker.dead_offsets), offset
+
+
+def _postgres_error(sqlstate: str) -> asyncpg.PostgresError:
+    error = asyncpg.PostgresError.new({"C": sqlstate, "M": "from the test"})
+    assert isinstance(error, asyncpg.PostgresError)
+    return error
+
+
+@pytest.mark.parametrize(
+    "sqlstate", ["53100", "53200", "25006", "57014", "55P03", "57P02", "40001", "08006"]
+)
+async def test_a_lasting_database_condition_is_retried_until_it_passes(
+    broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch, sqlstate: str
+) -> None:
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+    pool = _TransactionalPool()
+    failures = 0
+
+    async def handler(conn: Any, event: Any) -> None:
+        nonlocal failures
+        if failures < 10:  # far more than the attempts a handler failure gets
+            failures += 1
+            raise _postgres_error(sqlstate)
+        conn.effects.append(event.event_id)
+
+    consumer = _consumer(broker, {OrderReceived: handler}, pool)
+    dead = _dead_letters(broker)
+    event = new_event(
+        OrderReceived(station_id="s", dispatch_no=1), order_id=uuid.uuid4(), actor=SYSTEM
+    )
+    async with TestKafkaBroker(broker):
+        await consumer.consume(_batch(event.to_json().encode()))
+    assert pool.effects == [event.event_id]
+    assert dead == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _postgres_error("23505"),
+        _postgres_error("22P02"),
+        asyncpg.DataError("invalid input for query argument $1: value out of int32 range"),
+    ],
+)
+async def test_a_failure_about_the_event_itself_is_dead_lettered(
+    broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr("shared.consumer.asyncio.sleep", _no_sleep)
+    pool = _TransactionalPool()
+    calls = 0
+
+    async def handler(conn: Any, event: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 100:  # retried as if the database were down: stop, let the test fail
+            raise AssertionError
+        raise error
+
+    consumer = _consumer(broker, {OrderReceived: handler}, pool)
+    dead = _dead_letters(broker)
+    event = new_event(
+        OrderReceived(station_id="s", dispatch_no=1), order_id=uuid.uuid4(), actor=SYSTEM
+    )
+    async with TestKafkaBroker(broker):
+        await consumer.consume(_batch(event.to_json().encode()))
+    assert calls == 1 + HANDLER_ATTEMPTS  # in its batch, then alone
+    assert len(dead) == 1
+    assert dead[0].headers["swd-dlq-reason"] == "handler_failed"
+    assert pool.effects == []

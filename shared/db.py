@@ -19,6 +19,7 @@ Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProx
 _TRANSIENT_SQLSTATE_CLASSES = frozenset(
     {
         "08",  # connection exception
+        "28",  # invalid authorization: a rotated password or a dropped role, fixed by deployment
         "40",  # transaction rollback: serialization failure, deadlock
         "53",  # insufficient resources: disk full, out of memory, too many connections
         "57",  # operator intervention: statement timeout, shutdown, crash restart, starting up
@@ -29,6 +30,7 @@ _TRANSIENT_SQLSTATES = frozenset(
     {
         "55P03",  # lock not available (lock_timeout)
         "25006",  # read-only transaction: a standby after a failover
+        "42501",  # insufficient privilege: a missing grant to the service's role, not the event
     }
 )
 

@@ -30,6 +30,8 @@ def _postgres_error(sqlstate: str) -> BaseException:
         "57P02",  # crash shutdown
         "57P03",  # cannot connect now (starting up)
         "58030",  # I/O error
+        "28P01",  # invalid password (rotated under a running service)
+        "42501",  # insufficient privilege (a grant missing from the service's role)
     ],
 )
 def test_conditions_of_the_database_are_transient(sqlstate: str) -> None:

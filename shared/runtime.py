@@ -69,7 +69,9 @@ class Runtime:
 
         s = self.settings
         if s.migrate_on_start:
-            await migrate(s.database_url, self.spec.name, self.spec.migrations)
+            await migrate(
+                s.migration_database_url or s.database_url, self.spec.name, self.spec.migrations
+            )
         self._pool = await create_pool(s, self.spec.name)
         self._broker = create_broker(
             s.kafka, service=self.spec.name, graceful_timeout_s=s.graceful_timeout_s

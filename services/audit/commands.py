@@ -24,14 +24,19 @@ async def _with_pool(work: Callable[[Pool], Awaitable[T]]) -> T:
 
 
 def _verify(args: argparse.Namespace) -> None:
+    from services.audit.settings import AuditSettings
     from services.audit.verify import verify
 
-    result = asyncio.run(_with_pool(verify))
+    settings = AuditSettings()
+    result = asyncio.run(
+        _with_pool(lambda pool: verify(pool, settings.hmac_key, settings.audit_checkpoint_file))
+    )
     for link in result.broken:
         print(f"BROKEN order {link.order_id} seq {link.seq} event {link.event_id}: {link.problem}")
     print(
         f"{'ok' if result.ok else 'FAILED'}: {result.entries} entries of {result.orders} orders, "
-        f"{len(result.broken)} broken"
+        f"{len(result.broken)} broken; checkpointed up to seq {result.checkpointed_seq}"
+        f" at {result.checkpointed_at}"
     )
     sys.exit(0 if result.ok else 1)
 
@@ -54,7 +59,12 @@ def _create_reader(args: argparse.Namespace) -> None:
 def add_commands(sub: Any) -> None:
     # `swdispatch audit` alone runs the service; these are its administrative actions.
     audit = sub.choices["audit"].add_subparsers(dest="action", title="actions")
-    command(audit, "verify", _verify, "recompute every hash chain; exit 1 on a broken link")
+    command(
+        audit,
+        "verify",
+        _verify,
+        "check the chains, inbox and checkpoints; exit 1 on a break",
+    )
     command(audit, "rebuild", _rebuild, "recompute the timeliness projection from the trail")
     readers = command(audit, "readers", lambda _: None, "audit API readers").add_subparsers(
         dest="readers_action", required=True

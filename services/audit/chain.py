@@ -14,8 +14,11 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import asyncpg
 
 GENESIS = "0" * 64
 LEGACY_SHA256 = 1
@@ -50,3 +53,17 @@ def link_hash(
         "event": event,
     }
     return hmac.new(key, (prev_hash + canonical(entry)).encode(), hashlib.sha256).hexdigest()
+
+
+def row_hash(key: bytes, prev_hash: str, row: Mapping[str, Any] | asyncpg.Record) -> str:
+    """:func:`link_hash` of a trail row (its ``event`` decoded)."""
+    return link_hash(
+        key,
+        prev_hash,
+        order_id=row["order_id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        occurred_at=row["occurred_at"],
+        station_id=row["station_id"],
+        event=row["event"],
+    )

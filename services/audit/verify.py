@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from services.audit.chain import GENESIS, LEGACY_SHA256, legacy_link_hash, link_hash
+from services.audit.chain import GENESIS, LEGACY_SHA256, legacy_link_hash, row_hash
 from services.audit.checkpoints import Checkpoint, fold, read_checkpoints
 from shared.db import Connection, Pool
 
@@ -106,16 +106,7 @@ async def _check_chains(conn: Connection, key: bytes, broken: list[BrokenLink]) 
                 problem = "legacy_hash"
             elif row["hash"] != legacy_link_hash(prev, row["event"]):
                 problem = "hash_mismatch"
-        elif row["hash"] != link_hash(
-            key,
-            prev,
-            order_id=row["order_id"],
-            event_id=row["event_id"],
-            event_type=row["event_type"],
-            occurred_at=row["occurred_at"],
-            station_id=row["station_id"],
-            event=row["event"],
-        ):
+        elif row["hash"] != row_hash(key, prev, row):
             problem = "hash_mismatch"
         if problem is not None:
             broken.append(

@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.audit.chain import GENESIS, link_hash
+from services.audit.chain import GENESIS, row_hash
 from shared.kafka import create_topics
 from shared.settings import KafkaSettings
 from swdispatch.demo import random_request
@@ -203,7 +203,9 @@ def _warnings(logs: Path) -> str:
     return "\n".join(lines[-40:])
 
 
-async def _reconcile(db: asyncpg.Pool, ledger: Ledger, integration_id: str) -> dict[str, int]:
+async def _reconcile(
+    db: asyncpg.Pool, ledger: Ledger, integration_id: str, hmac_key: bytes
+) -> dict[str, int]:
     order_ids = list(ledger.accepted.values())
     figures: Counter[str] = Counter()
     center = await db.fetch(
@@ -243,7 +245,8 @@ async def _reconcile(db: asyncpg.Pool, ledger: Ledger, integration_id: str) -> d
         order_ids,
     )
     trail = await db.fetch(
-        "SELECT order_id, event_id, seq, event, prev_hash, hash FROM audit.trail"
+        "SELECT order_id, event_id, event_type, occurred_at, station_id, seq, event, prev_hash,"
+        " hash FROM audit.trail"
         " WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, seq",
         order_ids,
     )
@@ -269,7 +272,8 @@ async def _reconcile(db: asyncpg.Pool, ledger: Ledger, integration_id: str) -> d
     previous: dict[Any, str] = {}
     for r in trail:
         prev = previous.get(r["order_id"], GENESIS)
-        if r["prev_hash"] != prev or r["hash"] != link_hash(prev, json.loads(r["event"])):
+        decoded = dict(r) | {"event": json.loads(r["event"])}
+        if r["prev_hash"] != prev or r["hash"] != row_hash(hmac_key, prev, decoded):
             broken.add(r["order_id"])
         previous[r["order_id"]] = r["hash"]
     figures["broken hash chains"] = len(broken)
@@ -308,7 +312,8 @@ async def test_nothing_is_lost_or_doubled_when_services_database_and_broker_fail
                 )
                 await asyncio.sleep(0.5)
             converged_s = time.monotonic() - converge_started
-            figures = await _reconcile(db, ledger, credentials["integration"]["id"])
+            key = stack.audit_env()["SWD_AUDIT_HMAC_KEY"].encode()
+            figures = await _reconcile(db, ledger, credentials["integration"]["id"], key)
         finally:
             await db.close()
 

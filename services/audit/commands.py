@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.cli import command, in_schema
 from shared.db import Pool, create_pool
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from services.audit.verify import Verification
 
 T = TypeVar("T")
 
@@ -23,14 +26,18 @@ async def _with_pool(work: Callable[[Pool], Awaitable[T]]) -> T:
         await pool.close()
 
 
-def _verify(args: argparse.Namespace) -> None:
+def _verification() -> Verification:
     from services.audit.settings import AuditSettings
     from services.audit.verify import verify
 
     settings = AuditSettings()
-    result = asyncio.run(
+    return asyncio.run(
         _with_pool(lambda pool: verify(pool, settings.hmac_key, settings.audit_checkpoint_file))
     )
+
+
+def _verify(args: argparse.Namespace) -> None:
+    result = _verification()
     for link in result.broken:
         print(f"BROKEN order {link.order_id} seq {link.seq} event {link.event_id}: {link.problem}")
     print(
@@ -44,6 +51,12 @@ def _verify(args: argparse.Namespace) -> None:
 def _rebuild(args: argparse.Namespace) -> None:
     from services.audit.store import rebuild
 
+    # The projection is only as true as the trail it is made from.
+    if not args.unverified and not (result := _verification()).ok:
+        sys.exit(
+            f"the trail fails verification ({len(result.broken)} broken; see swdispatch audit"
+            " verify): not rebuilt"
+        )
     print(f"rebuilt the projection of {asyncio.run(_with_pool(rebuild))} orders")
 
 
@@ -65,7 +78,12 @@ def add_commands(sub: Any) -> None:
         _verify,
         "check the chains, inbox and checkpoints; exit 1 on a break",
     )
-    command(audit, "rebuild", _rebuild, "recompute the timeliness projection from the trail")
+    rebuild = command(
+        audit, "rebuild", _rebuild, "recompute the timeliness projection from a verified trail"
+    )
+    rebuild.add_argument(
+        "--unverified", action="store_true", help="rebuild even from a trail that fails verify"
+    )
     readers = command(audit, "readers", lambda _: None, "audit API readers").add_subparsers(
         dest="readers_action", required=True
     )

@@ -616,6 +616,11 @@ async def test_a_correctly_linked_forged_completion_appended_by_sql_fails_verifi
         await insert_entry(forger, forged)
         try:
             result, cli = await verify_both(stack, http)
+            # Rebuilt from this trail, the report would show the order completed: refused.
+            rebuilt = await asyncio.to_thread(swdispatch, stack, "audit", "rebuild")
+            status = await db.fetchval(
+                "SELECT status FROM audit.orders WHERE order_id = $1", head["order_id"]
+            )
         finally:
             await remove_entry(forger, forged["event_id"])
         assert not result["ok"]
@@ -624,6 +629,9 @@ async def test_a_correctly_linked_forged_completion_appended_by_sql_fails_verifi
         ]
         assert cli.returncode == 1
         assert f"event {forged['event_id']}: legacy_hash" in cli.stdout
+        assert rebuilt.returncode == 1
+        assert "fails verification" in rebuilt.stderr
+        assert status == "assigned"
         result, cli = await verify_both(stack, http)
         assert result["ok"], result["broken"]
         assert cli.returncode == 0, cli.stdout

@@ -14,7 +14,7 @@ FROM python:3.11-slim
 RUN groupadd --gid 10001 swdispatch \
     && useradd --uid 10001 --gid 10001 --home-dir /var/lib/swdispatch --create-home \
         --shell /usr/sbin/nologin swdispatch \
-    && install -d -o swdispatch -g swdispatch /var/lib/swdispatch/demo
+    && install -d -o swdispatch -g swdispatch /var/lib/swdispatch/demo /var/lib/swdispatch/audit
 COPY --from=build /install /usr/local
 # Listen on every interface inside the container; PYTHONUNBUFFERED keeps logs prompt.
 ENV SWD_HOST=0.0.0.0 \

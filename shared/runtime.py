@@ -75,7 +75,9 @@ class Runtime:
         groups are still joining (or Kafka is not reachable yet)."""
         s = self.settings
         if s.migrate_on_start:
-            await migrate(s.database_url, self.spec.name, self.spec.migrations)
+            await migrate(
+                s.migration_database_url or s.database_url, self.spec.name, self.spec.migrations
+            )
         self._pool = await create_pool(s, self.spec.name)
         self._consumers_start = asyncio.create_task(self._start_consumers(), name="consumers")
         self.relay = OutboxRelay(

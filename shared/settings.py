@@ -52,7 +52,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWD_", extra="ignore")
 
+    # The service's own role (shared/migrations.py: runtime_role), which changes rows only.
     database_url: str = "postgresql://postgres@127.0.0.1:5433/swdispatch"
+    # The schemas' owner, for `swdispatch migrate` (and SWD_MIGRATE_ON_START); None: database_url.
+    migration_database_url: str | None = None
     migrate_on_start: bool = False
     host: str = "127.0.0.1"
     dispatch_center_port: int = 8001

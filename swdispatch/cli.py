@@ -16,7 +16,7 @@ from services.dispatch_center import commands as center_commands
 from services.station_worker import commands as station_commands
 from shared.settings import Settings
 from swdispatch import load_commands
-from swdispatch.stack import SERVICES, LocalStack, Ports, migrate_all
+from swdispatch.stack import SERVICES, LocalStack, Ports, migrate_all, role_passwords_from_env
 from swdispatch.supervisor import Supervisor
 
 STATE_DIR = Path(".swdispatch")
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     elif command == "up":
         up(args)
     elif command == "migrate":
-        applied = asyncio.run(migrate_all(Settings().database_url))
+        settings = Settings()
+        owner_url = settings.migration_database_url or settings.database_url
+        applied = asyncio.run(migrate_all(owner_url, role_passwords_from_env()))
         print(json.dumps(applied, indent=2))
     elif command == "topics":
         from shared.kafka import create_topics

@@ -5,6 +5,7 @@ tests use it."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,12 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 from cryptography.fernet import Fernet
 
 from shared.kafka import create_topics
-from shared.migrations import migrate
+from shared.migrations import migrate, runtime_role
 from shared.settings import KafkaSettings
 from swdispatch import demo
 from swdispatch.embedded import EmbeddedPostgres, TansuBroker, free_port
@@ -38,8 +40,29 @@ def migrations_dir(service: str) -> Path:
     return Path(__file__).resolve().parent.parent / "services" / service / "migrations"
 
 
-async def migrate_all(database_url: str) -> dict[str, list[str]]:
-    return {s: await migrate(database_url, s, migrations_dir(s)) for s in SERVICES}
+async def migrate_all(
+    database_url: str, role_passwords: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Every service's migrations as the owner (``database_url``), and each service's runtime
+    role, with its password from ``role_passwords`` when given."""
+    passwords = role_passwords or {}
+    return {
+        s: await migrate(database_url, s, migrations_dir(s), passwords.get(s)) for s in SERVICES
+    }
+
+
+def role_passwords_from_env() -> dict[str, str]:
+    """``SWD_<SERVICE>_DB_PASSWORD``: the runtime roles' passwords `swdispatch migrate` sets."""
+    variables = {s: f"SWD_{s.upper()}_DB_PASSWORD" for s in SERVICES}
+    return {s: os.environ[v] for s, v in variables.items() if os.environ.get(v)}
+
+
+def as_role(database_url: str, role: str, password: str) -> str:
+    """``database_url`` with another user and password."""
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{host}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 @dataclass
@@ -64,6 +87,9 @@ class LocalStack:
     kafka_bootstrap: str | None = None
     """An external broker; the embedded Tansu is started when None."""
     service_env: dict[str, str] = field(default_factory=dict)
+    role_passwords: dict[str, str] = field(
+        default_factory=lambda: {s: secrets.token_urlsafe(24) for s in SERVICES}
+    )
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     """By instance name (see ``instance``)."""
     replica_ports: dict[str, int] = field(default_factory=dict)
@@ -121,7 +147,33 @@ class LocalStack:
             self.broker = TansuBroker(self.ports.kafka, self.logs / "tansu.log")
             self.kafka_bootstrap = self.broker.start()
 
+    @property
+    def audit_hmac_key_file(self) -> Path:
+        return self.root / "audit-hmac-key"
+
+    @property
+    def audit_checkpoint_file(self) -> Path:
+        """Outside the database, as the audit's checkpoints must be."""
+        return self.root / "audit-checkpoints.jsonl"
+
+    def audit_env(self) -> dict[str, str]:
+        """What the audit and its commands need besides :meth:`env`: the chain's key (made once
+        per stack directory, so a kept trail still verifies) and the checkpoint file."""
+        if not self.audit_hmac_key_file.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.audit_hmac_key_file.touch(mode=0o600)
+            self.audit_hmac_key_file.write_text(secrets.token_urlsafe(32))
+        return {
+            "SWD_AUDIT_HMAC_KEY": self.audit_hmac_key_file.read_text().strip(),
+            "SWD_AUDIT_CHECKPOINT_FILE": str(self.audit_checkpoint_file),
+        }
+
+    def service_database_url(self, service: str) -> str:
+        assert self.database_url, "start_infra first"
+        return as_role(self.database_url, runtime_role(service), self.role_passwords[service])
+
     def env(self) -> dict[str, str]:
+        """The environment of administrative commands: the owner's database URL."""
         assert self.database_url, "start_infra first"
         assert self.kafka_bootstrap, "start_infra first"
         return {
@@ -139,18 +191,24 @@ class LocalStack:
         """Topics, schemas and demo data; return the demo credentials."""
         assert self.database_url
         await create_topics(KafkaSettings(bootstrap=self.kafka_bootstrap))
-        await migrate_all(self.database_url)
+        await migrate_all(self.database_url, self.role_passwords)
         return await demo.seed(self.database_url, self.callback_secret_key)
 
     def start_service(self, service: str, replica: int = 0) -> None:
         """Start one process of ``service``; replicas share the database, the broker and the
         consumer group, each has its own HTTP port and log."""
         name = self.instance(service, replica)
-        port = {f"SWD_{service.upper()}_PORT": str(self.port(service, replica))}
+        env = {
+            **os.environ,
+            **self.env(),
+            **(self.audit_env() if service == "audit" else {}),
+            "SWD_DATABASE_URL": self.service_database_url(service),
+            f"SWD_{service.upper()}_PORT": str(self.port(service, replica)),
+        }
         with (self.logs / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "swdispatch", service.replace("_", "-")],
-                env={**os.environ, **self.env(), **port},
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -37,6 +37,7 @@ TEST_SERVICE_ENV = {
     # Station worker: erase a closed or cancelled order's personal data a second after it ends.
     "SWD_STATION_PERSONAL_DATA_RETENTION_S": "1",
     "SWD_STATION_ERASURE_INTERVAL_S": "0.3",
+    "SWD_AUDIT_CHECKPOINT_INTERVAL_S": "1",
 }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.audit import consumers, metrics, views
+from services.audit import checkpoints, consumers, metrics, views
 from services.audit.settings import AuditSettings
 from shared.runtime import ServiceSpec, create_service_app
 from shared.settings import Settings
@@ -17,7 +17,7 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     consumers=consumers.consumers,
     routers=[views.router],
-    background=[metrics.watch_breaches, metrics.refresh_figures],
+    background=[metrics.watch_breaches, metrics.refresh_figures, checkpoints.keep_checkpointing],
 )
 
 

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.cli import command, in_schema
 from shared.db import Pool, create_pool
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from services.audit.verify import Verification
 
 T = TypeVar("T")
 
@@ -23,15 +26,24 @@ async def _with_pool(work: Callable[[Pool], Awaitable[T]]) -> T:
         await pool.close()
 
 
-def _verify(args: argparse.Namespace) -> None:
+def _verification() -> Verification:
+    from services.audit.settings import AuditSettings
     from services.audit.verify import verify
 
-    result = asyncio.run(_with_pool(verify))
+    settings = AuditSettings()
+    return asyncio.run(
+        _with_pool(lambda pool: verify(pool, settings.hmac_key, settings.audit_checkpoint_file))
+    )
+
+
+def _verify(args: argparse.Namespace) -> None:
+    result = _verification()
     for link in result.broken:
         print(f"BROKEN order {link.order_id} seq {link.seq} event {link.event_id}: {link.problem}")
     print(
         f"{'ok' if result.ok else 'FAILED'}: {result.entries} entries of {result.orders} orders, "
-        f"{len(result.broken)} broken"
+        f"{len(result.broken)} broken; checkpointed up to seq {result.checkpointed_seq}"
+        f" at {result.checkpointed_at}"
     )
     sys.exit(0 if result.ok else 1)
 
@@ -39,6 +51,12 @@ def _verify(args: argparse.Namespace) -> None:
 def _rebuild(args: argparse.Namespace) -> None:
     from services.audit.store import rebuild
 
+    # The projection is only as true as the trail it is made from.
+    if not args.unverified and not (result := _verification()).ok:
+        sys.exit(
+            f"the trail fails verification ({len(result.broken)} broken; see swdispatch audit"
+            " verify): not rebuilt"
+        )
     print(f"rebuilt the projection of {asyncio.run(_with_pool(rebuild))} orders")
 
 
@@ -72,8 +90,18 @@ def _reissue_reader_token(args: argparse.Namespace) -> None:
 def add_commands(sub: Any) -> None:
     # `swdispatch audit` alone runs the service; these are its administrative actions.
     audit = sub.choices["audit"].add_subparsers(dest="action", title="actions")
-    command(audit, "verify", _verify, "recompute every hash chain; exit 1 on a broken link")
-    command(audit, "rebuild", _rebuild, "recompute the timeliness projection from the trail")
+    command(
+        audit,
+        "verify",
+        _verify,
+        "check the chains, inbox and checkpoints; exit 1 on a break",
+    )
+    rebuild = command(
+        audit, "rebuild", _rebuild, "recompute the timeliness projection from a verified trail"
+    )
+    rebuild.add_argument(
+        "--unverified", action="store_true", help="rebuild even from a trail that fails verify"
+    )
     readers = command(audit, "readers", lambda _: None, "audit API readers").add_subparsers(
         dest="readers_action", required=True
     )

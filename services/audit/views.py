@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel
@@ -13,10 +13,11 @@ from services.audit import reports
 from services.audit.auth import CurrentReader, Reader
 from services.audit.projection import Timeline
 from services.audit.reports import DispatchRow, GroupBy, TimelinessReport
+from services.audit.settings import AuditSettings
 from services.audit.store import load_timelines
 from services.audit.verify import Verification, verify
 from shared.domain import Stage
-from shared.runtime import PoolDep
+from shared.runtime import PoolDep, RuntimeDep
 
 REPORT_DEFAULT_SPAN = timedelta(days=30)
 
@@ -152,11 +153,13 @@ _AT_THE_CURRENT_STATION = (
 
 
 @router.get("/audit/verify", response_model=Verification, responses={403: {}})
-async def verify_trail(reader: CurrentReader, pool: PoolDep) -> Verification:
-    """Recompute every order's hash chain; ``broken`` lists every link that does not hold."""
+async def verify_trail(reader: CurrentReader, runtime: RuntimeDep) -> Verification:
+    """Check every order's keyed hash chain, the inbox both ways and the checkpoints kept
+    outside the database; ``broken`` lists everything that does not hold."""
     if reader.role != "supervisor":
         raise HTTPException(403, "verification covers every station: supervisors only")
-    return await verify(pool)
+    settings = cast(AuditSettings, runtime.settings)
+    return await verify(runtime.pool, settings.hmac_key, settings.audit_checkpoint_file)
 
 
 @router.get(

@@ -34,7 +34,7 @@ import psutil
 import pytest
 import uvicorn
 
-from services.audit.chain import GENESIS, link_hash
+from services.audit.chain import GENESIS, row_hash
 from shared.db import Connection, Pool
 from shared.domain import Category
 from shared.kafka import create_topics
@@ -598,7 +598,11 @@ async def _assert_duplicates_would_be_counted(db: asyncpg.Pool, order_id: str) -
 
 
 async def _reconcile(
-    db: asyncpg.Pool, ledger: Ledger, integration_id: str, receiver: CallbackReceiver
+    db: asyncpg.Pool,
+    ledger: Ledger,
+    integration_id: str,
+    receiver: CallbackReceiver,
+    hmac_key: bytes,
 ) -> dict[str, int]:
     order_ids = list(ledger.accepted.values())
     figures: dict[str, int] = {}
@@ -647,7 +651,8 @@ async def _reconcile(
         order_ids,
     )
     trail = await db.fetch(
-        "SELECT order_id, event_id, seq, event, prev_hash, hash FROM audit.trail"
+        "SELECT order_id, event_id, event_type, occurred_at, station_id, seq, event, prev_hash,"
+        " hash FROM audit.trail"
         " WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, seq",
         order_ids,
     )
@@ -671,7 +676,8 @@ async def _reconcile(
     previous: dict[Any, str] = {}
     for r in trail:
         prev = previous.get(r["order_id"], GENESIS)
-        if r["prev_hash"] != prev or r["hash"] != link_hash(prev, json.loads(r["event"])):
+        decoded = dict(r) | {"event": json.loads(r["event"])}
+        if r["prev_hash"] != prev or r["hash"] != row_hash(hmac_key, prev, decoded):
             broken.add(r["order_id"])
         previous[r["order_id"]] = r["hash"]
     figures["broken hash chains"] = len(broken)
@@ -771,7 +777,8 @@ async def test_nothing_is_lost_or_doubled_when_replicas_database_and_broker_fail
                         await working
                     await asyncio.sleep(1)  # a callback still on its way
                     integration_id = credentials["integration"]["id"]
-                    figures = await _reconcile(db, ledger, integration_id, receiver)
+                    key = stack.audit_env()["SWD_AUDIT_HMAC_KEY"].encode()
+                    figures = await _reconcile(db, ledger, integration_id, receiver, key)
                     await _assert_duplicates_would_be_counted(db, order_ids[0])
             finally:
                 working.cancel()

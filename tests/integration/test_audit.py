@@ -3,14 +3,17 @@ open, a tampered trail caught by verification, the projection rebuilt from the l
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
+import json
 import os
 import random
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +24,8 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.audit.admin import create_reader
+from services.audit.chain import legacy_link_hash, link_hash
+from services.audit.checkpoints import read_checkpoints
 from shared.domain import Stage
 from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
@@ -321,9 +326,10 @@ async def test_a_deadline_passing_on_an_open_order_counts_as_a_breach_at_once(
 
 
 def swdispatch(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """A command as the operator runs it: the owner's database URL, the audit's key and file."""
     return subprocess.run(
         [sys.executable, "-m", "swdispatch", *args],
-        env={**os.environ, "SWD_DATABASE_URL": stack.database_url},
+        env={**os.environ, **stack.local.env(), **stack.local.audit_env()},
         capture_output=True,
         text=True,
         timeout=60,
@@ -494,3 +500,205 @@ async def test_gauges_and_counters_are_the_same_after_the_audit_restarts(
     stack.local.start_service("audit")
     stack.local.wait_ready(("audit",))
     assert await eventually(figures) == before
+
+
+# Forgeries by the database's owner, with the append-only triggers off: each must fail
+# verification (API and command line) and verification must pass again once undone.
+
+CHECKPOINT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('swdispatch.audit.checkpoint'), 0)"
+
+
+async def verify_both(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    api = await http.get(f"{stack.urls['audit']}/v1/audit/verify", headers=supervisor(stack))
+    assert api.status_code == 200, api.text
+    return api.json(), await asyncio.to_thread(swdispatch, stack, "audit", "verify")
+
+
+def problems(result: dict[str, Any]) -> set[str]:
+    return {b["problem"] for b in result["broken"]}
+
+
+@contextlib.asynccontextmanager
+async def forging(stack: RunningStack, covering_seq: int) -> AsyncIterator[asyncpg.Connection]:
+    """Once a checkpoint covers ``covering_seq``: a superuser connection with the triggers off,
+    while neither a checkpoint nor an append can happen (so nothing forged is checkpointed)."""
+    key = stack.local.audit_env()["SWD_AUDIT_HMAC_KEY"].encode()
+
+    async def covered() -> bool:
+        found, _ = read_checkpoints(stack.local.audit_checkpoint_file, key)
+        return any(c.max_seq >= covering_seq for c in found)
+
+    await eventually(covered, timeout_s=60)
+    pause = await asyncpg.connect(stack.database_url)
+    forger = await asyncpg.connect(stack.database_url, server_settings={"search_path": "audit"})
+    try:
+        async with pause.transaction():
+            await pause.execute(CHECKPOINT_LOCK)
+            await forger.execute("SET session_replication_role = replica")
+            yield forger
+    finally:
+        await forger.close()
+        await pause.close()
+
+
+async def trail_of(db: asyncpg.Pool, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The order's entries, ``event`` as data and ``event_json`` as stored."""
+    rows = await db.fetch("SELECT * FROM audit.trail WHERE order_id = $1 ORDER BY seq", order_id)
+    return [dict(r) | {"event": json.loads(r["event"]), "event_json": r["event"]} for r in rows]
+
+
+async def three_entry_order(
+    stack: RunningStack, db: asyncpg.Pool, seed: int
+) -> list[dict[str, Any]]:
+    """An order no service reacts to (no dispatch), its three entries once in the trail."""
+    order = OrderScript(datetime.now(UTC)).submitted()
+    order.accepted("st-forgery", 1).assigned("st-forgery", "w-forgery", 2)
+    await publish(stack, [order], seed=seed)
+    trail = await trail_of(db, order.order_id)
+    assert len(trail) == 3
+    return trail
+
+
+def forged_link(
+    key: bytes, head: dict[str, Any], event: dict[str, Any], event_type: str
+) -> dict[str, Any]:
+    occurred_at = datetime.now(UTC)
+    event = event | {"event_id": str(uuid.uuid4()), "type": event_type}
+    event["occurred_at"] = occurred_at.isoformat()
+    entry = {
+        "order_id": head["order_id"],
+        "event_id": uuid.UUID(event["event_id"]),
+        "event_type": event_type,
+        "occurred_at": occurred_at,
+        "station_id": head["station_id"],
+        "event": event,
+    }
+    forged_hash = link_hash(key, head["hash"], **entry)
+    return entry | {"event": json.dumps(event), "prev_hash": head["hash"], "hash": forged_hash}
+
+
+async def insert_entry(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+    columns = list(row)
+    await conn.execute(
+        f"INSERT INTO trail ({', '.join(columns)})"  # noqa: S608 - the test's own column names
+        f" VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})",
+        *row.values(),
+    )
+    await conn.execute(
+        "INSERT INTO inbox (consumer, event_id) VALUES ('audit', $1)", row["event_id"]
+    )
+
+
+async def remove_entry(conn: asyncpg.Connection, event_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM trail WHERE event_id = $1", event_id)
+    await conn.execute("DELETE FROM inbox WHERE consumer = 'audit' AND event_id = $1", event_id)
+
+
+async def test_a_correctly_linked_forged_completion_appended_by_sql_fails_verification(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """The issue's case: an ``order.completed`` linked to the order's head with the hash the
+    trail used to have (unkeyed SHA-256), and its inbox row."""
+    trail = await three_entry_order(stack, db, seed=21)
+    head = trail[-1]
+    event = head["event"] | {"event_id": str(uuid.uuid4()), "type": "order.completed"}
+    event["payload"] = {"station_id": "st-forgery", "worker_id": "w-forgery", "outcome": "served"}
+    forged = {
+        "order_id": head["order_id"],
+        "event_id": uuid.UUID(event["event_id"]),
+        "event_type": "order.completed",
+        "occurred_at": head["occurred_at"],
+        "station_id": "st-forgery",
+        "event": json.dumps(event),
+        "prev_hash": head["hash"],
+        "hash": legacy_link_hash(head["hash"], event),
+        "hash_version": 1,
+    }
+    async with forging(stack, head["seq"]) as forger:
+        await insert_entry(forger, forged)
+        try:
+            result, cli = await verify_both(stack, http)
+            # Rebuilt from this trail, the report would show the order completed: refused.
+            rebuilt = await asyncio.to_thread(swdispatch, stack, "audit", "rebuild")
+            status = await db.fetchval(
+                "SELECT status FROM audit.orders WHERE order_id = $1", head["order_id"]
+            )
+        finally:
+            await remove_entry(forger, forged["event_id"])
+        assert not result["ok"]
+        assert [(b["event_id"], b["problem"]) for b in result["broken"]] == [
+            (str(forged["event_id"]), "legacy_hash")
+        ]
+        assert cli.returncode == 1
+        assert f"event {forged['event_id']}: legacy_hash" in cli.stdout
+        assert rebuilt.returncode == 1
+        assert "fails verification" in rebuilt.stderr
+        assert status == "assigned"
+        result, cli = await verify_both(stack, http)
+        assert result["ok"], result["broken"]
+        assert cli.returncode == 0, cli.stdout
+
+
+FORGERIES = ["append", "delete_last", "reorder", "edit"]
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+async def test_a_forgery_of_checkpointed_entries_fails_verification_until_undone(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, forgery: str
+) -> None:
+    trail = await three_entry_order(stack, db, seed=30 + FORGERIES.index(forgery))
+    first, middle, last = trail
+    async with forging(stack, last["seq"]) as forger:
+        if forgery == "append":
+            # Linked to the head, HMAC under a key the forger guessed, inbox row included.
+            forged = forged_link(b"g" * 32, last, dict(last["event"]), "order.completed")
+            await insert_entry(forger, forged | {"hash_version": 2})
+            expected = {"hash_mismatch"}
+        elif forgery == "delete_last":
+            # The chain stays whole and the inbox agrees: only the checkpoint knows.
+            await remove_entry(forger, last["event_id"])
+            expected = {"checkpoint_mismatch"}
+        elif forgery == "reorder":
+            swap = "UPDATE trail SET seq = $2 WHERE seq = $1"
+            await forger.execute(swap, middle["seq"], -1)
+            await forger.execute(swap, last["seq"], middle["seq"])
+            await forger.execute(swap, -1, last["seq"])
+            expected = {"prev_hash_mismatch", "checkpoint_mismatch"}
+        else:
+            await forger.execute(
+                """UPDATE trail SET event = jsonb_set(event, '{payload,worker_id}', '"w-other"')
+                   WHERE seq = $1""",
+                last["seq"],
+            )
+            expected = {"hash_mismatch"}
+        try:
+            result, cli = await verify_both(stack, http)
+        finally:
+            if forgery == "append":
+                await remove_entry(forger, forged["event_id"])
+            elif forgery == "delete_last":
+                await insert_entry(
+                    forger,
+                    {k: v for k, v in last.items() if k != "event_json"}
+                    | {"event": last["event_json"]},
+                )
+            elif forgery == "reorder":
+                await forger.execute(swap, middle["seq"], -1)
+                await forger.execute(swap, last["seq"], middle["seq"])
+                await forger.execute(swap, -1, last["seq"])
+            else:
+                await forger.execute(
+                    "UPDATE trail SET event = $2 WHERE seq = $1", last["seq"], last["event_json"]
+                )
+        assert not result["ok"]
+        assert problems(result) == expected, result["broken"]
+        assert all(b["order_id"] in (None, str(first["order_id"])) for b in result["broken"]), (
+            result["broken"]
+        )
+        assert cli.returncode == 1
+        assert all(f": {problem}" in cli.stdout for problem in expected), cli.stdout
+        result, cli = await verify_both(stack, http)
+        assert result["ok"], result["broken"]
+        assert cli.returncode == 0, cli.stdout

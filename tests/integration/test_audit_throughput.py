@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.audit.chain import GENESIS, link_hash
+from services.audit.chain import GENESIS, row_hash
 from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
 
@@ -64,19 +64,22 @@ async def test_audit_consumer_throughput(stack: RunningStack, db: asyncpg.Pool) 
         [s.order_id for s in scripts],
     )
     assert projected == len(scripts)
-    await _assert_chains_hold(db, [s.order_id for s in scripts])
+    key = stack.local.audit_env()["SWD_AUDIT_HMAC_KEY"].encode()
+    await _assert_chains_hold(db, key, [s.order_id for s in scripts])
 
 
-async def _assert_chains_hold(db: asyncpg.Pool, order_ids: list[uuid.UUID]) -> None:
+async def _assert_chains_hold(db: asyncpg.Pool, key: bytes, order_ids: list[uuid.UUID]) -> None:
     """Events of one order applied in one batch still link each to the one before it."""
     rows = await db.fetch(
-        "SELECT order_id, event, prev_hash, hash FROM audit.trail"
+        "SELECT order_id, event_id, event_type, occurred_at, station_id, event, prev_hash, hash"
+        " FROM audit.trail"
         " WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, seq",
         order_ids,
     )
     last: dict[uuid.UUID, str] = {}
     for row in rows:
         assert row["prev_hash"] == last.get(row["order_id"], GENESIS)
-        assert row["hash"] == link_hash(row["prev_hash"], json.loads(row["event"]))
+        decoded = dict(row) | {"event": json.loads(row["event"])}
+        assert row["hash"] == row_hash(key, row["prev_hash"], decoded)
         last[row["order_id"]] = row["hash"]
     assert len(last) == len(order_ids)

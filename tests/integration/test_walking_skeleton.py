@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.audit.chain import GENESIS, link_hash
+from services.audit.chain import GENESIS, row_hash
 from shared import topics
 from shared.events import (
     decode,
@@ -67,10 +67,13 @@ async def test_an_order_travels_from_intake_to_station_to_audit(
         "order.dispatched",
         "order.received",
     ]
+    key = stack.local.audit_env()["SWD_AUDIT_HMAC_KEY"].encode()
     prev = GENESIS
     for entry in sorted(trail, key=lambda e: e["seq"]):  # the chain links in recording order
         assert entry["prev_hash"] == prev
-        assert entry["hash"] == link_hash(prev, entry["event"])
+        row = entry | {"order_id": uuid.UUID(order_id), "event_id": uuid.UUID(entry["event_id"])}
+        row["occurred_at"] = datetime.fromisoformat(entry["occurred_at"])
+        assert entry["hash"] == row_hash(key, prev, row)
         prev = entry["hash"]
     # The trail keeps no personal data.
     assert body["beneficiary"]["name"] not in str(trail)

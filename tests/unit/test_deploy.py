@@ -5,6 +5,7 @@ config), the Kubernetes manifests and the Grafana dashboard."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -40,8 +41,23 @@ KNOWN_METRICS = {
 }
 
 
-def run(*command: str) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=DEPLOY, check=False)
+# What compose requires to be set (it has no default secrets).
+COMPOSE_SECRETS = {
+    "POSTGRES_PASSWORD": "owner-secret",
+    "DISPATCH_CENTER_DB_PASSWORD": "center-secret",
+    "STATION_WORKER_DB_PASSWORD": "worker-secret",
+    "AUDIT_DB_PASSWORD": "audit-secret",
+    "AUDIT_HMAC_KEY": "k" * 32,
+    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+}
+# Egress the dispatch center's callbacks must never reach: the cluster, private, link-local.
+PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
+
+
+def run(*command: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=DEPLOY, check=False, env=env
+    )
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -99,9 +115,23 @@ def test_every_alert_has_guidance_and_a_unit_test() -> None:
         assert metric_names(rule["expr"]) <= KNOWN_METRICS, name
 
 
-def test_compose_file_is_valid_and_runs_what_swdispatch_up_runs() -> None:
+def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     docker_compose = debian_tool("docker-compose", "docker-compose")
-    config = yaml.safe_load(run(docker_compose, "-f", "docker-compose.yml", "config"))
+    clean = {k: v for k, v in os.environ.items() if k not in COMPOSE_SECRETS}
+    return subprocess.run(
+        [docker_compose, "-f", "docker-compose.yml", "config"],
+        capture_output=True,
+        text=True,
+        cwd=DEPLOY,
+        check=False,
+        env=clean | env,
+    )
+
+
+def test_compose_file_is_valid_and_runs_what_swdispatch_up_runs() -> None:
+    done = compose_config(COMPOSE_SECRETS)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
     services = config["services"]
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -125,6 +155,45 @@ def test_compose_file_is_valid_and_runs_what_swdispatch_up_runs() -> None:
         assert grace > float(env["SWD_GRACEFUL_TIMEOUT_S"])
     assert "prometheus" in services
     assert "grafana" in services
+
+
+def test_compose_has_no_default_secrets() -> None:
+    text = (DEPLOY / "docker-compose.yml").read_text()
+    assert not re.search(r"\$\{[A-Z_]*(PASSWORD|KEY|SECRET)[A-Z_]*:-", text)
+    for name in COMPOSE_SECRETS:
+        done = compose_config({k: v for k, v in COMPOSE_SECRETS.items() if k != name})
+        assert done.returncode != 0, f"compose runs without {name}"
+        assert name in done.stderr
+
+
+def test_compose_publishes_ports_on_loopback_only_and_each_service_has_its_own_role() -> None:
+    done = compose_config(COMPOSE_SECRETS)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    published = [(name, p) for name, s in services.items() for p in s.get("ports", [])]
+    assert published
+    for name, port in published:
+        host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+        assert host_ip == "127.0.0.1", (name, port)
+    owner = f"postgresql://swdispatch:{COMPOSE_SECRETS['POSTGRES_PASSWORD']}@"
+    roles = {
+        "dispatch-center": "swd_dispatch_center:center-secret@",
+        "station-worker-1": "swd_station_worker:worker-secret@",
+        "station-worker-2": "swd_station_worker:worker-secret@",
+        "audit": "swd_audit:audit-secret@",
+    }
+    for name, role in roles.items():
+        url = services[name]["environment"]["SWD_DATABASE_URL"]
+        assert url.startswith(f"postgresql://{role}"), name
+    # Only the init container connects as the owner (a superuser in the postgres image).
+    assert services["init"]["environment"]["SWD_DATABASE_URL"].startswith(owner)
+    for name, service in services.items():
+        if name != "init":
+            assert owner not in str(service.get("environment", {})), name
+    audit = services["audit"]["environment"]
+    assert audit["SWD_AUDIT_HMAC_KEY"] == COMPOSE_SECRETS["AUDIT_HMAC_KEY"]
+    assert audit["SWD_AUDIT_CHECKPOINT_FILE"]
+    assert "SWD_AUDIT_HMAC_KEY" not in services["dispatch-center"]["environment"]
 
 
 def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,9 +234,14 @@ def test_kubernetes_manifests() -> None:
         secrets = {
             e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
         }
-        if name == "dispatch-center":  # the key that encrypts the callback secrets
-            secrets.remove("swdispatch-callbacks")
-        assert secrets == {"swdispatch-database", "swdispatch-kafka"}
+        database = {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container["env"]
+            if e["name"] == "SWD_DATABASE_URL"
+        }
+        assert database == {f"swdispatch-{name}-database"}, "each service its own role"
+        assert "swdispatch-kafka" in secrets
+        assert "swdispatch-database-owner" not in secrets
         assert container["envFrom"] == [{"configMapRef": {"name": "swdispatch"}}]
     assert "replicas" not in deployments["station-worker"]["spec"], "the HPA owns it"
 
@@ -177,7 +251,63 @@ def test_kubernetes_manifests() -> None:
     services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
     assert services == set(deployments)
     (job,) = [d for d in docs if d["kind"] == "Job"]
-    assert "swdispatch topics && swdispatch migrate" in " ".join(_containers(job)[0]["command"])
+    (init,) = _containers(job)
+    assert "swdispatch topics && swdispatch migrate" in " ".join(init["command"])
+    assert {"cpu", "memory"} <= set(init["resources"]["limits"])
+    assert {"cpu", "memory"} <= set(init["resources"]["requests"])
+    init_secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in init["env"] if "valueFrom" in e}
+    assert "swdispatch-database-owner" in init_secrets
+    audit_env = {e["name"] for e in _containers(deployments["audit"])[0]["env"]}
+    assert {"SWD_AUDIT_HMAC_KEY", "SWD_AUDIT_CHECKPOINT_FILE"} <= audit_env
+
+
+def _egress_ports(policy: dict[str, Any]) -> set[int | str]:
+    return {p["port"] for rule in policy["spec"].get("egress", []) for p in rule.get("ports", [])}
+
+
+def test_network_policies_deny_by_default_and_only_the_center_reaches_out() -> None:
+    docs = [doc for path in sorted((DEPLOY / "k8s").glob("*.yaml")) for doc in load_all(path)]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    deny = [
+        p
+        for p in policies
+        if p["spec"]["podSelector"] == {}
+        and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+    ]
+    assert deny, "a default-deny policy for every pod of the namespace"
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+    }
+
+    def selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+        wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+        return wanted.items() <= labels.items()
+
+    infrastructure = {53, 5432, 9093}
+    for name, labels in pods.items():
+        ports = set().union(*(_egress_ports(p) for p in policies if selects(p, labels)))
+        assert infrastructure <= ports, name
+        if name == "dispatch-center":
+            assert {443, 80} <= ports
+        else:
+            assert ports == infrastructure, f"{name} may reach only DNS, PostgreSQL and Kafka"
+    wide = [p for p in policies if _egress_ports(p) & {80, 443}]
+    assert [p["spec"]["podSelector"] for p in wide] == [
+        {"matchLabels": {"app.kubernetes.io/name": "dispatch-center"}}
+    ]
+    for rule in wide[0]["spec"]["egress"]:
+        for peer in rule["to"]:
+            if peer["ipBlock"]["cidr"] == "0.0.0.0/0":
+                assert set(peer["ipBlock"]["except"]) >= PRIVATE_RANGES
+    ingress = [p for p in policies if p["spec"].get("ingress")]
+    assert all(
+        {port["port"] for rule in p["spec"]["ingress"] for port in rule["ports"]} == {"http"}
+        for p in ingress
+    )
 
 
 def test_kubernetes_scrape_config_names_jobs_after_services() -> None:

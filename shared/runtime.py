@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
+from shared import topics
 from shared.consumer import EventConsumer, subscribe
 from shared.db import TRANSIENT_ERRORS, Pool, create_pool
 from shared.http import COMMON_RESPONSES, install_middleware, ops_router
@@ -87,6 +88,8 @@ class Runtime:
             poll_interval_s=s.outbox_poll_interval_s,
             retention=timedelta(hours=s.outbox_retention_hours),
             replay_window=timedelta(seconds=s.outbox_replay_window_s),
+            readers=topics.READERS,
+            leader_timeout_s=s.outbox_leader_timeout_s,
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for job in (*OPS_JOBS, *self.spec.background):

@@ -31,13 +31,12 @@ from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
-TOPIC = "swd.test.relay"
-
 
 async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
     stack: RunningStack, tmp_path: Path
 ) -> None:
     schema = f"relay_{uuid.uuid4().hex[:8]}"
+    topic = f"swd.test.relay.{schema}"
     await migrate(stack.database_url, schema, tmp_path)  # the shared outbox/inbox tables only
     conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
     order_id = uuid.uuid4()
@@ -49,13 +48,13 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
         OrderReceived(station_id="s", dispatch_no=99), order_id=uuid.uuid4(), actor=SYSTEM
     )
     async with conn.transaction():
-        await outbox.add(conn, TOPIC, stale)
+        await outbox.add(conn, topic, stale)
         await conn.execute("UPDATE outbox SET sent_at = now() - interval '2 days'")
-        await outbox.add(conn, TOPIC, *events)
+        await outbox.add(conn, topic, *events)
 
     task = asyncio.create_task(_relay(stack, schema, batch_size=2).run())
     consumer = AIOKafkaConsumer(
-        TOPIC,
+        topic,
         bootstrap_servers=stack.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -6,9 +6,11 @@ order, and one order's events keep their order on the partition.
 
 It also guards against a broker that loses acknowledged data (Tansu keeps nothing across a
 restart; a topic can be deleted and re-created): each sent row records the partition and offset
-it got, and before every batch the relay checks that the broker still holds them. If it does
-not, every event sent within the replay window is marked unsent and goes out again, in id
-order and before anything newer; consumers' inboxes drop what they had already applied.
+it got, and the relay checks, also when it has nothing to send, that the broker still holds
+them, noting each time how far the topics' reader groups have read (``outbox_read``). If the
+broker lost data, what not every reader had read, and everything sent within the replay window,
+is marked unsent and goes out again, in id order and before anything newer; consumers' inboxes
+drop what they had already applied.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from shared.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 CLEANUP_INTERVAL_S = 600.0
-# How often the relay asks the broker whether it still holds what it acknowledged. A publish to
-# a partition that lost data is caught at once (its offsets go backwards); this check is for the
-# partitions not written to since, and costs a broker round trip, so not before every batch.
+# How often the relay asks the broker whether it still holds what it acknowledged, while it is
+# idle or keeps publishing (and always before the first batch after a wait). A publish to a
+# partition that lost data is caught at once (its offsets go backwards); this check is for the
+# partitions not written to since, and costs broker round trips, so not before every batch.
 LOSS_CHECK_INTERVAL_S = 1.0
 
 PUBLISHED = Counter(
@@ -196,8 +199,12 @@ class OutboxRelay:
             await conn.add_listener(f"{self._schema}.outbox", self._on_notify)
             while True:
                 self._wake.clear()
-                while await self._relay_batch(conn, broker, producer):
-                    pass
+                # The first batch after a wait goes out only once the broker is known to be
+                # intact: a loss found only after publishing would put the new events on the
+                # partition before the replay of the older ones.
+                check_now = True
+                while await self._relay_batch(conn, broker, producer, check_now=check_now):
+                    check_now = False
                 # Also when there is nothing to send: a reader that is down may lack events the
                 # broker has since lost.
                 if await self._broker_lost_events(conn, broker):
@@ -241,10 +248,13 @@ class OutboxRelay:
             )
         }
 
-    async def _broker_lost_events(self, conn: Connection, broker: _Broker) -> bool:
-        """At most once per LOSS_CHECK_INTERVAL_S: does the broker still hold the latest batch
+    async def _broker_lost_events(
+        self, conn: Connection, broker: _Broker, *, check_now: bool = False
+    ) -> bool:
+        """Once per LOSS_CHECK_INTERVAL_S, or now: does the broker still hold the latest batch
         it acknowledged on every partition? If it does, note how far the readers have read."""
-        if not self._acknowledged or time.monotonic() < self._next_loss_check:
+        due = check_now or time.monotonic() >= self._next_loss_check
+        if not self._acknowledged or not due:
             return False
         self._next_loss_check = time.monotonic() + LOSS_CHECK_INTERVAL_S
         ends = await broker.end_offsets(list(self._acknowledged))
@@ -306,7 +316,7 @@ class OutboxRelay:
         )
 
     async def _relay_batch(
-        self, conn: Connection, broker: _Broker, producer: AIOKafkaProducer
+        self, conn: Connection, broker: _Broker, producer: AIOKafkaProducer, *, check_now: bool
     ) -> bool:
         """Publish one batch; True when there may be more to publish right away."""
         async with conn.transaction():
@@ -317,7 +327,7 @@ class OutboxRelay:
             )
             if not rows:
                 return False
-            lost = await self._broker_lost_events(conn, broker)
+            lost = await self._broker_lost_events(conn, broker, check_now=check_now)
             if not lost:
                 lost = await self._publish(conn, producer, rows)
         if lost:

@@ -94,6 +94,12 @@ class OrderDispatched(EventPayload):
         description="set when the center re-sends an unacknowledged dispatch: the event id of "
         "the original; same dispatch_no, so the station changes nothing but acknowledges again",
     )
+    accepted_at: AwareDatetime | None = Field(
+        default=None,
+        description="set when the station accepted an earlier dispatch of the order before its "
+        "deadline and the center had redispatched it meanwhile: the order goes back to that "
+        "station already accepted (at this time), and the redispatch is withdrawn",
+    )
     category: Category
     urgency: Urgency
     beneficiary_group: BeneficiaryGroup

@@ -19,6 +19,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Request
 from faststream.kafka import KafkaBroker
 
+from shared import topics
 from shared.consumer import EventConsumer, subscribe
 from shared.db import Pool, create_pool
 from shared.http import (
@@ -88,6 +89,8 @@ class Runtime:
             poll_interval_s=s.outbox_poll_interval_s,
             retention=timedelta(hours=s.outbox_retention_hours),
             replay_window=timedelta(seconds=s.outbox_replay_window_s),
+            readers=topics.READERS,
+            leader_timeout_s=s.outbox_leader_timeout_s,
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         for job in (*OPS_JOBS, *self.spec.background):

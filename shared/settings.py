@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # After the broker lost data (a Tansu restart, a deleted topic), events sent this recently
     # are published again; consumers' inboxes drop the copies they already applied.
     outbox_replay_window_s: float = 300.0
+    # A relay leader's database session that says nothing for this long is ended by the server
+    # (and a query that takes this long is given up), so that another replica takes over. More
+    # than the poll interval and a broker round trip.
+    outbox_leader_timeout_s: float = 60.0
     graceful_timeout_s: float = 15.0
     max_request_bytes: int = 64 * 1024
     # How often consumer lag and outbox backlog are measured for /metrics.

@@ -24,3 +24,10 @@ def consumer_group(service: str) -> str:
 
 def dead_letter(topic: str) -> str:
     return f"{topic}.dlq"
+
+
+# The consumer groups that read each topic.
+READERS = {
+    topic: [consumer_group(service) for service, read in READ_BY.items() if topic in read]
+    for topic in ALL
+}

@@ -22,6 +22,7 @@ from shared.events import (
     OrderClosed,
     OrderCompleted,
     OrderDispatched,
+    OrderEscalated,
     OrderReceived,
     OrderRejected,
     OrderStarted,
@@ -95,7 +96,14 @@ class OrderScript:
             0,
         )
 
-    def dispatched(self, station: str, minutes: float, *, resend: bool = False) -> OrderScript:
+    def dispatched(
+        self,
+        station: str,
+        minutes: float,
+        *,
+        resend: bool = False,
+        accepted_at_minutes: float | None = None,
+    ) -> OrderScript:
         if not resend:
             self.dispatch_no += 1
         original = next(
@@ -114,6 +122,9 @@ class OrderScript:
                 dispatch_no=self.dispatch_no,
                 reason="rejected by the station" if self.dispatch_no > 1 else None,
                 resend_of=original if resend else None,
+                accepted_at=None
+                if accepted_at_minutes is None
+                else self.submitted_at + timedelta(minutes=accepted_at_minutes),
                 category=self.category,
                 urgency=self.urgency,
                 beneficiary_group="elderly_in_hardship",
@@ -143,6 +154,13 @@ class OrderScript:
             ),
             minutes,
             STAFF,
+        )
+
+    def escalated(self, station: str, minutes: float) -> OrderScript:
+        return self._add(
+            topics.CENTER_EVENTS,
+            OrderEscalated(stage=Stage.ACCEPT, station_id=station, reason="not accepted in time"),
+            minutes,
         )
 
     def accepted(self, station: str, minutes: float) -> OrderScript:

@@ -28,14 +28,14 @@ from pydantic import BaseModel, ValidationError
 from services.audit.chain import GENESIS, canonical
 from services.audit.settings import AuditSettings
 from shared.db import Connection, Pool
+from shared.locks import LockNamespace
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Two-key advisory locks: a space apart from the one-key order locks (store.lock_orders).
-_LOCK = "hashtext('swdispatch.audit.checkpoint'), 0"
+_LOCK = f"{int(LockNamespace.AUDIT_CHECKPOINT)}, 0"
 
 
 class Checkpoint(BaseModel):

@@ -103,6 +103,8 @@ def _first(current: datetime | None, at: datetime) -> datetime:
 LIFECYCLE_RANK: dict[str, float] = {
     **{kind: rank for rank, kind in enumerate(STATUS_AFTER)},
     "order.received": 2.5,
+    # The center escalates and redispatches in one transaction: the escalation comes first.
+    "order.escalated": 1.5,
 }
 
 
@@ -142,6 +144,8 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
     if "category" in p:
         t = replace(t, category=p["category"], urgency=p["urgency"])
 
+    if _of_a_superseded_dispatch(t, dispatches, kind, p):
+        return t
     if kind == "order.submitted":
         t = replace(t, submitted_at=at)
     elif kind == "order.dispatched":
@@ -152,6 +156,11 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
             return t  # a re-send (``resend_of``) of a dispatch: not a redispatch
         dispatches[no] = Dispatch(no, p["station_id"], at, reason=p.get("reason"))
         t = replace(t, dispatched_at=_first(t.dispatched_at, at), station_id=p["station_id"])
+        if p.get("accepted_at"):
+            # Back to a station that accepted an earlier dispatch in time: accepted then.
+            accepted_at = datetime.fromisoformat(p["accepted_at"])
+            t = replace(t, accepted_at=_first(t.accepted_at, accepted_at))
+            return _move(t, OrderStatus.ACCEPTED, at)
     elif kind == "order.received":
         no = int(p["dispatch_no"])
         if no in dispatches and dispatches[no].received_at is None:
@@ -176,6 +185,24 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
         t = replace(t, completed_at=_first(t.completed_at, at), worker_id=p["worker_id"])
 
     return _move(t, STATUS_AFTER.get(kind), at)
+
+
+# What a station reports about the dispatch it holds.
+STATION_PROGRESS = frozenset(
+    {"order.accepted", "order.assigned", "order.started", "order.completed"}
+)
+
+
+def _of_a_superseded_dispatch(
+    t: Timeline, dispatches: dict[int, Dispatch], kind: str, p: dict[str, Any]
+) -> bool:
+    """A station's report about a dispatch the order has moved on from (another station, an
+    older dispatch number): the center ignores it, and so does the projection."""
+    if kind in STATION_PROGRESS:
+        return t.station_id is not None and p["station_id"] != t.station_id
+    if kind == "order.rejected":
+        return bool(dispatches) and int(p["dispatch_no"]) != max(dispatches)
+    return False
 
 
 def _move(t: Timeline, status: OrderStatus | None, at: datetime) -> Timeline:

@@ -10,6 +10,7 @@ from typing import Any
 from services.audit.projection import Dispatch, Timeline, project
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus, Stage
+from shared.locks import LockNamespace
 
 
 async def refresh_orders(conn: Connection, order_ids: Collection[uuid.UUID]) -> None:
@@ -131,9 +132,10 @@ async def lock_orders(conn: Connection, order_ids: list[uuid.UUID]) -> None:
     """One writer per order at a time, until the transaction ends. Sorted ids keep two writers
     that lock overlapping sets from deadlocking."""
     await conn.execute(
-        """SELECT pg_advisory_xact_lock(hashtext(id::text))
+        """SELECT pg_advisory_xact_lock($2, hashtext(id::text))
            FROM (SELECT unnest($1::uuid[]) AS id ORDER BY 1) AS ids""",
         order_ids,
+        LockNamespace.AUDIT_ORDER,
     )
 
 

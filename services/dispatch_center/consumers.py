@@ -1,7 +1,9 @@
 """What the center learns from the stations.
 
 Events about a dispatch the order has moved on from (another station, an older dispatch
-number, a cancelled order) change nothing: the station worker drops such orders itself.
+number, a cancelled order) change nothing: the station worker drops such orders itself. The
+exception: an accept that happened before the deadline of the dispatch the order was escalated
+from wins over the redispatch (lifecycle.accept_outcome).
 """
 
 from __future__ import annotations
@@ -42,12 +44,9 @@ async def on_received(conn: Connection, event: Envelope[Any]) -> None:
     )
 
 
-# What the station reports -> the public status, and the statuses it may follow.
+# What the station reports after accepting -> the public status, and the statuses it may
+# follow. (An accept: lifecycle.accept_outcome.)
 PROGRESS: dict[type[EventPayload], tuple[OrderStatus, frozenset[OrderStatus]]] = {
-    OrderAccepted: (
-        OrderStatus.ACCEPTED,
-        frozenset({OrderStatus.DISPATCHED, OrderStatus.ESCALATED}),
-    ),
     # A reassignment is another order.assigned, also from in_service (the new worker starts).
     OrderAssigned: (
         OrderStatus.ASSIGNED,
@@ -59,6 +58,32 @@ PROGRESS: dict[type[EventPayload], tuple[OrderStatus, frozenset[OrderStatus]]] =
         frozenset({OrderStatus.ASSIGNED, OrderStatus.IN_SERVICE}),
     ),
 }
+
+
+async def on_accepted(conn: Connection, event: Envelope[Any]) -> None:
+    p: OrderAccepted = event.payload
+    order = await lifecycle.lock(conn, event.order_id)
+    if order is None:
+        return
+    outcome = lifecycle.accept_outcome(order, p.station_id, event.occurred_at)
+    if outcome is lifecycle.AcceptOutcome.TAKE_BACK:
+        await lifecycle.write(
+            conn, order, lifecycle.take_back_change(order, event, datetime.now(UTC))
+        )
+    elif outcome is lifecycle.AcceptOutcome.APPLY:
+        await lifecycle.record_status(
+            conn,
+            order,
+            OrderStatus.ACCEPTED,
+            station_id=order["station_id"],
+            reason=None,
+            actor=event.actor,
+            at=event.occurred_at,
+            columns={
+                **lifecycle.ACCEPTED_COLUMNS,
+                "received_at": order["received_at"] or event.occurred_at,
+            },
+        )
 
 
 async def on_progress(conn: Connection, event: Envelope[Any]) -> None:
@@ -74,17 +99,6 @@ async def on_progress(conn: Connection, event: Envelope[Any]) -> None:
         return
     if order["station_id"] != event.payload.station_id or order["status"] not in after:
         return
-    columns: dict[str, Any] = {}
-    if status is OrderStatus.ACCEPTED:
-        # Also late, after an escalation that found no other station: the station still
-        # holds the order, and now it has taken it on.
-        columns = {
-            "accept_due_at": None,
-            "next_resend_at": None,
-            "received_at": order["received_at"] or event.occurred_at,
-            "awaiting_operator": False,
-            "hold_reason": None,
-        }
     await lifecycle.record_status(
         conn,
         order,
@@ -93,7 +107,6 @@ async def on_progress(conn: Connection, event: Envelope[Any]) -> None:
         reason=None,
         actor=event.actor,
         at=event.occurred_at,
-        columns=columns,
     )
 
 
@@ -152,7 +165,12 @@ def on_rejected(settings: CenterSettings) -> Handler:
 
 def handlers(settings: CenterSettings) -> dict[type[EventPayload], Handler]:
     progress: dict[type[EventPayload], Handler] = dict.fromkeys(PROGRESS, on_progress)
-    return {OrderReceived: on_received, OrderRejected: on_rejected(settings), **progress}
+    return {
+        OrderReceived: on_received,
+        OrderAccepted: on_accepted,
+        OrderRejected: on_rejected(settings),
+        **progress,
+    }
 
 
 def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[EventConsumer]:

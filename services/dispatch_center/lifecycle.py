@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -233,12 +234,17 @@ def submit_change(order: Order, actor: Actor) -> Change:
 
 
 def _dispatched_payload(
-    order: Order, station_id: str, dispatch_no: int, reason: str | None
+    order: Order,
+    station_id: str,
+    dispatch_no: int,
+    reason: str | None,
+    accepted_at: datetime | None = None,
 ) -> OrderDispatched:
     return OrderDispatched(
         station_id=station_id,
         dispatch_no=dispatch_no,
         reason=reason,
+        accepted_at=accepted_at,
         category=order["category"],
         urgency=order["urgency"],
         beneficiary_group=order["beneficiary_group"],
@@ -381,13 +387,82 @@ async def escalate(conn: Connection, settings: CenterSettings, order: Order, now
     reason = f"not accepted by {order['station_id']} in time"
     escalated = OrderEscalated(stage=Stage.ACCEPT, station_id=order["station_id"], reason=reason)
     change = Change(
-        {"accept_due_at": None, "next_resend_at": None},
+        {
+            "accept_due_at": None,
+            "next_resend_at": None,
+            "escalated_station_id": order["station_id"],
+            "escalated_accept_due_at": order["accept_due_at"],
+        },
         events=(_event(order, escalated, CENTER, now),),
     ) + status_change(
         OrderStatus.ESCALATED, station_id=order["station_id"], reason=reason, actor=CENTER, at=now
     )
     await write(conn, order, change)
     await redispatch_or_hold(conn, settings, order["id"], reason, now)
+
+
+class AcceptOutcome(StrEnum):
+    APPLY = "apply"
+    TAKE_BACK = "take_back"
+    DROP = "drop"
+
+
+def accept_outcome(order: Order, station_id: str, accepted_at: datetime) -> AcceptOutcome:
+    """What a station's ``order.accepted`` (it happened at ``accepted_at``) does to the order.
+
+    The station holding the current dispatch: it applies while the order waits for an accept
+    (also late, after an escalation that found no other station: the station still holds the
+    order). The station the order was escalated away from, when it accepted before that
+    dispatch's deadline: the accept wins over the redispatch, unless the order has been
+    accepted elsewhere or has ended since. Anything else is about a dispatch the order has
+    moved on from, and is dropped."""
+    status = OrderStatus(order["status"])
+    if station_id == order["station_id"]:
+        waiting = status in (OrderStatus.DISPATCHED, OrderStatus.ESCALATED)
+        return AcceptOutcome.APPLY if waiting else AcceptOutcome.DROP
+    due = order["escalated_accept_due_at"]
+    if (
+        station_id == order["escalated_station_id"]
+        and due is not None
+        and accepted_at <= due
+        and status in (OrderStatus.DISPATCHED, OrderStatus.ESCALATED, OrderStatus.REJECTED)
+    ):
+        return AcceptOutcome.TAKE_BACK
+    return AcceptOutcome.DROP
+
+
+# The order's columns once a station has accepted it.
+ACCEPTED_COLUMNS = {
+    "accept_due_at": None,
+    "next_resend_at": None,
+    "awaiting_operator": False,
+    "hold_reason": None,
+    "escalated_station_id": None,
+    "escalated_accept_due_at": None,
+}
+
+
+def take_back_change(order: Order, accepted: Envelope[Any], now: datetime) -> Change:
+    """An accept that happened in time wins over the redispatch made meanwhile: the order goes
+    back to the accepting station as a new dispatch that carries the acceptance. Its higher
+    dispatch number withdraws the redispatch at the other station, as any redispatch does;
+    the station worker queues it as accepted."""
+    station_id = accepted.payload.station_id
+    reason = f"accepted by {station_id} in time; the redispatch to {order['station_id']} is void"
+    dispatch_no = order["dispatch_no"] + 1
+    payload = _dispatched_payload(order, station_id, dispatch_no, reason, accepted.occurred_at)
+    event = _event(order, payload, CENTER, now)
+    columns = {
+        **ACCEPTED_COLUMNS,
+        "station_id": station_id,
+        "dispatch_no": dispatch_no,
+        "dispatch_event_id": event.event_id,
+        "received_at": None,
+        "resends": 0,
+    }
+    return Change(columns, events=(event,)) + status_change(
+        OrderStatus.ACCEPTED, station_id=station_id, reason=reason, actor=accepted.actor, at=now
+    )
 
 
 async def cancel(

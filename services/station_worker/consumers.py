@@ -38,20 +38,22 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
     """
     p: OrderDispatched = event.payload
     now = datetime.now(UTC)
+    # Back after the station accepted an earlier dispatch in time: accepted already.
+    status = OrderStatus.ACCEPTED if p.accepted_at else OrderStatus.DISPATCHED
     queued = await conn.fetchval(
         """INSERT INTO station_orders (order_id, station_id, status, dispatch_no, category, urgency,
                beneficiary_group, township_code, community_code, submitted_at, dispatch_by,
                accept_by, assign_by, complete_by, case_details, received_at, correlation_id)
-           VALUES ($1, $2, 'dispatched', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+           VALUES ($1, $2, $17, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
                    $16)
            ON CONFLICT (order_id) DO UPDATE SET
-               station_id = EXCLUDED.station_id, status = 'dispatched',
+               station_id = EXCLUDED.station_id, status = EXCLUDED.status,
                dispatch_no = EXCLUDED.dispatch_no, worker_id = NULL,
                correlation_id = EXCLUDED.correlation_id,
                version = station_orders.version + 1, received_at = EXCLUDED.received_at,
                updated_at = now()
            WHERE station_orders.dispatch_no < EXCLUDED.dispatch_no
-               AND station_orders.status <> ALL($17::text[])
+               AND station_orders.status <> ALL($18::text[])
            RETURNING order_id""",
         event.order_id,
         p.station_id,
@@ -69,6 +71,7 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
         p.case.model_dump(mode="json"),
         now,
         event.correlation_id,
+        status,
         list(ENDED_STATUSES),
     )
     if queued is None:
@@ -87,7 +90,7 @@ async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
            VALUES ($1, $2, $3, $4, 'dispatch_center', $5)""",
         event.order_id,
         p.station_id,
-        OrderStatus.DISPATCHED,
+        status,
         now,
         p.reason,
     )

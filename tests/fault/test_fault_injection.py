@@ -38,6 +38,7 @@ from services.audit.chain import GENESIS, row_hash
 from shared.db import Connection, Pool
 from shared.domain import Category
 from shared.kafka import create_topics
+from shared.locks import LockNamespace
 from shared.settings import KafkaSettings
 from swdispatch.demo import random_request
 from swdispatch.embedded import free_port
@@ -363,9 +364,10 @@ async def _relay_leader(stack: LocalStack, service: str) -> int | None:
     try:
         port = await db.fetchval(
             """SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                 AND ((l.classid::int8 << 32) | l.objid::int8) = hashtext($1)::int8""",
-            f"{service}.outbox",
+               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                 AND l.classid = $2 AND l.objid = hashtext($1)::oid""",
+            service,
+            int(LockNamespace.OUTBOX_RELAY),
         )
     finally:
         await db.close()

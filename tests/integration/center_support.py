@@ -4,6 +4,7 @@ changes touch no other test's orders), station events sent as a station would, l
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -85,8 +86,11 @@ async def submit(
     return created
 
 
-async def send_station_events(stack: RunningStack, order_id: str, *payloads: EventPayload) -> None:
-    """Publish events to the station topic as the station worker would."""
+async def send_station_events(
+    stack: RunningStack, order_id: str, *payloads: EventPayload, occurred_at: datetime | None = None
+) -> None:
+    """Publish events to the station topic as the station worker would (at ``occurred_at``:
+    as if delayed on the way)."""
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
@@ -95,6 +99,7 @@ async def send_station_events(stack: RunningStack, order_id: str, *payloads: Eve
                 payload,
                 order_id=uuid.UUID(order_id),
                 actor=Actor(kind="station_staff", id="t3-manager"),
+                occurred_at=occurred_at,
             )
             await producer.send_and_wait(
                 topics.STATION_EVENTS, event.to_json().encode(), key=order_id.encode()

@@ -27,6 +27,7 @@ from services.audit.admin import create_reader
 from services.audit.chain import legacy_link_hash, link_hash
 from services.audit.checkpoints import read_checkpoints
 from shared.domain import Stage
+from shared.locks import LockNamespace
 from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
 from tests.helpers import eventually, get_json_when, post_request, request_body
@@ -505,7 +506,7 @@ async def test_gauges_and_counters_are_the_same_after_the_audit_restarts(
 # Forgeries by the database's owner, with the append-only triggers off: each must fail
 # verification (API and command line) and verification must pass again once undone.
 
-CHECKPOINT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('swdispatch.audit.checkpoint'), 0)"
+CHECKPOINT_LOCK = f"SELECT pg_advisory_xact_lock({int(LockNamespace.AUDIT_CHECKPOINT)}, 0)"
 
 
 async def verify_both(

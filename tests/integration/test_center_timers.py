@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import asyncpg
 import httpx
@@ -216,3 +217,98 @@ async def test_an_order_whose_timer_fails_does_not_hold_up_the_others(
     row = await center_order(db, broken)
     assert row["resends"] == 0
     assert (row["next_resend_at"] - row["updated_at"]).total_seconds() > 30  # postponed
+
+
+async def _escalated_to_b(
+    http: httpx.AsyncClient, db: asyncpg.Pool, stack: RunningStack, fast_center: str
+) -> tuple[str, asyncpg.Record]:
+    """An order escalated from st-t3-a to st-t3-b; B's own escalation is put off, so the test
+    decides what happens next. Returns the order id and its row as first dispatched."""
+    created = await submit(http, fast_center, stack.api_key, t3_request("T3-ONE", urgency="urgent"))
+    order_id = created["order_id"]
+    first = await center_order(db, order_id)
+    assert (first["station_id"], first["dispatch_no"]) == ("st-t3-a", 1)
+
+    async def at_b() -> bool:
+        moved = await db.fetchval(
+            """UPDATE dispatch_center.orders SET accept_due_at = now() + interval '1 hour'
+               WHERE id = $1 AND dispatch_no = 2 RETURNING station_id""",
+            uuid.UUID(order_id),
+        )
+        return moved == "st-t3-b"
+
+    await eventually(at_b, timeout_s=30)
+    return order_id, first
+
+
+async def _audit_order(db: asyncpg.Pool, order_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(
+        "SELECT * FROM audit.orders WHERE order_id = $1", uuid.UUID(order_id)
+    )
+    return row
+
+
+@pytest.mark.usefixtures("township")
+async def test_an_accept_made_in_time_that_arrives_after_the_escalation_wins(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, fast_center: str
+) -> None:
+    order_id, first = await _escalated_to_b(http, db, stack, fast_center)
+    on_time = first["accept_due_at"] - timedelta(milliseconds=500)
+    await send_station_events(
+        stack, order_id, OrderAccepted(station_id="st-t3-a"), occurred_at=on_time
+    )
+
+    async def taken_back() -> asyncpg.Record | None:
+        row = await center_order(db, order_id)
+        return row if row["status"] == "accepted" else None
+
+    row = await eventually(taken_back, timeout_s=30)
+    assert (row["station_id"], row["dispatch_no"]) == ("st-t3-a", 3)
+    assert row["accept_due_at"] is None
+    last = (await center_events(db, order_id, "order.dispatched"))[-1]["payload"]
+    assert (last["station_id"], last["dispatch_no"]) == ("st-t3-a", 3)
+    assert datetime.fromisoformat(last["accepted_at"]) == on_time
+
+    async def station_has_it_accepted() -> bool:
+        held = await db.fetchrow(
+            "SELECT station_id, status FROM station_worker.station_orders WHERE order_id = $1",
+            uuid.UUID(order_id),
+        )
+        return held is not None and tuple(held) == ("st-t3-a", "accepted")
+
+    await eventually(station_has_it_accepted, timeout_s=30)
+
+    async def audit_agrees() -> asyncpg.Record | None:
+        audited = await _audit_order(db, order_id)
+        ok = audited and (audited["status"], audited["station_id"]) == ("accepted", "st-t3-a")
+        return audited if ok else None
+
+    audited = await eventually(audit_agrees, timeout_s=30)
+    assert audited["accepted_at"] == on_time
+
+
+@pytest.mark.usefixtures("township")
+async def test_an_accept_made_after_the_deadline_of_a_dispatch_moved_on_from_is_dropped(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, fast_center: str
+) -> None:
+    order_id, first = await _escalated_to_b(http, db, stack, fast_center)
+    late = first["accept_due_at"] + timedelta(milliseconds=500)
+    await send_station_events(
+        stack, order_id, OrderAccepted(station_id="st-t3-a"), occurred_at=late
+    )
+    # Then something the center does apply, so that the late accept is known to be behind us.
+    await send_station_events(stack, order_id, OrderAccepted(station_id="st-t3-b"))
+
+    async def accepted_at_b() -> asyncpg.Record | None:
+        row = await center_order(db, order_id)
+        return row if row["status"] == "accepted" else None
+
+    row = await eventually(accepted_at_b, timeout_s=30)
+    assert (row["station_id"], row["dispatch_no"]) == ("st-t3-b", 2)
+
+    async def audit_agrees() -> asyncpg.Record | None:
+        audited = await _audit_order(db, order_id)
+        ok = audited and (audited["status"], audited["station_id"]) == ("accepted", "st-t3-b")
+        return audited if ok else None
+
+    await eventually(audit_agrees, timeout_s=30)

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import REGISTRY
 
+from services.audit import store
 from shared import outbox
 from shared.events import SYSTEM, Envelope, OrderReceived, new_event
+from shared.locks import LockNamespace
 from shared.migrations import migrate
 from shared.settings import KafkaSettings
 from tests.conftest import RunningStack
@@ -22,13 +31,12 @@ from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
-TOPIC = "swd.test.relay"
-
 
 async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
     stack: RunningStack, tmp_path: Path
 ) -> None:
     schema = f"relay_{uuid.uuid4().hex[:8]}"
+    topic = f"swd.test.relay.{schema}"
     await migrate(stack.database_url, schema, tmp_path)  # the shared outbox/inbox tables only
     conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
     order_id = uuid.uuid4()
@@ -40,13 +48,13 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
         OrderReceived(station_id="s", dispatch_no=99), order_id=uuid.uuid4(), actor=SYSTEM
     )
     async with conn.transaction():
-        await outbox.add(conn, TOPIC, stale)
+        await outbox.add(conn, topic, stale)
         await conn.execute("UPDATE outbox SET sent_at = now() - interval '2 days'")
-        await outbox.add(conn, TOPIC, *events)
+        await outbox.add(conn, topic, *events)
 
     task = asyncio.create_task(_relay(stack, schema, batch_size=2).run())
     consumer = AIOKafkaConsumer(
-        TOPIC,
+        topic,
         bootstrap_servers=stack.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -130,7 +138,15 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
         await conn.close()
 
 
-def _relay(stack: RunningStack, schema: str, batch_size: int) -> outbox.OutboxRelay:
+def _relay(
+    stack: RunningStack,
+    schema: str,
+    batch_size: int,
+    *,
+    replay_window: timedelta = timedelta(minutes=5),
+    readers: dict[str, list[str]] | None = None,
+    leader_timeout_s: float = 60,
+) -> outbox.OutboxRelay:
     return outbox.OutboxRelay(
         database_url=stack.database_url,
         schema=schema,
@@ -138,7 +154,9 @@ def _relay(stack: RunningStack, schema: str, batch_size: int) -> outbox.OutboxRe
         batch_size=batch_size,
         poll_interval_s=0.1,
         retention=timedelta(days=1),
-        replay_window=timedelta(minutes=5),
+        replay_window=replay_window,
+        readers=readers or {},
+        leader_timeout_s=leader_timeout_s,
     )
 
 
@@ -157,3 +175,195 @@ async def _read_all(stack: RunningStack, topic: str, at_least: int) -> list[byte
         return values if len(values) >= at_least else None
     finally:
         await consumer.stop()
+
+
+def _events(order_id: uuid.UUID, numbers: range) -> list[Envelope[OrderReceived]]:
+    return [
+        new_event(OrderReceived(station_id="s", dispatch_no=n), order_id=order_id, actor=SYSTEM)
+        for n in numbers
+    ]
+
+
+@contextlib.asynccontextmanager
+async def _scratch_schema(stack: RunningStack, tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
+    schema = f"relay_{uuid.uuid4().hex[:8]}"
+    await migrate(stack.database_url, schema, tmp_path)
+    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
+    try:
+        yield schema, conn
+    finally:
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _running(relay: outbox.OutboxRelay) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(relay.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_the_first_batches_to_a_topic_that_did_not_exist_are_not_taken_for_a_loss(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    # The relay's clients start before its first send creates the topic; nothing else asks for
+    # the topic meanwhile, so the relay alone learns that it exists.
+    async with _scratch_schema(stack, tmp_path) as (schema, conn):
+        topic = f"swd.test.fresh.{schema}"
+        events = _events(uuid.uuid4(), range(1, 8))
+        await outbox.add(conn, topic, *events)
+        async with _running(_relay(stack, schema, batch_size=2)):
+
+            async def drained() -> bool:
+                return await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
+
+            await eventually(drained)
+            # Loss checks run at least once a second: give a false one time to fire.
+            await asyncio.sleep(2 * outbox.LOSS_CHECK_INTERVAL_S)
+            replays = REGISTRY.get_sample_value("swd_outbox_replays_total", {"service": schema})
+            assert replays is None
+            assert await eventually(lambda: _read_all(stack, topic, len(events))) == [
+                e.to_json().encode() for e in events
+            ]
+
+
+async def test_after_a_quiet_period_a_broker_loss_replays_what_a_stopped_reader_lacks(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """A reader (the audit, say) stops; events go out; all is quiet for longer than the replay
+    window; the broker loses everything. The reader, back, still gets every event it lacked."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    async with _scratch_schema(stack, tmp_path) as (schema, conn):
+        topic, group = f"swd.test.quiet.{schema}", f"reader-{schema}"
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+        order_id = uuid.uuid4()
+        read, missed = _events(order_id, range(1, 3)), _events(order_id, range(3, 6))
+        window = timedelta(seconds=1)
+        relay = _relay(stack, schema, batch_size=10, replay_window=window, readers={topic: [group]})
+        try:
+            async with _running(relay):
+                await outbox.add(conn, topic, *read)
+                # The reader reads and commits the first events, then stops.
+                assert await _read_as(stack, group, topic, len(read)) == _bodies(read)
+                await outbox.add(conn, topic, *missed)
+                assert await eventually(lambda: _read_all(stack, topic, 5)) == _bodies(
+                    [*read, *missed]
+                )
+                await asyncio.sleep(3 * window.total_seconds())  # quiet, longer than the window
+                await admin.delete_topics([topic])
+                await asyncio.sleep(0.5)
+                await admin.create_topics([NewTopic(topic, 1, 1)])
+                # Nothing new is written: the relay notices on its own.
+                again = await eventually(lambda: _read_all(stack, topic, len(missed)), 30)
+                assert again == _bodies(missed)
+        finally:
+            await admin.delete_topics([topic])
+            await admin.close()
+
+
+def _bodies(events: list[Envelope[OrderReceived]]) -> list[bytes]:
+    return [e.to_json().encode() for e in events]
+
+
+async def _read_as(stack: RunningStack, group: str, topic: str, count: int) -> list[bytes]:
+    """Read ``count`` messages as consumer group ``group`` and commit them."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.kafka_bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        values: list[bytes] = []
+
+        async def enough() -> bool:
+            batch = await consumer.getmany(timeout_ms=200)
+            values.extend(r.value for rs in batch.values() for r in rs if r.value is not None)
+            return len(values) >= count
+
+        await eventually(enough, 30)
+        await consumer.commit()
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def test_the_relay_leader_lock_and_the_audit_order_locks_have_namespaces_of_their_own(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    async with _scratch_schema(stack, tmp_path) as (schema, conn):
+        relay = _relay(stack, schema, batch_size=10)
+        async with _running(relay):
+
+            async def leading() -> bool:
+                return relay.is_leader
+
+            await eventually(leading)
+            async with conn.transaction():
+                await store.lock_orders(conn, [uuid.uuid4()])
+                locks = await conn.fetch(
+                    """SELECT a.application_name = $1 AS relay, l.classid, l.objsubid
+                       FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                       WHERE l.locktype = 'advisory'
+                         AND (a.pid = pg_backend_pid() OR a.application_name = $1)""",
+                    f"swdispatch-{schema}-relay",
+                )
+        # Two-key locks (objsubid 2), the first key the namespace.
+        assert sorted((r["relay"], r["classid"], r["objsubid"]) for r in locks) == [
+            (False, LockNamespace.AUDIT_ORDER, 2),
+            (True, LockNamespace.OUTBOX_RELAY, 2),
+        ]
+        assert LockNamespace.AUDIT_ORDER != LockNamespace.OUTBOX_RELAY
+
+
+RELAY_PROCESS = """
+import asyncio, sys
+from datetime import timedelta
+from shared.outbox import OutboxRelay
+from shared.settings import KafkaSettings
+url, schema, bootstrap = sys.argv[1:4]
+asyncio.run(OutboxRelay(database_url=url, schema=schema, kafka=KafkaSettings(bootstrap=bootstrap),
+    batch_size=10, poll_interval_s=0.1, retention=timedelta(days=1),
+    replay_window=timedelta(minutes=5), readers={}, leader_timeout_s=3).run())
+"""
+
+
+async def test_a_leader_that_stops_talking_loses_the_lead_and_another_relay_drains_the_outbox(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """A leader whose process hangs (or whose connection goes half-open) keeps its database
+    session, and so the leader lock, unless the server ends a session that says nothing."""
+    async with _scratch_schema(stack, tmp_path) as (schema, conn):
+        topic = f"swd.test.leader.{schema}"
+        first, later = _events(uuid.uuid4(), range(1, 3)), _events(uuid.uuid4(), range(1, 3))
+        await outbox.add(conn, topic, *first)
+        leader = subprocess.Popen(
+            [sys.executable, "-c", RELAY_PROCESS, stack.database_url, schema, stack.kafka_bootstrap]
+        )
+        try:
+
+            async def sent(count: int) -> bool:
+                unsent = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+                total = await conn.fetchval("SELECT count(*) FROM outbox")
+                return unsent == 0 and total == count
+
+            await eventually(lambda: sent(len(first)), 60)
+            leader.send_signal(signal.SIGSTOP)
+            standby = _relay(stack, schema, batch_size=10, leader_timeout_s=3)
+            async with _running(standby):
+                await outbox.add(conn, topic, *later)
+                started = time.monotonic()
+                await eventually(lambda: sent(len(first) + len(later)), 30)
+                took = time.monotonic() - started
+            assert took < 20, took
+        finally:
+            leader.send_signal(signal.SIGCONT)
+            leader.terminate()
+            leader.wait(30)

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.audit.metrics import DURATION_BUCKETS
 from shared import topics
+from shared.locks import LockNamespace
 from swdispatch.embedded import free_port
 from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
@@ -155,10 +156,13 @@ async def test_a_stuck_outbox_shows_as_backlog_and_raises_its_alert(
         # Take the audit relay's lock away from it, as a hung replica holding it would.
         await conn.execute(
             """SELECT pg_terminate_backend(pid) FROM pg_locks
-               WHERE locktype = 'advisory' AND objsubid = 1 AND pid <> pg_backend_pid()
-                 AND ((classid::bigint << 32) | objid::bigint) = hashtext('audit.outbox')""",
+               WHERE locktype = 'advisory' AND pid <> pg_backend_pid()
+                 AND objsubid = 2 AND classid = $1 AND objid = hashtext('audit')::oid""",
+            LockNamespace.OUTBOX_RELAY,
         )
-        await conn.execute("SELECT pg_advisory_lock(hashtext('audit.outbox'))")
+        await conn.execute(
+            "SELECT pg_advisory_lock($1, hashtext('audit'))", LockNamespace.OUTBOX_RELAY
+        )
         try:
             await conn.execute(
                 """INSERT INTO audit.outbox (event_id, topic, key, event_type, body, created_at)
@@ -179,7 +183,9 @@ async def test_a_stuck_outbox_shows_as_backlog_and_raises_its_alert(
             finally:
                 await conn.execute("DELETE FROM audit.outbox WHERE topic = 'swd.test.never-sent'")
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext('audit.outbox'))")
+            await conn.execute(
+                "SELECT pg_advisory_unlock($1, hashtext('audit'))", LockNamespace.OUTBOX_RELAY
+            )
     await value_becomes(http, prometheus, unsent, 0)
     await value_becomes(http, prometheus, oldest, 0)
 

@@ -134,3 +134,41 @@ def test_percentile_interpolates_between_the_nearest_values() -> None:
     assert percentile([7.0], 0.9) == 7.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert percentile([10.0, 20.0, 30.0, 40.0, 50.0], 0.9) == 46.0
+
+
+def test_an_accept_of_a_dispatch_the_order_has_moved_on_from_changes_nothing() -> None:
+    """As at the center: escalated from A to B, A's accept (late) is dropped."""
+    script = OrderScript(BASE, deadlines_min={s: 30 for s in Stage})
+    script.submitted().dispatched("st-a", 0).escalated("st-a", 30).dispatched("st-b", 30)
+    script.accepted("st-a", 31).assigned("st-a", "w1", 32)
+    t = project(str(script.order_id), script.redacted())
+    assert t.status is OrderStatus.DISPATCHED
+    assert t.station_id == "st-b"
+    assert t.accepted_at is None
+    assert t.worker_id is None
+
+
+def test_a_rejection_of_a_dispatch_the_order_has_moved_on_from_changes_nothing() -> None:
+    script = OrderScript(BASE)
+    script.submitted().dispatched("st-a", 0).escalated("st-a", 30).dispatched("st-b", 30)
+    script.rejected("st-a", 31)  # of dispatch 2 in the script's numbering: make it dispatch 1
+    events = script.redacted()
+    events[-1]["payload"]["dispatch_no"] = 1
+    t = project(str(script.order_id), events)
+    assert t.status is OrderStatus.DISPATCHED
+    assert t.rejections == 0
+
+
+def test_an_on_time_accept_that_won_over_the_redispatch_leaves_the_order_accepted_there() -> None:
+    """A accepted at minute 29 of 30; the center had escalated to B at 30 and, hearing of the
+    accept at 31, took the order back to A as accepted (a dispatch carrying ``accepted_at``)."""
+    script = OrderScript(BASE, deadlines_min={s: 30 for s in Stage})
+    script.submitted().dispatched("st-a", 0).accepted("st-a", 29)
+    script.escalated("st-a", 30).dispatched("st-b", 30)
+    script.dispatched("st-a", 31, accepted_at_minutes=29)
+    t = project(str(script.order_id), script.redacted())
+    assert t.status is OrderStatus.ACCEPTED
+    assert t.station_id == "st-a"
+    assert t.accepted_at == BASE + timedelta(minutes=29)
+    assert t.stage_outcome(Stage.ACCEPT, BASE + timedelta(days=1)) == "met"
+    assert [d.station_id for d in t.dispatches] == ["st-a", "st-b", "st-a"]

@@ -27,6 +27,7 @@ from shared.migrations import migrate
 from shared.ops_metrics import OPS_JOBS
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
+from shared.strings import reject_control_characters
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,12 @@ def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=spec.title, version="1", lifespan=lifespan)
+    app = FastAPI(
+        title=spec.title,
+        version="1",
+        lifespan=lifespan,
+        dependencies=[Depends(reject_control_characters)],
+    )
     app.state.runtime = runtime
     for error in TRANSIENT_ERRORS:
         app.add_exception_handler(error, _temporarily_unavailable)

@@ -1,7 +1,8 @@
 """schemathesis over each service's OpenAPI, authenticated: no 5xx, responses match the schema.
 
 Each run takes a fresh random seed, printed and named in a failure (``SWD_FUZZ_SEED=<seed>``
-repeats it). Strings may hold NUL and any other control character. No ``callback_url`` is
+repeats it). Strings may hold NUL and any other control character, and about half the cases
+get one put into a parameter or body string (``fuzz_hooks.py``). No ``callback_url`` is
 generated: the center would deliver status callbacks to whatever address it names, and tests
 reach only this machine's loopback.
 """
@@ -107,6 +108,11 @@ def test_the_api_holds_up_to_generated_requests(
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
+        env={
+            **os.environ,
+            "NO_COLOR": "1",
+            "SCHEMATHESIS_TELEMETRY": "false",
+            "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("fuzz_hooks.py")),
+        },
     )
     assert result.returncode == 0, f"seed {seed}\n" + result.stdout[-6000:] + result.stderr[-2000:]

@@ -32,6 +32,7 @@ from shared.migrations import migrate
 from shared.ops_metrics import OPS_JOBS
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
+from shared.strings import reject_control_characters
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,12 @@ def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=spec.title, version="1", lifespan=lifespan)
+    app = FastAPI(
+        title=spec.title,
+        version="1",
+        lifespan=lifespan,
+        dependencies=[Depends(reject_control_characters)],
+    )
     app.state.runtime = runtime
     answer_transient_errors_503(app)
     install_middleware(app, service=spec.name, max_body_bytes=settings.max_request_bytes)

@@ -15,7 +15,7 @@ from services.audit import commands as audit_commands
 from services.dispatch_center import commands as center_commands
 from services.station_worker import commands as station_commands
 from shared.settings import Settings
-from swdispatch import load_commands
+from swdispatch import dlq, load_commands
 from swdispatch.stack import SERVICES, LocalStack, Ports, migrate_all, role_passwords_from_env
 from swdispatch.supervisor import Supervisor
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             f"--{service.replace('_', '-')}-url", default=f"http://127.0.0.1:{port}"
         )
 
-    for module in (center_commands, station_commands, audit_commands, load_commands):
+    for module in (center_commands, station_commands, audit_commands, load_commands, dlq):
         module.add_commands(sub)
 
     args = parser.parse_args(argv)

@@ -18,9 +18,10 @@ from pydantic import (
 
 from shared.domain import BeneficiaryGroup, Category, OrderStatus, ReporterRole, Urgency
 from shared.events import Deadlines
+from shared.strings import FreeText, SingleLine
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Text = Annotated[SingleLine, StringConstraints(min_length=1, max_length=200)]
+Code = Annotated[SingleLine, StringConstraints(min_length=1, max_length=64)]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 -]{4,19}$")]
 
 # Clocks of integrations drift; a report a little "in the future" is still accepted.
@@ -48,21 +49,17 @@ class Beneficiary(Strict):
 class RequestLocation(Strict):
     township_code: Code
     community_code: Code
-    address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+    address: Annotated[SingleLine, StringConstraints(min_length=1, max_length=300)]
 
 
 class IntakeRequest(Strict):
-    external_id: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)
-    ]
+    external_id: Annotated[SingleLine, StringConstraints(min_length=1, max_length=128)]
     reporter: Reporter
     beneficiary: Beneficiary
     location: RequestLocation
     category: Category
     urgency: Urgency
-    description: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)
-    ]
+    description: Annotated[FreeText, StringConstraints(min_length=1, max_length=4000)]
     reported_at: AwareDatetime
     callback_url: HttpUrl | None = None
 
@@ -101,8 +98,8 @@ class RequestView(BaseModel):
 
 # --- Operator API ---------------------------------------------------------------------------
 
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Reason = Annotated[FreeText, StringConstraints(min_length=1, max_length=500)]
+Name = Annotated[SingleLine, StringConstraints(min_length=1, max_length=200)]
 
 
 class OrderSummary(BaseModel):

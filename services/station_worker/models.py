@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.domain import BeneficiaryGroup, Category, OrderStatus, Urgency
 from shared.events import CaseDetails, Deadlines
+from shared.strings import FreeText, SingleLine
 
 OPEN_STATUSES = (
     OrderStatus.DISPATCHED,
@@ -34,22 +35,22 @@ class Body(BaseModel):
 
 class RejectBody(Body):
     reason_code: RejectReason
-    note: str | None = Field(default=None, max_length=2000)
+    note: Annotated[FreeText, Field(max_length=2000)] | None = None
 
 
 class AssignBody(Body):
-    worker_id: str = Field(min_length=1, max_length=200)
+    worker_id: SingleLine = Field(min_length=1, max_length=200)
 
 
 class CompleteBody(Body):
     outcome: Outcome
     service_minutes: int = Field(ge=0, le=24 * 60)
-    summary: str = Field(min_length=1, max_length=8000)
+    summary: FreeText = Field(min_length=1, max_length=8000)
     follow_up_needed: bool
 
 
 class WorkerBody(Body):
-    worker_id: str = Field(min_length=1, max_length=200, description="the worker's staff id")
+    worker_id: SingleLine = Field(min_length=1, max_length=200, description="the worker's staff id")
     skills: list[Category] = Field(description="the service categories they can serve")
     capacity: int = Field(ge=0, le=100, description="the most active orders they can carry")
     on_duty: bool = True

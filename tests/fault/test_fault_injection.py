@@ -587,9 +587,9 @@ async def _assert_duplicates_would_be_counted(db: asyncpg.Pool, order_id: str) -
             )
             await conn.execute(
                 """INSERT INTO audit.trail (order_id, event_id, event_type, occurred_at,
-                       station_id, event, prev_hash, hash)
+                       station_id, event, prev_hash, hash, hash_version)
                    SELECT order_id, gen_random_uuid(), event_type, occurred_at, station_id, event,
-                       prev_hash, hash
+                       prev_hash, hash, hash_version
                    FROM audit.trail WHERE order_id = $1 AND event_type = 'order.accepted'""",
                 order_id,
             )

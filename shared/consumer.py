@@ -27,7 +27,7 @@ from shared.db import Connection, Pool, is_transient
 from shared.events import Envelope, EventPayload, UndecodableEvent, decode
 from shared.kafka import consumer_options
 from shared.settings import KafkaSettings
-from shared.topics import consumer_group, dead_letter
+from shared.topics import REPLAYED_FROM_HEADER, consumer_group, dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,11 @@ BATCH_FALLBACKS = Counter(
     " failed the batch (a deadlock, the database going away, an event a handler rejects)",
     ["consumer", "error"],
 )
+REDRIVEN = Counter(
+    "swd_consumer_redriven_messages_total",
+    "Re-driven dead letters a consumer took from Kafka (`swdispatch dlq replay`), by topic",
+    ["consumer", "topic"],
+)
 DEAD_LETTERED = Counter(
     "swd_dead_letter_events_total", "Messages sent to a dead-letter topic", ["topic", "reason"]
 )
@@ -112,6 +117,8 @@ class EventConsumer:
         """
         batch: list[tuple[ConsumerRecord[bytes, bytes], Envelope[Any]]] = []
         for record in records:
+            if any(key == REPLAYED_FROM_HEADER for key, _ in record.headers or ()):
+                REDRIVEN.labels(self.name, record.topic).inc()
             body = record.value or b""
             if len(body) > self._max_event_bytes:
                 await self._dead_letter(record, "oversized", f"{len(body)} bytes")

@@ -31,3 +31,7 @@ READERS = {
     topic: [consumer_group(service) for service, read in READ_BY.items() if topic in read]
     for topic in ALL
 }
+
+# The header `swdispatch dlq replay` puts on a re-driven message:
+# "<dlq topic>:<partition>:<offset>".
+REPLAYED_FROM_HEADER = "swd-replayed-from"

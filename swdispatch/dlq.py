@@ -35,7 +35,7 @@ REPLAYED = Counter(
     ["topic", "reason"],
     registry=METRICS,
 )
-REPLAYED_FROM = "swd-replayed-from"
+REPLAYED_FROM = topics.REPLAYED_FROM_HEADER
 NOT_REPLAYABLE = {"oversized"}
 BODY_LIMIT = 4000
 

@@ -52,17 +52,25 @@ def _headers(reason: str, consumer: str, offset: int) -> list[tuple[str, bytes]]
     ]
 
 
-async def _duplicates_seen_by_audit(http: httpx.AsyncClient, stack: RunningStack) -> float:
+async def _audit_metric(
+    http: httpx.AsyncClient, stack: RunningStack, name: str, labels: dict[str, str]
+) -> float:
     text = (await http.get(f"{stack.urls['audit']}/metrics")).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "swd_consumer_events_total" and sample.labels == {
-                "consumer": "audit",
-                "event_type": "order.accepted",
-                "outcome": "duplicate",
-            }:
+            if sample.name == name and sample.labels == labels:
                 return sample.value
     return 0.0
+
+
+async def _duplicates_seen_by_audit(http: httpx.AsyncClient, stack: RunningStack) -> float:
+    labels = {"consumer": "audit", "event_type": "order.accepted", "outcome": "duplicate"}
+    return await _audit_metric(http, stack, "swd_consumer_events_total", labels)
+
+
+async def _redriven_seen_by_audit(http: httpx.AsyncClient, stack: RunningStack) -> float:
+    labels = {"consumer": "audit", "topic": TOPIC}
+    return await _audit_metric(http, stack, "swd_consumer_redriven_messages_total", labels)
 
 
 async def test_dead_letters_are_listed_shown_and_replayed_once(
@@ -113,6 +121,7 @@ async def test_dead_letters_are_listed_shown_and_replayed_once(
     dry = await _swdispatch(stack, "replay", *in_range, "--dry-run")
     assert "would replay 1, skipped 2" in dry
 
+    redriven_before = await _redriven_seen_by_audit(http, stack)
     duplicates_before = await _duplicates_seen_by_audit(http, stack)
     replayed = await _swdispatch(stack, "replay", *in_range)
     assert "replayed 1, skipped 2" in replayed
@@ -139,6 +148,8 @@ async def test_dead_letters_are_listed_shown_and_replayed_once(
     await eventually(audit_saw_the_duplicate, timeout_s=30)
     trail = await eventually(audit_trail)
     assert [entry["event_id"] for entry in trail] == [str(good.event_id)]
+    # The service that took them counts both re-driven messages.
+    assert await _redriven_seen_by_audit(http, stack) == redriven_before + 2
 
     # The replays went to the original partition, marked with where they were replayed from.
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)

@@ -373,3 +373,27 @@ async def test_a_failure_about_the_event_itself_is_dead_lettered(
     assert len(dead) == 1
     assert dead[0].headers["swd-dlq-reason"] == "handler_failed"
     assert pool.effects == []
+
+
+async def test_a_re_driven_dead_letter_is_counted_by_the_consumer_that_takes_it(
+    broker: KafkaBroker,
+) -> None:
+    from aiokafka import ConsumerRecord
+
+    from shared.consumer import REDRIVEN
+
+    consumer = _consumer(broker, {OrderReceived: _write_out}, _TransactionalPool())
+    event = new_event(
+        OrderReceived(station_id="s", dispatch_no=1), order_id=uuid.uuid4(), actor=SYSTEM
+    )
+    body = event.to_json().encode()
+    replayed = [(topics.REPLAYED_FROM_HEADER, b"swd.station-events.dlq:0:7")]
+    counted = REDRIVEN.labels(consumer.name, topics.STATION_EVENTS)
+    before = counted._value.get()
+    await consumer.consume(
+        (
+            ConsumerRecord(topics.STATION_EVENTS, 0, 0, 0, 0, b"k", body, None, 1, 1, []),
+            ConsumerRecord(topics.STATION_EVENTS, 0, 1, 0, 0, b"k", body, None, 1, 1, replayed),
+        )
+    )
+    assert counted._value.get() == before + 1

@@ -303,7 +303,7 @@ async def test_audit_readers_created_on_the_command_line_never_replace_another(
 async def test_seeding_the_demo_again_reissues_its_tokens_and_keeps_every_role(
     stack: RunningStack, http: httpx.AsyncClient
 ) -> None:
-    again = await demo.seed(stack.database_url)
+    again = await demo.seed(stack.database_url, stack.local.callback_secret_key)
     base = stack.urls["station_worker"]
     old = stack.credentials["stations"]["st-liuhe"]
     new = again["stations"]["st-liuhe"]

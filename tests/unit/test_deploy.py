@@ -48,6 +48,7 @@ COMPOSE_SECRETS = {
     "STATION_WORKER_DB_PASSWORD": "worker-secret",
     "AUDIT_DB_PASSWORD": "audit-secret",
     "AUDIT_HMAC_KEY": "k" * 32,
+    "CALLBACK_SECRET_KEY": "MGcf9xZ3RRj0wXYGPcRCMSS5Yven5SrFwdXh--zLhYg=",
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
 }
 # Egress the dispatch center's callbacks must never reach: the cluster, private, link-local.

@@ -1,4 +1,4 @@
-"""The domain's vocabulary (../shared/DOMAIN.md): urgencies, categories, groups, roles, statuses."""
+"""The domain's vocabulary (docs/domain.md): urgencies, categories, groups, roles, statuses."""
 
 from __future__ import annotations
 

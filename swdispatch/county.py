@@ -1,6 +1,6 @@
 """A synthetic county for the simulator and the benchmark: townships with their communities,
 one social-work station per township, its manager and social workers; and requests with a
-realistic mix of categories, beneficiary groups and urgencies (DOMAIN.md)."""
+realistic mix of categories, beneficiary groups and urgencies (docs/domain.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dispatch center settings: deadlines per urgency (DOMAIN.md defaults, overridable)."""
+"""Dispatch center settings: deadlines per urgency (docs/domain.md defaults, overridable)."""
 
 from __future__ import annotations
 

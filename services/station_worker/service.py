@@ -348,7 +348,7 @@ async def _check_assignable(
 
 
 def any_staff(staff: StaffMember, order: Locked) -> None:
-    """Accept and reject: the station manager or the duty social worker (DOMAIN.md)."""
+    """Accept and reject: the station manager or the duty social worker (docs/domain.md)."""
 
 
 def manager_only(action: str) -> Authorize:

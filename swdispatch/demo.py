@@ -28,6 +28,7 @@ from services.station_worker.admin import AlreadyExists as StaffExists
 from services.station_worker.admin import create_staff, create_worker, reissue_staff_token
 from shared.db import Connection
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
+from swdispatch.console import say
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ async def run_traffic(
             resp = await _submit(http, urls["dispatch_center"], credentials, body)
             sent += 1
             if resp.status_code >= 300:
-                print(f"  intake answered {resp.status_code}: {resp.text[:200]}", flush=True)
+                say(f"  intake answered {resp.status_code}: {resp.text[:200]}")
             else:
                 task = asyncio.create_task(_follow(http, urls, credentials, resp.json(), started))
                 following.add(task)
@@ -272,7 +273,7 @@ async def _submit(
             problem = f"answered {resp.status_code}"
         except httpx.TransportError as exc:
             problem = f"unreachable ({type(exc).__name__})"
-        print(f"  dispatch center {problem}; retrying in {backoff:g} s", flush=True)
+        say(f"  dispatch center {problem}; retrying in {backoff:g} s")
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 30.0)
 
@@ -291,11 +292,11 @@ async def _follow(
             headers={"X-API-Key": credentials["integration"]["api_key"]},
         )
     except httpx.TransportError as exc:
-        print(f"order {order_id[:8]}: dispatch center unreachable ({type(exc).__name__})")
+        say(f"order {order_id[:8]}: dispatch center unreachable ({type(exc).__name__})")
         return
     station_id = center.json().get("station_id")
     if station_id is None:
-        print(f"order {order_id[:8]} {created['status']}: waits at the center", flush=True)
+        say(f"order {order_id[:8]} {created['status']}: waits at the center")
         return
     token = credentials["stations"][station_id]["manager_token"]
     at_station = await _poll(
@@ -307,10 +308,9 @@ async def _follow(
         credentials["audit_supervisor_token"],
         lambda body: len(body) >= 3,
     )
-    print(
+    say(
         f"order {order_id[:8]} -> {station_id}: at station after "
-        f"{_ms(at_station, started)}, audit trail of 3 events after {_ms(trail, started)}",
-        flush=True,
+        f"{_ms(at_station, started)}, audit trail of 3 events after {_ms(trail, started)}"
     )
 
 

@@ -1,5 +1,7 @@
 """Keeps the service processes of a :class:`LocalStack` running: one that exits is started again
-after a backoff (1, 2, 4 ... 30 s; back to 1 s once it has stayed up a minute)."""
+after a backoff (1, 2, 4 ... 30 s; back to 1 s once it has stayed up a minute). A start that
+fails (the fork refused under load, say) is tried again after the next backoff: the watching
+thread must outlive every error, or nothing is restarted again."""
 
 from __future__ import annotations
 
@@ -7,11 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from swdispatch.console import say as _say
 from swdispatch.stack import SERVICES, LocalStack
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
 
 
 class Supervisor:
@@ -56,7 +55,17 @@ class Supervisor:
                 elif service in restart_at:
                     if now >= restart_at[service]:
                         del restart_at[service]
-                        self.stack.start_service(service)
+                        try:
+                            self.stack.start_service(service)
+                        except Exception as exc:  # any failure: try again later
+                            delay = backoff[service]
+                            self.say(
+                                f"{service} could not be started ({type(exc).__name__}: {exc});"
+                                f" trying again in {delay:g} s"
+                            )
+                            restart_at[service] = now + delay
+                            backoff[service] = min(delay * 2, self.max_backoff_s)
+                            continue
                         started_at[service] = now
                         self.say(f"{service} restarted")
                 elif (code := process.poll()) is not None:

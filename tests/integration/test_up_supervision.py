@@ -28,9 +28,10 @@ pytestmark = pytest.mark.integration
 class Output:
     """The lines a process prints, collected by a thread."""
 
-    def __init__(self, process: subprocess.Popen[str]) -> None:
+    def __init__(self, process: subprocess.Popen[str], logs: Path) -> None:
         self.lines: list[str] = []
         self._process = process
+        self._logs = logs
         assert process.stdout is not None
         threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
 
@@ -49,7 +50,18 @@ class Output:
                     return i
             assert self._process.poll() is None, f"exited: {''.join(self.lines[-30:])}"
             time.sleep(0.1)
-        raise AssertionError(f"no such line within {timeout_s}s: {''.join(self.lines[-30:])}")
+        raise AssertionError(
+            f"no wanted line after line {after} within {timeout_s}s; all it printed:\n"
+            f"{''.join(self.lines)}\n{self._log_tails()}"
+        )
+
+    def _log_tails(self) -> str:
+        """The end of each service's log, to tell a service that did not come back from a line
+        that was not printed."""
+        tails = []
+        for log in sorted(self._logs.glob("*.log")):
+            tails.append(f"--- {log.name}:\n" + "".join(log.read_text().splitlines(True)[-15:]))
+        return "\n".join(tails)
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -103,7 +115,7 @@ def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output, list[int
         start_new_session=True,
     )
     try:
-        yield process, Output(process), ports
+        yield process, Output(process, tmp_path / ".swdispatch" / "logs"), ports
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -87,3 +87,42 @@ def test_a_service_stopped_on_purpose_is_not_restarted() -> None:
         assert stack.starts == 0
     finally:
         supervisor.stop()
+
+
+class FailingStartStack(FakeStack):
+    """The first ``failures`` starts raise, as a refused fork would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.next_code = None
+
+    def start_service(self, service: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            self.starts += 1
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        super().start_service(service)
+
+
+def test_a_start_that_fails_is_tried_again_after_the_backoff() -> None:
+    stack = FailingStartStack(failures=2)
+    stack.processes["audit"] = cast(Any, ExitedProcess(-9))
+    lines: list[str] = []
+    supervisor = Supervisor(
+        stack, ("audit",), first_backoff_s=0.1, max_backoff_s=0.4, say=lines.append
+    )
+    supervisor.start()
+    try:
+        _wait_for(lambda: "audit restarted" in lines)
+        assert lines == [
+            "audit exited with code -9; restarting in 0.1 s",
+            "audit could not be started (BlockingIOError: [Errno 11] Resource temporarily"
+            " unavailable); trying again in 0.2 s",
+            "audit could not be started (BlockingIOError: [Errno 11] Resource temporarily"
+            " unavailable); trying again in 0.4 s",
+            "audit restarted",
+        ]
+        assert stack.processes["audit"].poll() is None
+    finally:
+        supervisor.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -67,3 +69,44 @@ class Stage(StrEnum):
     ACCEPT = "accept"
     ASSIGN = "assign"
     COMPLETE = "complete"
+
+
+# The stage an order in each status waits on: its deadline is the one that counts now.
+# Statuses not listed (completed, closed, cancelled) wait on none.
+CURRENT_STAGE: dict[OrderStatus, Stage] = {
+    OrderStatus.SUBMITTED: Stage.DISPATCH,
+    OrderStatus.UNROUTABLE: Stage.DISPATCH,
+    OrderStatus.REJECTED: Stage.DISPATCH,
+    OrderStatus.ESCALATED: Stage.DISPATCH,
+    OrderStatus.DISPATCHED: Stage.ACCEPT,
+    OrderStatus.ACCEPTED: Stage.ASSIGN,
+    OrderStatus.ASSIGNED: Stage.COMPLETE,
+    OrderStatus.IN_SERVICE: Stage.COMPLETE,
+}
+
+
+def current_stage(status: OrderStatus | str) -> Stage | None:
+    """The stage an order in ``status`` waits on; None when it waits on none."""
+    return CURRENT_STAGE.get(OrderStatus(status))
+
+
+def current_deadline(
+    status: OrderStatus | str, deadlines: Mapping[Stage, datetime]
+) -> datetime | None:
+    """The deadline of the stage an order in ``status`` waits on; None when it waits on none
+    or that deadline is not known."""
+    stage = current_stage(status)
+    return None if stage is None else deadlines.get(stage)
+
+
+def current_deadline_sql(
+    columns: Mapping[Stage, str], *, status: str = "status", otherwise: str = "NULL"
+) -> str:
+    """:func:`current_deadline` as a SQL expression: ``columns`` names each stage's deadline
+    column (a stage left out counts as ``otherwise``)."""
+    whens = "\n".join(
+        f"        WHEN '{s.value}' THEN {columns[stage]}"
+        for s, stage in CURRENT_STAGE.items()
+        if stage in columns
+    )
+    return f"CASE {status}\n{whens}\n        ELSE {otherwise}\n    END"

@@ -30,6 +30,11 @@ class Actor(Contract):
     kind: Literal["integration", "operator", "station_staff", "system"]
     id: str
 
+    @property
+    def text(self) -> str:
+        """The one way an actor is written as text (a history's ``actor`` column): kind:id."""
+        return f"{self.kind}:{self.id}"
+
 
 SYSTEM = Actor(kind="system", id="swdispatch")
 

@@ -1,21 +1,35 @@
-"""HTTP pieces every service uses: /healthz, /readyz, /metrics, request metrics, a body cap."""
+"""HTTP pieces every service uses: /healthz, /readyz, /metrics, request metrics, a body cap, and
+the one place errors become responses: RFC 9457 ``application/problem+json``, the same shape
+from every service (a 422 lists its fields in ``errors``; a 409 may carry ``current``)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import is_transient
+from shared.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidField,
+    NotFound,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +46,119 @@ REQUEST_SECONDS = Histogram(
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
 
 
-class ErrorDetail(BaseModel):
+PROBLEM = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
     detail: str
+    errors: list[FieldError] | None = None
+    """For a 422: each field that is wrong, by its path (``["body", "reason"]``)."""
+    current: dict[str, Any] | None = None
+    """For a 409: the state of the thing that did not allow the request."""
+
+
+def problem(
+    status: int, detail: str, *, headers: Mapping[str, str] | None = None, **members: Any
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **{k: v for k, v in members.items() if v is not None},
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
+
+
+_STATUS_OF: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    Unauthorized: 401,
+    InvalidField: 422,
+}
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    status = next(code for kind, code in _STATUS_OF.items() if isinstance(exc, kind))
+    if isinstance(exc, InvalidField):
+        return problem(
+            422,
+            exc.detail,
+            errors=[{"loc": list(exc.loc), "msg": exc.detail, "type": exc.type}],
+        )
+    headers = {"WWW-Authenticate": exc.scheme} if isinstance(exc, Unauthorized) else None
+    return problem(status, exc.detail, headers=headers, **exc.extra)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e["loc"]), "msg": str(e["msg"]), "type": str(e["type"])} for e in exc.errors()
+    ]
+    fields = ", ".join(".".join(map(str, e["loc"])) for e in errors)
+    return problem(422, f"invalid: {fields}", errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code < 400:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    detail: Any = exc.detail
+    if isinstance(detail, list):  # TODO(one shape): until every service raises InvalidField
+        return problem(422, "invalid field", errors=detail)
+    if isinstance(detail, dict):  # TODO(one shape): until every service raises Conflict
+        return problem(exc.status_code, "conflict", current=detail)
+    return problem(exc.status_code, str(detail), headers=exc.headers)
+
+
+def answer_errors_as_problems(app: FastAPI) -> None:
+    """Every error answer of ``app`` as problem details, documented as such in its OpenAPI."""
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Problem"] = Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            schemas.update(schemas["Problem"].pop("$defs", {}))
+            ref = {"$ref": "#/components/schemas/Problem"}
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    for code, response in operation.get("responses", {}).items():
+                        if code[0] in "45":
+                            response["content"] = {PROBLEM: {"schema": ref}}
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # What any authenticated endpoint may answer besides its own responses.
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorDetail, "description": "a body that cannot be parsed"},
-    401: {"model": ErrorDetail, "description": "missing or invalid credentials"},
-    413: {"model": ErrorDetail, "description": "request body over the size limit"},
-    503: {"model": ErrorDetail, "description": "temporarily unavailable; retry after Retry-After"},
+    400: {"description": "a body that cannot be parsed"},
+    401: {"description": "missing or invalid credentials"},
+    413: {"description": "request body over the size limit"},
+    422: {"description": "a field that is not valid, named in errors"},
+    503: {"description": "temporarily unavailable; retry after Retry-After"},
 }
 
 
@@ -85,11 +202,7 @@ async def _temporarily_unavailable(request: Request, exc: Exception) -> Response
     if not is_transient(exc):
         raise exc
     log.warning("%s %s: %s", request.method, request.url.path, type(exc).__name__)
-    return JSONResponse(
-        {"detail": "temporarily unavailable, retry later"},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+    return problem(503, "temporarily unavailable, retry later", headers={"Retry-After": "1"})
 
 
 def install_middleware(app: FastAPI, *, service: str, max_body_bytes: int) -> None:
@@ -140,9 +253,7 @@ class MeasureAndCap:
                 )
 
     def _too_large(self) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"request body over {self.max_body_bytes} bytes"}, status_code=413
-        )
+        return problem(413, f"request body over {self.max_body_bytes} bytes")
 
     async def _read_capped(self, receive: Receive) -> list[Message] | None:
         """A body without Content-Length, read up to the cap; None when it is over."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -131,14 +131,14 @@ def publish(lag: Lag, dead_letters: dict[str, int]) -> None:
         DEAD_LETTER_MESSAGES.labels(topic).set(messages)
 
 
-async def report_consumer_lag(runtime: Runtime) -> None:
+async def report_consumer_lag(runtime: Runtime[Any]) -> None:
     async with LagProbe(runtime.settings.kafka) as probe:
         while True:
             publish(*await probe.measure(runtime.consumer_groups))
             await asyncio.sleep(runtime.settings.ops_metrics_interval_s)
 
 
-async def report_outbox_backlog(runtime: Runtime) -> None:
+async def report_outbox_backlog(runtime: Runtime[Any]) -> None:
     service = runtime.spec.name
     while True:
         row = await runtime.pool.fetchrow(

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Generic, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -24,6 +24,7 @@ from shared.consumer import EventConsumer, subscribe
 from shared.db import Pool, create_pool
 from shared.http import (
     COMMON_RESPONSES,
+    answer_errors_as_problems,
     answer_transient_errors_503,
     install_middleware,
     ops_router,
@@ -36,21 +37,25 @@ from shared.strings import reject_control_characters
 
 log = logging.getLogger(__name__)
 
+SettingsT = TypeVar("SettingsT", bound=Settings)
+App = FastAPI
+"""What a service's ``create_app`` returns (its ``app.py`` names no web framework)."""
+
 
 @dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(Generic[SettingsT]):
     name: str
     """The service's name, its database schema, and the prefix of its consumer groups."""
     title: str
     migrations: Path
-    consumers: Callable[[Pool, KafkaBroker, Settings], list[EventConsumer]]
+    consumers: Callable[[Pool, KafkaBroker, SettingsT], list[EventConsumer]]
     routers: Sequence[APIRouter]
-    background: Sequence[Callable[[Runtime], Awaitable[None]]] = field(default=())
+    background: Sequence[Callable[[Runtime[SettingsT]], Awaitable[None]]] = field(default=())
     """Long-running jobs (timers); each is restarted with backoff if it fails."""
 
 
-class Runtime:
-    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+class Runtime(Generic[SettingsT]):
+    def __init__(self, spec: ServiceSpec[SettingsT], settings: SettingsT) -> None:
         self.spec = spec
         self.settings = settings
         self._pool: Pool | None = None
@@ -132,7 +137,7 @@ class Runtime:
             log.info("%s consumers started", self.spec.name)
             return
 
-    async def _keep_running(self, job: Callable[[Runtime], Awaitable[None]]) -> None:
+    async def _keep_running(self, job: Callable[[Runtime[SettingsT]], Awaitable[None]]) -> None:
         backoff = 0.5
         while True:
             try:
@@ -174,7 +179,7 @@ class Runtime:
         return waiting
 
 
-def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
+def create_service_app(spec: ServiceSpec[SettingsT], settings: SettingsT) -> FastAPI:
     runtime = Runtime(spec, settings)
 
     @contextlib.asynccontextmanager
@@ -192,6 +197,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
         dependencies=[Depends(reject_control_characters)],
     )
     app.state.runtime = runtime
+    answer_errors_as_problems(app)
     answer_transient_errors_503(app)
     install_middleware(app, service=spec.name, max_body_bytes=settings.max_request_bytes)
     app.include_router(ops_router(runtime.readiness))
@@ -202,15 +208,17 @@ def create_service_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
 
 # Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a thread
 # hand-off per request for two attribute reads.
-async def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+async def current_runtime(request: Request) -> Runtime[Any]:
+    """A service types it with its settings: ``Annotated[Runtime[ItsSettings],
+    Depends(current_runtime)]`` in its ``api/deps.py``."""
+    runtime: Runtime[Any] = request.app.state.runtime
     return runtime
 
 
 async def _pool(request: Request) -> Pool:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime[Any] = request.app.state.runtime
     return runtime.pool
 
 
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+RuntimeDep = Annotated[Runtime[Any], Depends(current_runtime)]
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,14 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from shared import stats
+from swdispatch.embedded import free_port
+
 
 def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (PostgreSQL's percentile_cont)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+    """The ``q`` quantile of ``values`` (NaN for none), as :func:`shared.stats.percentile`."""
+    value = stats.percentile(values, q)
+    return float("nan") if value is None else value
 
 
 async def kafka_ceilings(bootstrap: str, *, messages: int, round_trips: int) -> dict[str, float]:
@@ -122,12 +119,6 @@ async def _run_concurrently(
     return time.perf_counter() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 TRIVIAL_APP = """
 from fastapi import FastAPI
 app = FastAPI()
@@ -141,7 +132,7 @@ async def echo(body: dict) -> dict:
 @contextlib.contextmanager
 def trivial_http_server() -> Iterator[str]:
     """A one-endpoint FastAPI app in its own uvicorn process, like each service runs in."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(  # noqa: S603
         [
             sys.executable,

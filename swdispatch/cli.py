@@ -9,11 +9,13 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from services.audit import commands as audit_commands
 from services.dispatch_center import commands as center_commands
 from services.station_worker import commands as station_commands
+from shared.cli import command
 from shared.settings import Settings
 from swdispatch import dlq, load_commands
 from swdispatch.stack import SERVICES, LocalStack, Ports, migrate_all, role_passwords_from_env
@@ -47,6 +49,10 @@ def run_service(service: str) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.graceful_timeout_s),
     )
+
+
+def _runs(service: str) -> Callable[[argparse.Namespace], None]:
+    return lambda _: run_service(service)
 
 
 def up(args: argparse.Namespace) -> None:
@@ -110,28 +116,65 @@ def up(args: argparse.Namespace) -> None:
         print("stopped", flush=True)
 
 
+def migrate(args: argparse.Namespace) -> None:
+    settings = Settings()
+    owner_url = settings.migration_database_url or settings.database_url
+    applied = asyncio.run(migrate_all(owner_url, role_passwords_from_env()))
+    print(json.dumps(applied, indent=2))
+
+
+def create_topics(args: argparse.Namespace) -> None:
+    from shared.kafka import create_topics
+
+    print("created:", asyncio.run(create_topics(Settings().kafka)) or "nothing missing")
+
+
+def asyncapi(args: argparse.Namespace) -> None:
+    from shared.asyncapi import document
+
+    print(json.dumps(document(Settings().kafka.bootstrap), indent=2))
+
+
+def seed_demo(args: argparse.Namespace) -> None:
+    from services.dispatch_center.settings import CenterSettings
+    from swdispatch import demo
+
+    center = CenterSettings()
+    credentials = asyncio.run(demo.seed(center.database_url, center.callback_fernet_key()))
+    demo.write_credentials(args.credentials, credentials)
+    print(f"demo credentials written to {args.credentials}")
+
+
+def demo_traffic(args: argparse.Namespace) -> None:
+    from swdispatch import demo
+
+    urls = {s: getattr(args, f"{s}_url") for s in SERVICES}
+    credentials = json.loads(args.credentials.read_text())
+    asyncio.run(demo.run_traffic(urls, credentials, interval_s=args.interval, count=args.count))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="swdispatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_up = sub.add_parser(
-        "up", help="run the whole pipeline on the embedded stack with demo traffic"
-    )
+    p_up = command(sub, "up", up, "run the whole pipeline on the embedded stack with demo traffic")
     p_up.add_argument("--interval", type=float, default=3.0, help="seconds between demo requests")
     p_up.add_argument("--count", type=int, default=None, help="stop after this many requests")
     p_up.add_argument("--no-demo", action="store_true", help="no demo traffic")
     p_up.add_argument("--postgres-port", type=int, default=5433)
     p_up.add_argument("--kafka-port", type=int, default=9092)
 
-    sub.add_parser("migrate", help="apply every service's schema migrations")
-    sub.add_parser("topics", help="create the Kafka topics and their dead-letter topics")
-    sub.add_parser("asyncapi", help="print the event contracts as an AsyncAPI document")
-    p_seed = sub.add_parser("seed-demo", help="write the demo county and print demo credentials")
+    command(sub, "migrate", migrate, "apply every service's schema migrations")
+    command(sub, "topics", create_topics, "create the Kafka topics and their dead-letter topics")
+    command(sub, "asyncapi", asyncapi, "print the event contracts as an AsyncAPI document")
+    p_seed = command(
+        sub, "seed-demo", seed_demo, "write the demo county and print demo credentials"
+    )
     p_seed.add_argument("--credentials", type=Path, default=STATE_DIR / "demo-credentials.json")
     for service in SERVICES:
-        sub.add_parser(service.replace("_", "-"), help=f"run the {service} service alone")
-    p_traffic = sub.add_parser(
-        "demo-traffic", help="submit demo requests to running services, as `up` does"
+        command(sub, service.replace("_", "-"), _runs(service), f"run the {service} service alone")
+    p_traffic = command(
+        sub, "demo-traffic", demo_traffic, "submit demo requests to running services, as `up` does"
     )
     p_traffic.add_argument("--credentials", type=Path, default=STATE_DIR / "demo-credentials.json")
     p_traffic.add_argument("--interval", type=float, default=3.0)
@@ -147,40 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         module.add_commands(sub)
 
     args = parser.parse_args(argv)
-    command = args.command.replace("-", "_")
-    if command in SERVICES and not hasattr(args, "handler"):
-        run_service(command)
-    elif command == "up":
-        up(args)
-    elif command == "migrate":
-        settings = Settings()
-        owner_url = settings.migration_database_url or settings.database_url
-        applied = asyncio.run(migrate_all(owner_url, role_passwords_from_env()))
-        print(json.dumps(applied, indent=2))
-    elif command == "topics":
-        from shared.kafka import create_topics
-
-        print("created:", asyncio.run(create_topics(Settings().kafka)) or "nothing missing")
-    elif command == "demo_traffic":
-        from swdispatch import demo
-
-        urls = {s: getattr(args, f"{s}_url") for s in SERVICES}
-        credentials = json.loads(args.credentials.read_text())
-        asyncio.run(demo.run_traffic(urls, credentials, interval_s=args.interval, count=args.count))
-    elif command == "asyncapi":
-        from shared.asyncapi import document
-
-        print(json.dumps(document(Settings().kafka.bootstrap), indent=2))
-    elif command == "seed_demo":
-        from services.dispatch_center.settings import CenterSettings
-        from swdispatch import demo
-
-        center = CenterSettings()
-        credentials = asyncio.run(demo.seed(center.database_url, center.callback_fernet_key()))
-        demo.write_credentials(args.credentials, credentials)
-        print(f"demo credentials written to {args.credentials}")
-    else:
-        args.handler(args)
+    args.handler(args)
 
 
 if __name__ == "__main__":

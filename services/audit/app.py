@@ -11,7 +11,7 @@ from services.audit.settings import AuditSettings
 from shared.runtime import ServiceSpec, create_service_app
 from shared.settings import Settings
 
-SPEC = ServiceSpec(
+SPEC = ServiceSpec[AuditSettings](
     name="audit",
     title="swdispatch audit",
     migrations=Path(__file__).parent / "migrations",

@@ -21,7 +21,7 @@ import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
@@ -143,9 +143,9 @@ async def write_checkpoint(pool: Pool, key: bytes, path: Path) -> Checkpoint | N
     return checkpoint
 
 
-async def keep_checkpointing(runtime: Runtime) -> None:
+async def keep_checkpointing(runtime: Runtime[AuditSettings]) -> None:
     """Background job: a checkpoint every ``SWD_AUDIT_CHECKPOINT_INTERVAL_S``."""
-    settings = cast(AuditSettings, runtime.settings)
+    settings = runtime.settings
     while True:
         await write_checkpoint(runtime.pool, settings.hmac_key, settings.audit_checkpoint_file)
         await asyncio.sleep(settings.audit_checkpoint_interval_s)

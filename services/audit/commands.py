@@ -8,8 +8,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.cli import command, in_schema
-from shared.db import Pool, create_pool
+from shared.cli import command
+from shared.db import Pool, create_pool, in_schema
 from shared.settings import Settings
 
 if TYPE_CHECKING:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
-from typing import cast
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import (
@@ -167,19 +166,19 @@ async def compute(conn: Connection) -> list[Metric]:
     return [events, durations, breaches, open_orders, overdue, oldest]
 
 
-async def refresh_figures(runtime: Runtime) -> None:
+async def refresh_figures(runtime: Runtime[AuditSettings]) -> None:
     """Background job: recompute the figures the collector serves."""
-    interval = cast(AuditSettings, runtime.settings).audit_metrics_refresh_interval_s
+    interval = runtime.settings.audit_metrics_refresh_interval_s
     while True:
         async with runtime.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             FIGURES.families = await compute(conn)
         await asyncio.sleep(interval)
 
 
-async def watch_breaches(runtime: Runtime) -> None:
+async def watch_breaches(runtime: Runtime[AuditSettings]) -> None:
     """Background job: a deadline that passes on an open order counts as breached now, not
     when the order is finally done."""
-    interval = cast(AuditSettings, runtime.settings).audit_breach_check_interval_s
+    interval = runtime.settings.audit_breach_check_interval_s
     while True:
         async with runtime.pool.acquire() as conn:
             await record_open_breaches(conn)

@@ -17,6 +17,7 @@ from services.audit.settings import AuditSettings
 from services.audit.store import load_timelines
 from services.audit.verify import Verification, verify
 from shared.domain import Stage
+from shared.errors import InvalidField
 from shared.runtime import PoolDep, RuntimeDep
 
 REPORT_DEFAULT_SPAN = timedelta(days=30)
@@ -187,7 +188,7 @@ async def timeliness_report(
     to = to or now
     from_ = from_ or to - REPORT_DEFAULT_SPAN
     if from_ >= to:
-        raise HTTPException(422, [{"loc": ["query", "from"], "msg": "must be before 'to'"}])
+        raise InvalidField(("query", "from"), "must be before 'to'")
     own = None if reader.role == "supervisor" else reader.station_id
     async with pool.acquire() as conn:
         orders = await load_timelines(conn, submitted_from=from_, submitted_to=to, station_id=own)

@@ -11,7 +11,7 @@ from services.dispatch_center import callbacks, consumers, operator_views, timer
 from services.dispatch_center.settings import CenterSettings
 from shared.runtime import ServiceSpec, create_service_app
 
-SPEC = ServiceSpec(
+SPEC = ServiceSpec[CenterSettings](
     name="dispatch_center",
     title="swdispatch dispatch center",
     migrations=Path(__file__).parent / "migrations",

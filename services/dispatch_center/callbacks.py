@@ -31,7 +31,6 @@ import time
 from collections import Counter as Tally
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import cast
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -284,8 +283,8 @@ async def encrypt_cleartext_secrets(pool: Pool, cipher: Fernet) -> None:
         log.info("callback secrets encrypted: %d", len(rows))
 
 
-async def run(runtime: Runtime) -> None:
-    settings = cast(CenterSettings, runtime.settings)
+async def run(runtime: Runtime[CenterSettings]) -> None:
+    settings = runtime.settings
     cipher = Fernet(settings.callback_fernet_key())
     await encrypt_cleartext_secrets(runtime.pool, cipher)
     in_flight: dict[asyncio.Task[None], str] = {}

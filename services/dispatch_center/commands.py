@@ -6,7 +6,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from shared.cli import command, in_schema
+from shared.cli import command
+from shared.db import in_schema
 
 
 def _create_integration(args: argparse.Namespace) -> None:

@@ -29,20 +29,20 @@ from services.dispatch_center.models import (
 )
 from services.dispatch_center.settings import CenterSettings
 from shared.domain import Category, OrderStatus, Urgency
-from shared.http import ErrorDetail
+from shared.http import Problem, problem
 from shared.runtime import PoolDep, RuntimeDep
 
 router = APIRouter(
     prefix="/v1/operator",
     tags=["operator"],
-    responses={403: {"model": ErrorDetail, "description": "a viewer may only read"}},
+    responses={403: {"model": Problem, "description": "a viewer may only read"}},
 )
 
 CodePath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 def _invalid(loc: list[str], msg: str, kind: str) -> JSONResponse:
-    return JSONResponse({"detail": [{"loc": loc, "msg": msg, "type": kind}]}, status_code=422)
+    return problem(422, msg, errors=[{"loc": loc, "msg": msg, "type": kind}])
 
 
 @router.get("/orders", response_model=OrderPage)

@@ -8,7 +8,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 from prometheus_client import Counter
 
@@ -96,8 +95,8 @@ async def _forget_old_rate_windows(pool: Pool) -> None:
     )
 
 
-async def run(runtime: Runtime) -> None:
-    settings = cast(CenterSettings, runtime.settings)
+async def run(runtime: Runtime[CenterSettings]) -> None:
+    settings = runtime.settings
     ticks = 0
     while True:
         fired = await fire_due(runtime.pool, settings)

@@ -6,12 +6,12 @@ import uuid
 from typing import cast
 
 from fastapi import APIRouter, HTTPException, Response, status
-from fastapi.responses import JSONResponse
 
 from services.dispatch_center import service
 from services.dispatch_center.auth import CurrentIntegration
 from services.dispatch_center.models import IntakeRequest, IntakeResponse, RequestView
 from services.dispatch_center.settings import CenterSettings
+from shared import errors
 from shared.runtime import PoolDep, RuntimeDep
 
 router = APIRouter(prefix="/v1/requests", tags=["intake"])
@@ -28,16 +28,13 @@ router = APIRouter(prefix="/v1/requests", tags=["intake"])
 )
 async def submit_request(
     body: IntakeRequest, integration: CurrentIntegration, runtime: RuntimeDep, response: Response
-) -> IntakeResponse | JSONResponse:
+) -> IntakeResponse:
     try:
         result = await service.submit(
             runtime.pool, cast(CenterSettings, runtime.settings), integration, body
         )
     except service.InvalidField as exc:
-        return JSONResponse(
-            {"detail": [{"loc": list(exc.loc), "msg": exc.msg, "type": exc.kind}]},
-            status_code=422,
-        )
+        raise errors.InvalidField(exc.loc, exc.msg, type=exc.kind) from None
     except service.ConflictingRequest:
         raise HTTPException(
             409, "external_id was used before with a different request body"

@@ -11,7 +11,7 @@ from services.station_worker.settings import StationSettings
 from shared.runtime import ServiceSpec, create_service_app
 from shared.settings import Settings
 
-SPEC = ServiceSpec(
+SPEC = ServiceSpec[StationSettings](
     name="station_worker",
     title="swdispatch station worker",
     migrations=Path(__file__).parent / "migrations",

@@ -7,7 +7,8 @@ import asyncio
 import sys
 from typing import Any
 
-from shared.cli import command, in_schema
+from shared.cli import command
+from shared.db import in_schema
 
 
 def _create_staff(args: argparse.Namespace) -> None:

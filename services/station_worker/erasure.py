@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import cast
 
 from services.station_worker.settings import StationSettings
 from shared.db import Pool
@@ -37,9 +36,9 @@ async def erase_expired(pool: Pool, retention: timedelta) -> int:
             return erased
 
 
-async def erase_personal_data(runtime: Runtime) -> None:
+async def erase_personal_data(runtime: Runtime[StationSettings]) -> None:
     """Background job: :func:`erase_expired` every ``SWD_STATION_ERASURE_INTERVAL_S``."""
-    settings = cast(StationSettings, runtime.settings)
+    settings = runtime.settings
     retention = timedelta(seconds=settings.station_personal_data_retention_s)
     while True:
         await erase_expired(runtime.pool, retention)

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from services.station_worker.settings import StationSettings
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def _offer(queue: asyncio.Queue[dict[str, Any]], change: dict[str, Any]) -> None
 HUB = QueueHub()
 
 
-async def listen_for_queue_changes(runtime: Runtime) -> None:
+async def listen_for_queue_changes(runtime: Runtime[StationSettings]) -> None:
     """Background job: LISTEN on the queue channel and feed :data:`HUB` until the connection
     drops (the runtime then restarts the job)."""
     conn = await asyncpg.connect(runtime.settings.database_url)

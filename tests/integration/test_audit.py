@@ -423,7 +423,7 @@ async def test_bad_report_parameters_are_a_422_naming_the_field(
         f"{stack.urls['audit']}/v1/reports/timeliness", params=params, headers=supervisor(stack)
     )
     assert resp.status_code == 422
-    assert resp.json()["detail"][0]["loc"] == ["query", field]
+    assert resp.json()["errors"][0]["loc"] == ["query", field]
 
 
 async def test_a_reader_created_on_the_command_line_can_read_reports(

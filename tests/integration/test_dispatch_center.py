@@ -111,8 +111,8 @@ async def test_a_community_of_another_township_is_a_422_naming_the_field(
     body["location"]["township_code"] = "TS-ELSEWHERE"
     resp = await post_request(http, stack, body)
     assert resp.status_code == 422
-    assert resp.json()["detail"][0]["loc"] == ["body", "location", "township_code"]
-    assert resp.json()["detail"][0]["type"] == "township_mismatch"
+    assert resp.json()["errors"][0]["loc"] == ["body", "location", "township_code"]
+    assert resp.json()["errors"][0]["type"] == "township_mismatch"
     written = await db.fetchval(
         "SELECT count(*) FROM dispatch_center.orders WHERE external_id = $1", body["external_id"]
     )
@@ -259,7 +259,7 @@ async def test_bad_fields_are_422s_naming_each_field(
     body["beneficiary"]["group"] = "aliens"
     resp = await post_request(http, stack, body)
     assert resp.status_code == 422
-    locs = {tuple(e["loc"]) for e in resp.json()["detail"]}
+    locs = {tuple(e["loc"]) for e in resp.json()["errors"]}
     assert locs == {
         ("body", "category"),
         ("body", "description"),
@@ -503,7 +503,7 @@ async def test_rejections_redispatch_down_the_fallbacks_then_wait_for_an_operato
         headers=ops,
     )
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"] == ["body", "station_id"]
+    assert bad.json()["errors"][0]["loc"] == ["body", "station_id"]
 
     cancel = await http.post(
         f"{center}/v1/operator/orders/{order_id}/cancel",
@@ -579,7 +579,7 @@ async def test_order_list_pages_with_a_cursor(stack: RunningStack, http: httpx.A
         headers=operator_headers(stack),
     )
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+    assert bad.json()["errors"][0]["loc"] == ["query", "cursor"]
 
 
 # --- status callbacks -----------------------------------------------------------------------
@@ -698,7 +698,7 @@ async def test_coverage_changes_name_bad_fields(
         url, json=body | {"fallbacks": ["st-nowhere"]}, headers=operator_headers(stack)
     )
     assert unknown.status_code == 422
-    assert unknown.json()["detail"][0]["loc"] == ["body", "fallbacks"]
+    assert unknown.json()["errors"][0]["loc"] == ["body", "fallbacks"]
     itself = await http.put(
         url, json=body | {"fallbacks": ["st-t3-a"]}, headers=operator_headers(stack)
     )
@@ -707,7 +707,7 @@ async def test_coverage_changes_name_bad_fields(
         url, json={k: v for k, v in body.items() if k != "reason"}, headers=operator_headers(stack)
     )
     assert no_reason.status_code == 422
-    assert no_reason.json()["detail"][0]["loc"] == ["body", "reason"]
+    assert no_reason.json()["errors"][0]["loc"] == ["body", "reason"]
 
 
 # --- where status callbacks go, how long an attempt may take --------------------------------
@@ -746,7 +746,7 @@ async def test_a_callback_url_the_center_may_not_call_is_a_422_naming_it(
     body = t3_request("T3-ONE", callback_url=url)
     resp = await post_request(http, stack, body)
     assert resp.status_code == 422, resp.text
-    assert [e["loc"] for e in resp.json()["detail"]] == [["body", "callback_url"]]
+    assert [e["loc"] for e in resp.json()["errors"]] == [["body", "callback_url"]]
     stored = await db.fetchval(
         "SELECT count(*) FROM dispatch_center.orders WHERE external_id = $1", body["external_id"]
     )

@@ -17,7 +17,7 @@ CONTROL_CHARACTERS = ["\x00", "\x01", "\x1b", "\x7f", "\x85"]
 
 
 def _names_field(resp: httpx.Response, loc: list[str]) -> bool:
-    return resp.status_code == 422 and any(e["loc"] == loc for e in resp.json()["detail"])
+    return resp.status_code == 422 and any(e["loc"] == loc for e in resp.json()["errors"])
 
 
 @pytest.mark.parametrize("char", CONTROL_CHARACTERS)

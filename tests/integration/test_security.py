@@ -138,7 +138,7 @@ async def test_fields_a_caller_may_not_set_are_rejected_by_name(
     body = request_body(83) | {field: value}
     resp = await post_request(http, stack, body)
     assert resp.status_code == 422
-    assert ["body", field] in [d["loc"] for d in resp.json()["detail"]]
+    assert ["body", field] in [d["loc"] for d in resp.json()["errors"]]
 
 
 async def test_a_station_reader_sees_only_its_own_stations_part_of_a_redispatched_order(

@@ -166,7 +166,7 @@ async def test_every_action_the_status_does_not_allow_is_409_with_the_status(
                 body = {"worker_id": b}
             resp = await post(http, station, order_id, action, body)
             assert resp.status_code == 409, (status, action, resp.text)
-            assert resp.json()["detail"]["status"] == status
+            assert resp.json()["current"]["status"] == status
         if steps:
             action, body = steps.pop(0)
             assert (await post(http, station, order_id, action, body)).status_code == 200
@@ -175,7 +175,7 @@ async def test_every_action_the_status_does_not_allow_is_409_with_the_status(
     rejected = await dispatch(stack, http, station)
     resp = await post(http, station, rejected["order_id"], "reject", {"reason_code": "duplicate"})
     assert resp.json()["status"] == "rejected"
-    assert (await post(http, station, rejected["order_id"], "accept")).json()["detail"][
+    assert (await post(http, station, rejected["order_id"], "accept")).json()["current"][
         "status"
     ] == "rejected"
 
@@ -187,7 +187,7 @@ async def test_a_rejection_carries_its_reason_and_keeps_the_note_out_of_the_audi
     order = await dispatch(stack, http, station)
     bad = await post(http, station, order["order_id"], "reject", {"reason_code": "bored"})
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"] == ["body", "reason_code"]
+    assert bad.json()["errors"][0]["loc"] == ["body", "reason_code"]
     note = "The resident moved to Shaxi last week"
     resp = await post(
         http,
@@ -246,10 +246,10 @@ async def test_of_staff_acting_at_once_on_one_order_exactly_one_wins(
         ),
     )
     assert (reassign_a.status_code, reassign_b.status_code) == (409, 200)
-    assert reassign_a.json()["detail"]["version"] in (current, current + 1)
+    assert reassign_a.json()["current"]["version"] in (current, current + 1)
     bad = await post(http, station, order["order_id"], "start", headers={"If-Match": "yes"})
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"] == ["header", "if-match"]
+    assert bad.json()["errors"][0]["loc"] == ["header", "if-match"]
 
 
 async def test_roles_and_tokens(
@@ -320,7 +320,7 @@ async def test_another_station_gets_404_for_orders_workers_and_stream(
     await post(http, ours, order_id, "accept")
     resp = await post(http, ours, order_id, "assign", {"worker_id": theirs_worker})
     assert resp.status_code == 422
-    assert resp.json()["detail"][0]["loc"] == ["body", "worker_id"]
+    assert resp.json()["errors"][0]["loc"] == ["body", "worker_id"]
     resp = await http.post(
         f"{ours.base}/v1/stations/{ours.id}/workers",
         json={"worker_id": theirs_worker, "skills": [], "capacity": 1},
@@ -367,7 +367,7 @@ async def test_suggestions_rank_on_duty_workers_by_skill_then_load(
     for worker, why in (("off-duty", "not on duty"), ("full", "already carries 1 of 1")):
         resp = await post(http, station, order["order_id"], "assign", {"worker_id": ids[worker]})
         assert resp.status_code == 422
-        assert why in resp.json()["detail"][0]["msg"]
+        assert why in resp.json()["errors"][0]["msg"]
 
     # The roster shows the loads; a manager updates a profile (200) or adds one (201).
     roster = await http.get(
@@ -395,7 +395,7 @@ async def test_suggestions_rank_on_duty_workers_by_skill_then_load(
         headers=station.auth(),
     )
     assert bad.status_code == 422
-    assert bad.json()["detail"][0]["loc"][:2] == ["body", "skills"]
+    assert bad.json()["errors"][0]["loc"][:2] == ["body", "skills"]
 
 
 async def test_the_queue_is_sorted_by_deadline_filtered_and_paged(
@@ -457,7 +457,7 @@ async def test_the_queue_is_sorted_by_deadline_filtered_and_paged(
     ):
         resp = await http.get(url, params=params, headers=station.auth())
         assert resp.status_code == 422
-        assert resp.json()["detail"][0]["loc"] == loc
+        assert resp.json()["errors"][0]["loc"] == loc
 
 
 async def test_a_cancelled_order_leaves_the_queue_and_later_actions_get_409(
@@ -471,7 +471,7 @@ async def test_a_cancelled_order_leaves_the_queue_and_later_actions_get_409(
     cancelled = await order_when(http, station, order_id, status="cancelled")
     assert cancelled["history"][-1]["actor"] == "dispatch_center"
     resp = await post(http, station, order_id, "assign", {"worker_id": "anyone"})
-    assert (resp.status_code, resp.json()["detail"]["status"]) == (409, "cancelled")
+    assert (resp.status_code, resp.json()["current"]["status"]) == (409, "cancelled")
     listing = await http.get(
         f"{station.base}/v1/stations/{station.id}/orders", headers=station.auth()
     )

@@ -104,7 +104,7 @@ async def test_unknown_community_is_a_422_naming_the_field(
     body["location"]["community_code"] = "NO-SUCH-PLACE"
     resp = await post_request(http, stack, body)
     assert resp.status_code == 422
-    assert resp.json()["detail"][0]["loc"] == ["body", "location", "community_code"]
+    assert resp.json()["errors"][0]["loc"] == ["body", "location", "community_code"]
 
 
 async def test_a_repeated_request_is_the_same_order_and_a_changed_one_conflicts(

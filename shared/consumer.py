@@ -15,6 +15,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord
@@ -81,25 +82,16 @@ DEAD_LETTERED = Counter(
 )
 
 
+@dataclass(kw_only=True)
 class EventConsumer:
     """Applies the events of ``topics`` that ``applier`` handles, as consumer ``name``."""
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        topics: tuple[str, ...],
-        pool: Pool,
-        broker: KafkaBroker,
-        applier: Applier,
-        max_event_bytes: int,
-    ) -> None:
-        self.name = name
-        self.topics = topics
-        self._pool = pool
-        self._broker = broker
-        self._applier = applier
-        self._max_event_bytes = max_event_bytes
+    name: str
+    topics: tuple[str, ...]
+    pool: Pool
+    broker: KafkaBroker
+    applier: Applier
+    max_event_bytes: int
 
     @property
     def group_id(self) -> str:
@@ -120,7 +112,7 @@ class EventConsumer:
             if any(key == REPLAYED_FROM_HEADER for key, _ in record.headers or ()):
                 REDRIVEN.labels(self.name, record.topic).inc()
             body = record.value or b""
-            if len(body) > self._max_event_bytes:
+            if len(body) > self.max_event_bytes:
                 await self._dead_letter(record, "oversized", f"{len(body)} bytes")
                 continue
             try:
@@ -128,14 +120,14 @@ class EventConsumer:
             except UndecodableEvent as exc:
                 await self._dead_letter(record, exc.reason, exc.detail)
                 continue
-            if not self._applier.handles(event.type):
+            if not self.applier.handles(event.type):
                 APPLIED.labels(self.name, event.type, "ignored").inc()
                 continue
             batch.append((record, event))
         if not batch:
             return
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as conn, conn.transaction():
                 outcomes = await self._apply_new(conn, [event for _, event in batch])
         except Exception as exc:
             BATCH_FALLBACKS.labels(self.name, type(exc).__name__).inc()
@@ -165,7 +157,7 @@ class EventConsumer:
                 first_times.append(event)
             outcomes.append((event.type, "applied" if first else "duplicate"))
         if first_times:
-            await self._applier.apply(conn, first_times)
+            await self.applier.apply(conn, first_times)
         return outcomes
 
     async def _apply(self, record: ConsumerRecord[bytes, bytes], event: Envelope[Any]) -> None:
@@ -173,7 +165,7 @@ class EventConsumer:
         handler_failures = 0
         while True:
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
+                async with self.pool.acquire() as conn, conn.transaction():
                     [(event_type, outcome)] = await self._apply_new(conn, [event])
                 APPLIED.labels(self.name, event_type, outcome).inc()
                 return
@@ -224,8 +216,8 @@ class EventConsumer:
             reason,
             detail,
         )
-        await self._broker.publish(
-            record.value[: self._max_event_bytes] if record.value else b"",
+        await self.broker.publish(
+            record.value[: self.max_event_bytes] if record.value else b"",
             dlq,
             key=record.key,
             headers={

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import asyncpg
 
+from shared.db import connect
+
 SHARED_MIGRATIONS = Path(str(resources.files("shared") / "sql"))
 
 # Tables whose rows a service may add but never change or remove.
@@ -40,12 +42,11 @@ async def migrate(
     """Apply what is missing, then (re)grant the service's runtime role; return the versions
     applied now. ``database_url`` is the owner's; ``role_password`` (when given) becomes the
     runtime role's password."""
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url, schema)
     applied_now: list[str] = []
     try:
         await conn.execute("SELECT pg_advisory_lock(hashtext('swdispatch.migrate'))")
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        await conn.execute(f'SET search_path TO "{schema}"')
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    version text PRIMARY KEY,

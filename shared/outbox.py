@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter
 
-from shared.db import Connection
+from shared.db import Connection, schema_settings
 from shared.events import Envelope
 from shared.kafka import client_options, producer_options
 from shared.locks import LockNamespace
@@ -90,29 +91,19 @@ class BrokerLostEvents(Exception):
     """The broker no longer holds events it acknowledged."""
 
 
+@dataclass(kw_only=True)
 class OutboxRelay:
-    def __init__(
-        self,
-        *,
-        database_url: str,
-        schema: str,
-        kafka: KafkaSettings,
-        batch_size: int,
-        poll_interval_s: float,
-        retention: timedelta,
-        replay_window: timedelta,
-        readers: Mapping[str, Sequence[str]],
-        leader_timeout_s: float,
-    ) -> None:
-        self._database_url = database_url
-        self._schema = schema
-        self._kafka = kafka
-        self._batch_size = batch_size
-        self._poll_interval_s = poll_interval_s
-        self._retention = retention
-        self._replay_window = replay_window
-        self._readers = readers
-        self._leader_timeout_s = leader_timeout_s
+    database_url: str
+    schema: str
+    kafka: KafkaSettings
+    batch_size: int
+    poll_interval_s: float
+    retention: timedelta
+    replay_window: timedelta
+    readers: Mapping[str, Sequence[str]]
+    leader_timeout_s: float
+
+    def __post_init__(self) -> None:
         self._next_cleanup = 0.0
         self._next_loss_check = 0.0
         self._wake = asyncio.Event()
@@ -140,7 +131,7 @@ class OutboxRelay:
                 self.is_leader = False
                 log.warning(
                     "outbox relay (%s) failed: %s; retrying",
-                    self._schema,
+                    self.schema,
                     type(exc).__name__,
                     # The whole story once per kind of failure in a streak of failures.
                     exc_info=type(exc) not in told,
@@ -150,14 +141,13 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 10.0)
 
     async def _connect(self) -> Connection:
-        silence_ms = str(int(self._leader_timeout_s * 1000))
+        silence_ms = str(int(self.leader_timeout_s * 1000))
         conn: Connection = await asyncpg.connect(
-            self._database_url,
+            self.database_url,
             # A server that stops answering: the relay gives the session up.
-            command_timeout=self._leader_timeout_s,
-            server_settings={
-                "search_path": self._schema,
-                "application_name": f"swdispatch-{self._schema}-relay",
+            command_timeout=self.leader_timeout_s,
+            server_settings=schema_settings(self.schema, "relay")
+            | {
                 # A relay that stops talking (a hung process, a half-open connection): the
                 # server ends its session, and the leader lock with it, so another replica
                 # takes over. The relay talks at least every poll interval, and a transaction
@@ -175,11 +165,11 @@ class OutboxRelay:
         conn = await self._connect()
         # Clients of its own, made anew after every failure: a client left in a bad state by a
         # broker restart cannot keep the relay stuck.
-        options = client_options(self._kafka)
+        options = client_options(self.kafka)
         offsets = AIOKafkaConsumer(enable_auto_commit=False, **options)
         admin = AIOKafkaAdminClient(**options)
         producer = AIOKafkaProducer(
-            client_id=f"swdispatch-{self._schema}-relay", **producer_options(self._kafka)
+            client_id=f"swdispatch-{self.schema}-relay", **producer_options(self.kafka)
         )
         broker = _Broker(admin, offsets)
         try:
@@ -187,16 +177,16 @@ class OutboxRelay:
             while not await conn.fetchval(  # noqa: ASYNC110
                 "SELECT pg_try_advisory_lock($1, hashtext($2))",
                 LockNamespace.OUTBOX_RELAY,
-                self._schema,
+                self.schema,
             ):
-                await asyncio.sleep(self._poll_interval_s)
+                await asyncio.sleep(self.poll_interval_s)
             self.is_leader = True
             await offsets.start()
             await admin.start()
             await producer.start()
             await self._load_acknowledged(conn)
             self._next_loss_check = 0.0  # check before the first batch
-            await conn.add_listener(f"{self._schema}.outbox", self._on_notify)
+            await conn.add_listener(f"{self.schema}.outbox", self._on_notify)
             while True:
                 self._wake.clear()
                 # The first batch after a wait goes out only once the broker is known to be
@@ -212,7 +202,7 @@ class OutboxRelay:
                     raise BrokerLostEvents
                 await self._delete_old_sent_rows(conn)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
                 if conn.is_closed():
                     raise ConnectionError("relay connection closed")
         finally:
@@ -269,8 +259,8 @@ class OutboxRelay:
         # A group that has committed nothing on a partition has read none of it. A topic with
         # no readers counts as read up to what the broker acknowledged.
         read = {tp: last + 1 for tp, (_, last) in self._acknowledged.items()}
-        for group_id in sorted({g for tp in read for g in self._readers.get(tp.topic, ())}):
-            mine = [tp for tp in read if group_id in self._readers.get(tp.topic, ())]
+        for group_id in sorted({g for tp in read for g in self.readers.get(tp.topic, ())}):
+            mine = [tp for tp in read if group_id in self.readers.get(tp.topic, ())]
             committed = await broker.committed(group_id, mine)
             for tp in mine:
                 read[tp] = min(read[tp], committed.get(tp, 0))
@@ -300,7 +290,7 @@ class OutboxRelay:
                            SELECT FROM outbox_read r
                            WHERE r.topic = o.topic AND r.kafka_partition = o.kafka_partition
                              AND r.kafka_offset > o.kafka_offset))""",
-                self._replay_window,
+                self.replay_window,
             )
             await conn.execute(
                 "UPDATE outbox SET kafka_partition = NULL, kafka_offset = NULL"
@@ -308,10 +298,10 @@ class OutboxRelay:
             )
             await conn.execute("DELETE FROM outbox_read")
         self._acknowledged, self._read = {}, {}
-        REPLAYS.labels(self._schema).inc()
+        REPLAYS.labels(self.schema).inc()
         log.warning(
             "outbox relay (%s): the broker lost events; replaying %s",
-            self._schema,
+            self.schema,
             replayed.removeprefix("UPDATE "),
         )
 
@@ -323,7 +313,7 @@ class OutboxRelay:
             rows = await conn.fetch(
                 "SELECT id, topic, key, event_type, body FROM outbox WHERE sent_at IS NULL "
                 "ORDER BY id LIMIT $1",
-                self._batch_size,
+                self.batch_size,
             )
             if not rows:
                 return False
@@ -333,7 +323,7 @@ class OutboxRelay:
         if lost:
             await self._replay_unread(conn)
             raise BrokerLostEvents
-        return len(rows) == self._batch_size
+        return len(rows) == self.batch_size
 
     async def _publish(
         self, conn: Connection, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
@@ -379,7 +369,7 @@ class OutboxRelay:
             return
         self._next_cleanup = time.monotonic() + CLEANUP_INTERVAL_S
         await conn.execute(
-            "DELETE FROM outbox WHERE sent_at < now() - $1::interval", self._retention
+            "DELETE FROM outbox WHERE sent_at < now() - $1::interval", self.retention
         )
 
 

@@ -8,9 +8,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from services.dispatch_center.admin import create_integration, upsert_community, upsert_station
+from shared.db import transaction_in
 from shared.domain import BeneficiaryGroup, Category, Urgency
 from swdispatch.demo import intake_body, seed_reader, seed_staff
 
@@ -110,54 +109,47 @@ async def seed(
     """Write the county into each service's schema; return its credentials, shaped like the
     demo's (``swdispatch.demo.seed``). Each community falls back to the next township's
     station, so a rejected order is redispatched rather than held."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL search_path TO dispatch_center")
-            for t in range(county.townships):
-                await upsert_station(
-                    conn, county.station_id(t), f"Simulated station {t}", county.township_code(t)
-                )
-            for t in range(county.townships):
-                fallback = county.station_id((t + 1) % county.townships)
-                for c in range(county.communities_per_township):
-                    await upsert_community(
-                        conn,
-                        county.community_code(t, c),
-                        f"Simulated community {t}.{c}",
-                        county.township_code(t),
-                        county.station_id(t),
-                        [fallback] if county.townships > 1 else [],
-                    )
-            # The simulator is one integration sending a county's traffic: no per-minute limit.
-            created = await create_integration(
-                conn,
-                integration,
-                callback_secret_key=callback_secret_key,
-                rate_limit_per_minute=10_000_000,
-                reissue=True,
+    async with transaction_in("dispatch_center", database_url) as conn:
+        for t in range(county.townships):
+            await upsert_station(
+                conn, county.station_id(t), f"Simulated station {t}", county.township_code(t)
             )
-        stations: dict[str, Any] = {}
-        async with conn.transaction():
-            await conn.execute("SET LOCAL search_path TO station_worker")
-            for station_id in county.station_ids:
-                manager = await seed_staff(
-                    conn, station_id, "station_manager", "Simulated manager", f"{station_id}-mgr"
+        for t in range(county.townships):
+            fallback = county.station_id((t + 1) % county.townships)
+            for c in range(county.communities_per_township):
+                await upsert_community(
+                    conn,
+                    county.community_code(t, c),
+                    f"Simulated community {t}.{c}",
+                    county.township_code(t),
+                    county.station_id(t),
+                    [fallback] if county.townships > 1 else [],
                 )
-                workers = {
-                    worker_id: await seed_staff(
-                        conn, station_id, "social_worker", "Simulated worker", worker_id
-                    )
-                    for worker_id in county.worker_ids(station_id)
-                }
-                stations[station_id] = {"manager_token": manager, "social_worker_tokens": workers}
-        async with conn.transaction():
-            await conn.execute("SET LOCAL search_path TO audit")
-            supervisor = await seed_reader(
-                conn, "sim-supervisor", "Simulation supervisor", "supervisor"
+        # The simulator is one integration sending a county's traffic: no per-minute limit.
+        created = await create_integration(
+            conn,
+            integration,
+            callback_secret_key=callback_secret_key,
+            rate_limit_per_minute=10_000_000,
+            reissue=True,
+        )
+    stations: dict[str, Any] = {}
+    async with transaction_in("station_worker", database_url) as conn:
+        for station_id in county.station_ids:
+            manager = await seed_staff(
+                conn, station_id, "station_manager", "Simulated manager", f"{station_id}-mgr"
             )
-    finally:
-        await conn.close()
+            workers = {
+                worker_id: await seed_staff(
+                    conn, station_id, "social_worker", "Simulated worker", worker_id
+                )
+                for worker_id in county.worker_ids(station_id)
+            }
+            stations[station_id] = {"manager_token": manager, "social_worker_tokens": workers}
+    async with transaction_in("audit", database_url) as conn:
+        supervisor = await seed_reader(
+            conn, "sim-supervisor", "Simulation supervisor", "supervisor"
+        )
     return {
         "integration": {
             "id": created.id,

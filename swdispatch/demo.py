@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import asyncpg
 import httpx
 
 from services.audit.admin import AlreadyExists as ReaderExists
@@ -26,7 +25,7 @@ from services.dispatch_center.admin import (
 )
 from services.station_worker.admin import AlreadyExists as StaffExists
 from services.station_worker.admin import create_staff, create_worker, reissue_staff_token
-from shared.db import Connection
+from shared.db import Connection, transaction_in
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
 from swdispatch.console import say
 
@@ -142,50 +141,41 @@ def random_request(rng: random.Random, *, community: str | None = None) -> dict[
 
 async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
     """Write the demo county into each service's own schema; return fresh demo credentials."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL search_path TO dispatch_center")
-            for st in COUNTY:
-                await upsert_station(conn, st.id, st.name, st.township_code)
-                for code, name in st.communities:
-                    covered_by = None if code in UNCOVERED else st.id
-                    await upsert_community(conn, code, name, st.township_code, covered_by)
-            integration = await create_integration(
-                conn,
-                "demo-grid-platform",
-                callback_secret_key=callback_secret_key,
-                reissue=True,
+    async with transaction_in("dispatch_center", database_url) as conn:
+        for st in COUNTY:
+            await upsert_station(conn, st.id, st.name, st.township_code)
+            for code, name in st.communities:
+                covered_by = None if code in UNCOVERED else st.id
+                await upsert_community(conn, code, name, st.township_code, covered_by)
+        integration = await create_integration(
+            conn,
+            "demo-grid-platform",
+            callback_secret_key=callback_secret_key,
+            reissue=True,
+        )
+        _, operator_token = await create_operator(conn, "demo-operator", reissue=True)
+    stations: dict[str, Any] = {}
+    async with transaction_in("station_worker", database_url) as conn:
+        for st in COUNTY:
+            manager = await seed_staff(
+                conn, st.id, "station_manager", f"Manager of {st.name}", f"{st.id}-manager"
             )
-            _, operator_token = await create_operator(conn, "demo-operator", reissue=True)
-        stations: dict[str, Any] = {}
-        async with conn.transaction():
-            await conn.execute("SET LOCAL search_path TO station_worker")
-            for st in COUNTY:
-                manager = await seed_staff(
-                    conn, st.id, "station_manager", f"Manager of {st.name}", f"{st.id}-manager"
+            workers = {
+                f"{st.id}-sw{i}": await seed_staff(
+                    conn, st.id, "social_worker", f"Social worker {i}", f"{st.id}-sw{i}"
                 )
-                workers = {
-                    f"{st.id}-sw{i}": await seed_staff(
-                        conn, st.id, "social_worker", f"Social worker {i}", f"{st.id}-sw{i}"
-                    )
-                    for i in (1, 2)
-                }
-                for i, worker_id in enumerate(workers):
-                    # Between them, the two cover every category; each carries up to 8 orders.
-                    await create_worker(conn, worker_id, st.id, list(Category)[i::2], capacity=8)
-                stations[st.id] = {"manager_token": manager, "social_worker_tokens": workers}
-        async with conn.transaction():
-            await conn.execute("SET LOCAL search_path TO audit")
-            supervisor = await seed_reader(
-                conn, "county-supervisor", "County supervisor", "supervisor"
+                for i in (1, 2)
+            }
+            for i, worker_id in enumerate(workers):
+                # Between them, the two cover every category; each carries up to 8 orders.
+                await create_worker(conn, worker_id, st.id, list(Category)[i::2], capacity=8)
+            stations[st.id] = {"manager_token": manager, "social_worker_tokens": workers}
+    async with transaction_in("audit", database_url) as conn:
+        supervisor = await seed_reader(conn, "county-supervisor", "County supervisor", "supervisor")
+        for st in COUNTY:
+            stations[st.id]["audit_token"] = await seed_reader(
+                conn, f"{st.id}-manager", f"Manager of {st.name}", "station_manager", st.id
             )
-            for st in COUNTY:
-                stations[st.id]["audit_token"] = await seed_reader(
-                    conn, f"{st.id}-manager", f"Manager of {st.name}", "station_manager", st.id
-                )
-    finally:
-        await conn.close()
     return {
         "integration": {
             "id": integration.id,

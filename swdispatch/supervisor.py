@@ -8,28 +8,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from swdispatch.console import say as _say
 from swdispatch.stack import SERVICES, LocalStack
 
 
+@dataclass
 class Supervisor:
-    def __init__(
-        self,
-        stack: LocalStack,
-        services: tuple[str, ...] = SERVICES,
-        *,
-        first_backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
-        stable_after_s: float = 60.0,
-        say: Callable[[str], None] = _say,
-    ) -> None:
-        self.stack = stack
-        self.services = services
-        self.first_backoff_s = first_backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.stable_after_s = stable_after_s
-        self.say = say
+    stack: LocalStack
+    services: tuple[str, ...] = SERVICES
+    first_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    stable_after_s: float = 60.0
+    say: Callable[[str], None] = _say
+
+    def __post_init__(self) -> None:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
 

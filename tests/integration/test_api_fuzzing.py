@@ -18,10 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
+from shared.db import transaction_in
 from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.integration
@@ -34,13 +34,9 @@ async def _viewer_operator(stack: RunningStack) -> str:
     (random writes would change the routing the other tests rely on)."""
     from services.dispatch_center.admin import create_operator
 
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        await conn.execute("SET search_path TO dispatch_center")
+    async with transaction_in("dispatch_center", stack.database_url) as conn:
         _, token = await create_operator(conn, "fuzzing-viewer", "viewer", reissue=True)
-        return token
-    finally:
-        await conn.close()
+    return token
 
 
 def _credentials(stack: RunningStack, service: str) -> list[str]:

@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -22,6 +21,7 @@ from prometheus_client import REGISTRY
 
 from services.audit import store
 from shared import outbox
+from shared.db import connect
 from shared.events import SYSTEM, Envelope, OrderReceived, new_event
 from shared.locks import LockNamespace
 from shared.migrations import migrate
@@ -38,7 +38,7 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
     schema = f"relay_{uuid.uuid4().hex[:8]}"
     topic = f"swd.test.relay.{schema}"
     await migrate(stack.database_url, schema, tmp_path)  # the shared outbox/inbox tables only
-    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
+    conn = await connect(stack.database_url, schema)
     order_id = uuid.uuid4()
     events = [
         new_event(OrderReceived(station_id="s", dispatch_no=n), order_id=order_id, actor=SYSTEM)
@@ -105,7 +105,7 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
     await admin.start()
     await admin.create_topics([NewTopic(topic, partitions, 1)])
     await migrate(stack.database_url, schema, tmp_path)
-    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
+    conn = await connect(stack.database_url, schema)
     order_id = uuid.uuid4()
 
     def event(n: int) -> Envelope[OrderReceived]:
@@ -188,7 +188,7 @@ def _events(order_id: uuid.UUID, numbers: range) -> list[Envelope[OrderReceived]
 async def _scratch_schema(stack: RunningStack, tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
     schema = f"relay_{uuid.uuid4().hex[:8]}"
     await migrate(stack.database_url, schema, tmp_path)
-    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": schema})
+    conn = await connect(stack.database_url, schema)
     try:
         yield schema, conn
     finally:

@@ -7,42 +7,7 @@ from typing import Any, Union
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from shared import topics
-from shared.events import (
-    Envelope,
-    EventPayload,
-    OrderAccepted,
-    OrderAssigned,
-    OrderCancelled,
-    OrderClosed,
-    OrderCompleted,
-    OrderDispatched,
-    OrderEscalated,
-    OrderReceived,
-    OrderRejected,
-    OrderStarted,
-    OrderSubmitted,
-    OrderUnroutable,
-)
-
-PUBLISHED_ON: dict[str, tuple[type[EventPayload], ...]] = {
-    topics.CENTER_EVENTS: (
-        OrderSubmitted,
-        OrderDispatched,
-        OrderUnroutable,
-        OrderEscalated,
-        OrderCancelled,
-        OrderClosed,
-    ),
-    topics.STATION_EVENTS: (
-        OrderReceived,
-        OrderAccepted,
-        OrderRejected,
-        OrderAssigned,
-        OrderStarted,
-        OrderCompleted,
-    ),
-}
+from shared.events import PUBLISHED_ON, Envelope
 
 
 def document(bootstrap: str) -> dict[str, Any]:

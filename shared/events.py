@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import pydantic_core
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from shared import topics
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Stage, Urgency
 
 
@@ -78,6 +79,8 @@ class EventPayload(Contract):
 
 
 class OrderSubmitted(EventPayload):
+    """The center took a request in: the order exists, its deadlines are set."""
+
     event_type = "order.submitted"
     integration_id: str
     external_id: str
@@ -90,6 +93,8 @@ class OrderSubmitted(EventPayload):
 
 
 class OrderDispatched(EventPayload):
+    """The center sent the order to a station (again, for a redispatch or a resend)."""
+
     event_type = "order.dispatched"
     station_id: str
     dispatch_no: int = Field(ge=1, description="1 for the first dispatch, +1 per redispatch")
@@ -115,12 +120,17 @@ class OrderDispatched(EventPayload):
 
 
 class OrderUnroutable(EventPayload):
+    """No station covers the order's community: it waits for an operator."""
+
     event_type = "order.unroutable"
     location: Location
     reason: str
 
 
 class OrderEscalated(EventPayload):
+    """A stage's deadline passed (or a station rejected) and the center took the order
+    back from the station; ``stage`` says which clock ran out."""
+
     event_type = "order.escalated"
     stage: Stage
     station_id: str | None
@@ -128,73 +138,100 @@ class OrderEscalated(EventPayload):
 
 
 class OrderCancelled(EventPayload):
+    """An operator cancelled the order; it ends here."""
+
     event_type = "order.cancelled"
     station_id: str | None
     reason: str
 
 
 class OrderClosed(EventPayload):
+    """The order is closed: nothing more happens to it."""
+
     event_type = "order.closed"
     station_id: str | None
 
 
-class OrderReceived(EventPayload):
-    event_type = "order.received"
+class StationEvent(EventPayload):
+    """An event of the station that holds the order."""
+
     station_id: str
+
+
+class WorkerEvent(StationEvent):
+    """A step of the social worker the order is assigned to."""
+
+    worker_id: str
+
+
+class OrderReceived(StationEvent):
+    """The station has the dispatch numbered ``dispatch_no`` (its acknowledgement)."""
+
+    event_type = "order.received"
     dispatch_no: int
 
 
-class OrderAccepted(EventPayload):
+class OrderAccepted(StationEvent):
+    """The station signed for the order (接单/签收): it will serve it."""
+
     event_type = "order.accepted"
-    station_id: str
 
 
-class OrderRejected(EventPayload):
+class OrderRejected(StationEvent):
+    """The station refused the dispatch with a coded reason; the center
+    redispatches or holds the order."""
+
     event_type = "order.rejected"
-    station_id: str
     dispatch_no: int
     reason_code: str
     note: str | None = personal(default=None)
 
 
-class OrderAssigned(EventPayload):
+class OrderAssigned(WorkerEvent):
+    """A manager gave the order to one of the station's social workers."""
+
     event_type = "order.assigned"
-    station_id: str
-    worker_id: str
 
 
-class OrderStarted(EventPayload):
+class OrderStarted(WorkerEvent):
+    """The assigned social worker began the service."""
+
     event_type = "order.started"
-    station_id: str
-    worker_id: str
 
 
-class OrderCompleted(EventPayload):
+class OrderCompleted(WorkerEvent):
+    """The service is done (办结), with its record."""
+
     event_type = "order.completed"
-    station_id: str
-    worker_id: str
     outcome: str
     service_minutes: int
     follow_up_needed: bool
     summary: str = personal()
 
 
-PAYLOAD_TYPES: dict[tuple[str, int], type[EventPayload]] = {
-    (cls.event_type, cls.schema_version): cls
-    for cls in (
+# Which topic carries which events (documented by ``swdispatch asyncapi``).
+PUBLISHED_ON: dict[str, tuple[type[EventPayload], ...]] = {
+    topics.CENTER_EVENTS: (
         OrderSubmitted,
         OrderDispatched,
         OrderUnroutable,
         OrderEscalated,
         OrderCancelled,
         OrderClosed,
+    ),
+    topics.STATION_EVENTS: (
         OrderReceived,
         OrderAccepted,
         OrderRejected,
         OrderAssigned,
         OrderStarted,
         OrderCompleted,
-    )
+    ),
+}
+PAYLOAD_TYPES: dict[tuple[str, int], type[EventPayload]] = {
+    (cls.event_type, cls.schema_version): cls
+    for payloads in PUBLISHED_ON.values()
+    for cls in payloads
 }
 KNOWN_TYPES = frozenset(event_type for event_type, _ in PAYLOAD_TYPES)
 

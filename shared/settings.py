@@ -64,15 +64,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     outbox_poll_interval_s: float = 1.0
     outbox_batch_size: int = 500
-    # Sent outbox rows are kept this long (for inspection and replay), then deleted.
-    outbox_retention_hours: float = 168.0
-    # After the broker lost data (a Tansu restart, a deleted topic), events sent this recently
-    # are published again; consumers' inboxes drop the copies they already applied.
-    outbox_replay_window_s: float = 300.0
-    # A relay leader's database session that says nothing for this long is ended by the server
-    # (and a query that takes this long is given up), so that another replica takes over. More
-    # than the poll interval and a broker round trip.
-    outbox_leader_timeout_s: float = 60.0
+    outbox_retention_hours: float = Field(
+        168.0, description="sent outbox rows are kept this long (for inspection and replay)"
+    )
+    outbox_replay_window_s: float = Field(
+        300.0,
+        description="after the broker lost data (a Tansu restart, a deleted topic), events sent"
+        " this recently are published again; consumers' inboxes drop the copies they applied",
+    )
+    outbox_leader_timeout_s: float = Field(
+        60.0,
+        description="a relay leader's database session that says nothing for this long is ended"
+        " by the server (and a query that takes this long is given up), so that another replica"
+        " takes over; more than the poll interval and a broker round trip",
+    )
     graceful_timeout_s: float = 15.0
     max_request_bytes: int = 64 * 1024
     # How often consumer lag and outbox backlog are measured for /metrics.

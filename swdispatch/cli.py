@@ -62,13 +62,8 @@ def up(args: argparse.Namespace) -> None:
     # SIGTERM stops the stack as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     settings = Settings()
-    ports = Ports(
-        postgres=args.postgres_port,
-        kafka=args.kafka_port,
-        dispatch_center=settings.dispatch_center_port,
-        station_worker=settings.station_worker_port,
-        audit=settings.audit_port,
-    )
+    service_ports = {service: getattr(settings, f"{service}_port") for service in SERVICES}
+    ports = Ports(postgres=args.postgres_port, kafka=args.kafka_port, **service_ports)
     stack = LocalStack(root=STATE_DIR.resolve(), ports=ports)
     supervisor = Supervisor(stack)
     print("starting embedded PostgreSQL and the Tansu broker ...", flush=True)

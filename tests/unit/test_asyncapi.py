@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from shared.asyncapi import PUBLISHED_ON, document
-from shared.events import PAYLOAD_TYPES
+from shared.asyncapi import document
+from shared.events import PAYLOAD_TYPES, PUBLISHED_ON
 from shared.topics import ALL
 
 

@@ -24,11 +24,11 @@ from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
 from tests.debian import debian_tool
 from tests.helpers import eventually, get_json_when
-from tests.integration.test_walking_skeleton import _dispatched_event
+from tests.integration.pipeline.test_walking_skeleton import _dispatched_event
 
 pytestmark = pytest.mark.integration
 
-ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+ALERT_RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "alerts.yml"
 STATION_GROUP = topics.consumer_group("station_worker")
 CENTER_DLQ = topics.dead_letter(topics.CENTER_EVENTS)
 

@@ -37,6 +37,14 @@ class Unauthorized(DomainError):
         self.scheme = scheme
 
 
+class TooManyRequests(DomainError):
+    """429: over a rate limit; ``retry_after`` (seconds) goes into Retry-After."""
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class InvalidField(DomainError):
     """422 at one field: ``loc`` is its path as FastAPI writes it, e.g. ``("body", "reason")``;
     ``type`` is a short machine-readable reason."""

@@ -28,6 +28,7 @@ from shared.errors import (
     Forbidden,
     InvalidField,
     NotFound,
+    TooManyRequests,
     Unauthorized,
 )
 
@@ -87,6 +88,7 @@ _STATUS_OF: dict[type[DomainError], int] = {
     Forbidden: 403,
     Unauthorized: 401,
     InvalidField: 422,
+    TooManyRequests: 429,
 }
 
 
@@ -99,7 +101,11 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
             exc.detail,
             errors=[{"loc": list(exc.loc), "msg": exc.detail, "type": exc.type}],
         )
-    headers = {"WWW-Authenticate": exc.scheme} if isinstance(exc, Unauthorized) else None
+    headers = None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": exc.scheme}
+    elif isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after)}
     return problem(status, exc.detail, headers=headers, **exc.extra)
 
 

@@ -27,6 +27,7 @@ def _app() -> FastAPI:
             "unauthorized": errors.Unauthorized("invalid key", scheme="ApiKey"),
             "invalid": errors.InvalidField(("body", "reason"), "required", type="missing"),
             "http": HTTPException(429, "slow down", headers={"Retry-After": "7"}),
+            "too_many": errors.TooManyRequests("over 600 a minute", retry_after=9),
         }[kind]
 
     @app.get("/typed")
@@ -45,6 +46,7 @@ def _app() -> FastAPI:
         ("unauthorized", 401),
         ("invalid", 422),
         ("http", 429),
+        ("too_many", 429),
     ],
 )
 def test_each_error_is_a_problem_with_its_status(kind: str, status: int) -> None:
@@ -68,6 +70,7 @@ def test_a_problem_carries_what_its_error_names() -> None:
         ]
         assert client.get("/raise/unauthorized").headers["www-authenticate"] == "ApiKey"
         assert client.get("/raise/http").headers["retry-after"] == "7"
+        assert client.get("/raise/too_many").headers["retry-after"] == "9"
 
 
 def test_a_validation_error_names_its_field_in_the_same_shape() -> None:

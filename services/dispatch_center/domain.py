@@ -139,6 +139,18 @@ class Order:
     def location(self) -> Location:
         return Location(township_code=self.township_code, community_code=self.community_code)
 
+    def pick(self, *names: str) -> dict[str, Any]:
+        """These fields by name (for the views and events that copy them)."""
+        return {name: getattr(self, name) for name in names}
+
+    def described(self) -> dict[str, Any]:
+        """What every announcement of the order says about it (without personal data)."""
+        return {
+            **self.pick("category", "urgency", "beneficiary_group"),
+            "location": self.location,
+            "deadlines": self.deadlines,
+        }
+
     def current_deadline(self) -> datetime | None:
         return current_deadline(
             self.status,
@@ -154,6 +166,39 @@ class Order:
         """Open and past the deadline of the stage it is in."""
         deadline = self.current_deadline()
         return deadline is not None and deadline < now
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """Which orders an operator lists; None: any."""
+
+    status: OrderStatus | None = None
+    station_id: str | None = None
+    urgency: Urgency | None = None
+    overdue: bool | None = None
+    awaiting_operator: bool | None = None
+
+
+@dataclass(frozen=True)
+class Station:
+    id: str
+    name: str
+    township_code: str
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Community:
+    code: str
+    name: str
+    township_code: str
+    station_id: str | None
+    """The covering station; None: nobody."""
+    fallbacks: list[str]
+
+    def check(self) -> None:
+        """The covering station and the fallbacks name each station once."""
+        check_coverage(self.station_id, self.fallbacks)
 
 
 @dataclass(frozen=True)
@@ -274,14 +319,7 @@ def status_change(
 def submit_change(order: Order, actor: Actor) -> Change:
     """A new order: submitted, announced with everything but the case details."""
     payload = OrderSubmitted(
-        integration_id=order.integration_id,
-        external_id=order.external_id,
-        category=order.category,
-        urgency=order.urgency,
-        beneficiary_group=order.beneficiary_group,
-        location=order.location,
-        reported_at=order.reported_at,
-        deadlines=order.deadlines,
+        **order.pick("integration_id", "external_id", "reported_at"), **order.described()
     )
     at = order.submitted_at
     return Change(events=(_event(order, payload, actor, at),)) + status_change(
@@ -301,13 +339,9 @@ def _dispatched_payload(
         dispatch_no=dispatch_no,
         reason=reason,
         accepted_at=accepted_at,
-        category=order.category,
-        urgency=order.urgency,
-        beneficiary_group=order.beneficiary_group,
-        location=order.location,
         submitted_at=order.submitted_at,
-        deadlines=order.deadlines,
         case=CaseDetails.model_validate(order.case_details),
+        **order.described(),
     )
 
 

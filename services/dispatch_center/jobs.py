@@ -1,7 +1,7 @@
 """The center's background jobs: the durable timers and the delivery of status callbacks.
 
 Timers: due times live in the order rows, so a restart or a second replica loses none and
-fires none twice (rows are claimed with ``FOR UPDATE SKIP LOCKED``).
+fires none twice (due rows are claimed, skipping those another replica holds).
 
 Callbacks: see :mod:`services.dispatch_center.callbacks`; at most ``IN_FLIGHT`` attempts run
 at once, ``IN_FLIGHT_PER_INTEGRATION`` of them for one integration.

@@ -4,40 +4,32 @@ integrations. Each change made on someone's behalf is recorded with the actor an
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from services.dispatch_center import admin, domain, store
-from services.dispatch_center.domain import Operator, Order, TimelineEntry
+from services.dispatch_center.domain import (
+    Community,
+    Operator,
+    Order,
+    OrderFilter,
+    Station,
+    TimelineEntry,
+)
 from services.dispatch_center.settings import CenterSettings
-from shared.db import Pool
-from shared.domain import Category, OrderStatus, Urgency
+from shared.db import Connection, Pool
+from shared.domain import Category
 from shared.errors import Conflict, InvalidField, NotFound
 from shared.paging import decode_cursor, encode_cursor
 
 
 async def list_orders(
-    pool: Pool,
-    *,
-    status: OrderStatus | None,
-    station_id: str | None,
-    urgency: Urgency | None,
-    overdue: bool | None,
-    awaiting_operator: bool | None,
-    cursor: str | None,
-    limit: int,
+    pool: Pool, which: OrderFilter, cursor: str | None, limit: int
 ) -> tuple[list[Order], str | None]:
+    """A page of orders, newest first, and the cursor of the next page (None: the last)."""
     after = decode_cursor(cursor) if cursor else (None, None)
-    orders = await store.list_orders(
-        pool,
-        status=status,
-        station_id=station_id,
-        urgency=urgency,
-        overdue=overdue,
-        awaiting_operator=awaiting_operator,
-        after=after,
-        limit=limit + 1,
-    )
+    orders = await store.list_orders(pool, which, after, limit + 1)
     page = orders[:limit]
     next_cursor = encode_cursor(page[-1].submitted_at, page[-1].id) if len(orders) > limit else None
     return page, next_cursor
@@ -85,62 +77,53 @@ async def cancel(pool: Pool, operator: Operator, order_id: uuid.UUID, reason: st
         await store.write(conn, order, change)
 
 
-async def list_stations(pool: Pool) -> list[dict[str, Any]]:
-    async with pool.acquire() as conn:
-        return await store.stations(conn)
+async def list_stations(pool: Pool) -> list[Station]:
+    return await store.stations(pool)
 
 
-async def put_station(
-    pool: Pool,
-    operator: Operator,
-    station_id: str,
-    *,
-    name: str,
-    township_code: str,
-    active: bool,
-    reason: str,
-) -> None:
+async def put_station(pool: Pool, operator: Operator, station: Station, reason: str) -> Station:
     async with pool.acquire() as conn, conn.transaction():
-        await store.upsert_station(conn, station_id, name, township_code, active)
-        details = {"name": name, "township_code": township_code, "active": active}
-        await store.record_action(conn, operator.id, "station.put", station_id, reason, details)
+        await store.upsert_station(
+            conn, station.id, station.name, station.township_code, station.active
+        )
+        details = {k: v for k, v in asdict(station).items() if k != "id"}
+        await store.record_action(conn, operator.id, "station.put", station.id, reason, details)
+    return station
 
 
 async def coverage(pool: Pool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    async with pool.acquire() as conn:
-        return await store.coverage(conn)
+    return await store.coverage(pool)
+
+
+async def list_integrations(pool: Pool) -> list[dict[str, Any]]:
+    return await store.integrations(pool)
+
+
+async def _known_station(conn: Connection, station_id: str | None) -> None:
+    if station_id is not None and await store.unknown_stations(conn, [station_id]):
+        raise InvalidField(
+            ("body", "station_id"), "no station with this id", type="unknown_station"
+        )
 
 
 async def put_community(
-    pool: Pool,
-    operator: Operator,
-    code: str,
-    *,
-    name: str,
-    township_code: str,
-    station_id: str | None,
-    fallbacks: list[str],
-    reason: str,
-) -> None:
-    domain.check_coverage(station_id, fallbacks)
+    pool: Pool, operator: Operator, community: Community, reason: str
+) -> Community:
+    community.check()
     async with pool.acquire() as conn:
-        if station_id is not None and await store.unknown_stations(conn, [station_id]):
-            raise InvalidField(
-                ("body", "station_id"), "no station with this id", type="unknown_station"
-            )
-        if unknown := await store.unknown_stations(conn, fallbacks):
+        await _known_station(conn, community.station_id)
+        if unknown := await store.unknown_stations(conn, community.fallbacks):
             raise InvalidField(
                 ("body", "fallbacks"), f"unknown stations: {unknown}", type="unknown_station"
             )
         async with conn.transaction():
-            await store.upsert_community(conn, code, name, township_code, station_id, fallbacks)
-            details = {
-                "name": name,
-                "township_code": township_code,
-                "station_id": station_id,
-                "fallbacks": fallbacks,
-            }
-            await store.record_action(conn, operator.id, "community.put", code, reason, details)
+            c = community
+            await store.upsert_community(
+                conn, c.code, c.name, c.township_code, c.station_id, c.fallbacks
+            )
+            details = {k: v for k, v in asdict(c).items() if k != "code"}
+            await store.record_action(conn, operator.id, "community.put", c.code, reason, details)
+    return community
 
 
 async def put_override(
@@ -152,10 +135,7 @@ async def put_override(
     reason: str,
 ) -> None:
     async with pool.acquire() as conn:
-        if station_id is not None and await store.unknown_stations(conn, [station_id]):
-            raise InvalidField(
-                ("body", "station_id"), "no station with this id", type="unknown_station"
-            )
+        await _known_station(conn, station_id)
         async with conn.transaction():
             await store.set_override(conn, township_code, category, station_id)
             await store.record_action(
@@ -166,11 +146,6 @@ async def put_override(
                 reason,
                 {"station_id": station_id},
             )
-
-
-async def list_integrations(pool: Pool) -> list[dict[str, Any]]:
-    async with pool.acquire() as conn:
-        return await store.integrations(conn)
 
 
 async def create_integration(

@@ -26,6 +26,8 @@ from services.dispatch_center.domain import (
     Integration,
     Operator,
     Order,
+    OrderFilter,
+    Station,
     StatusChange,
     TimelineEntry,
     apply,
@@ -267,18 +269,17 @@ LIST_ORDERS = f"""SELECT * FROM orders
 
 
 async def list_orders(
-    pool: Pool,
-    *,
-    status: OrderStatus | None,
-    station_id: str | None,
-    urgency: Urgency | None,
-    overdue: bool | None,
-    awaiting_operator: bool | None,
-    after: tuple[datetime | None, uuid.UUID | None],
-    limit: int,
+    pool: Pool, which: OrderFilter, after: tuple[datetime | None, uuid.UUID | None], limit: int
 ) -> list[Order]:
     rows = await pool.fetch(
-        LIST_ORDERS, status, station_id, urgency, overdue, awaiting_operator, *after, limit
+        LIST_ORDERS,
+        which.status,
+        which.station_id,
+        which.urgency,
+        which.overdue,
+        which.awaiting_operator,
+        *after,
+        limit,
     )
     return [order_of(r) for r in rows]
 
@@ -298,14 +299,14 @@ async def unknown_stations(conn: Connection, station_ids: list[str]) -> list[str
     return [s for s in station_ids if s not in known]
 
 
-async def stations(conn: Connection) -> list[dict[str, Any]]:
-    rows = await conn.fetch("SELECT id, name, township_code, active FROM stations ORDER BY id")
-    return [dict(r) for r in rows]
+async def stations(pool: Pool) -> list[Station]:
+    rows = await pool.fetch("SELECT id, name, township_code, active FROM stations ORDER BY id")
+    return [Station(**dict(r)) for r in rows]
 
 
-async def coverage(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def coverage(pool: Pool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(communities with their station and fallbacks, category overrides)."""
-    communities = await conn.fetch(
+    communities = await pool.fetch(
         """SELECT c.code, c.name, c.township_code, cov.station_id,
                coalesce(array_agg(f.station_id ORDER BY f.position)
                         FILTER (WHERE f.station_id IS NOT NULL), '{}') AS fallbacks
@@ -315,15 +316,15 @@ async def coverage(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[st
            GROUP BY c.code, c.name, c.township_code, cov.station_id
            ORDER BY c.code"""
     )
-    overrides = await conn.fetch(
+    overrides = await pool.fetch(
         "SELECT township_code, category, station_id FROM coverage_overrides"
         " ORDER BY township_code, category"
     )
     return [dict(r) for r in communities], [dict(r) for r in overrides]
 
 
-async def integrations(conn: Connection) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
+async def integrations(pool: Pool) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
         "SELECT id, name, rate_limit_per_minute, created_at, revoked_at FROM integrations"
         " ORDER BY id"
     )

@@ -45,13 +45,8 @@ async def get_request(
     order, timeline = await intake.get_request(pool, integration, order_id)
     return RequestView(
         order_id=order.id,
-        external_id=order.external_id,
-        status=order.status,
-        station_id=order.station_id,
-        category=order.category,
-        urgency=order.urgency,
-        submitted_at=order.submitted_at,
         deadlines=order.deadlines,
+        **order.pick("external_id", "status", "station_id", "category", "urgency", "submitted_at"),
         timeline=[
             TimelineEntry(status=t.status, at=t.at, station_id=t.station_id, reason=t.reason)
             for t in timeline

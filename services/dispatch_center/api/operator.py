@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
@@ -28,6 +29,7 @@ from services.dispatch_center.api.schemas import (
     StationBody,
     StationView,
 )
+from services.dispatch_center.domain import Community, OrderFilter, Station
 from shared.db import Pool
 from shared.domain import Category, OrderStatus, Urgency
 from shared.http import Problem
@@ -46,25 +48,18 @@ def _summary(order: domain.Order, now: datetime) -> OrderSummary:
     return OrderSummary(**_summary_fields(order, now))
 
 
-def _summary_fields(order: domain.Order, now: datetime) -> dict[str, object]:
+# OrderSummary's fields that are the order's own.
+_SUMMARY_FIELDS = tuple(
+    name for name in OrderSummary.model_fields if name not in ("order_id", "deadlines", "overdue")
+)
+
+
+def _summary_fields(order: domain.Order, now: datetime) -> dict[str, Any]:
     return {
         "order_id": order.id,
-        "integration_id": order.integration_id,
-        "external_id": order.external_id,
-        "status": order.status,
-        "station_id": order.station_id,
-        "dispatch_no": order.dispatch_no,
-        "category": order.category,
-        "urgency": order.urgency,
-        "township_code": order.township_code,
-        "community_code": order.community_code,
-        "submitted_at": order.submitted_at,
         "deadlines": order.deadlines,
         "overdue": order.overdue(now),
-        "awaiting_operator": order.awaiting_operator,
-        "hold_reason": order.hold_reason,
-        "redispatches": order.redispatches,
-        "resends": order.resends,
+        **order.pick(*_SUMMARY_FIELDS),
     }
 
 
@@ -81,16 +76,10 @@ async def list_orders(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> OrderPage:
-    orders, next_cursor = await operations.list_orders(
-        pool,
-        status=domain.listed_status(status, unroutable),
-        station_id=station_id,
-        urgency=urgency,
-        overdue=overdue,
-        awaiting_operator=awaiting_operator,
-        cursor=cursor,
-        limit=limit,
+    which = OrderFilter(
+        domain.listed_status(status, unroutable), station_id, urgency, overdue, awaiting_operator
     )
+    orders, next_cursor = await operations.list_orders(pool, which, cursor, limit)
     now = datetime.now(UTC)
     return OrderPage(items=[_summary(o, now) for o in orders], next_cursor=next_cursor)
 
@@ -138,25 +127,15 @@ async def cancel(
 
 @router.get("/stations", response_model=list[StationView])
 async def list_stations(_: CurrentOperator, pool: PoolDep) -> list[StationView]:
-    return [StationView(**s) for s in await operations.list_stations(pool)]
+    return [StationView(**asdict(s)) for s in await operations.list_stations(pool)]
 
 
 @router.put("/stations/{station_id}", response_model=StationView)
 async def put_station(
     station_id: CodePath, body: StationBody, operator: ActingOperator, pool: PoolDep
 ) -> StationView:
-    await operations.put_station(
-        pool,
-        operator,
-        station_id,
-        name=body.name,
-        township_code=body.township_code,
-        active=body.active,
-        reason=body.reason,
-    )
-    return StationView(
-        id=station_id, name=body.name, township_code=body.township_code, active=body.active
-    )
+    station = Station(id=station_id, **body.model_dump(exclude={"reason"}))
+    return StationView(**asdict(await operations.put_station(pool, operator, station, body.reason)))
 
 
 @router.get("/coverage", response_model=CoverageView)
@@ -172,23 +151,10 @@ async def get_coverage(_: CurrentOperator, pool: PoolDep) -> CoverageView:
 async def put_community(
     code: CodePath, body: CommunityBody, operator: ActingOperator, pool: PoolDep
 ) -> CommunityView:
-    await operations.put_community(
-        pool,
-        operator,
-        code,
-        name=body.name,
-        township_code=body.township_code,
-        station_id=body.station_id,
-        fallbacks=body.fallbacks,
-        reason=body.reason,
+    community = await operations.put_community(
+        pool, operator, Community(code=code, **body.model_dump(exclude={"reason"})), body.reason
     )
-    return CommunityView(
-        code=code,
-        name=body.name,
-        township_code=body.township_code,
-        station_id=body.station_id,
-        fallbacks=body.fallbacks,
-    )
+    return CommunityView(**asdict(community))
 
 
 @router.put(

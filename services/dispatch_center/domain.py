@@ -457,16 +457,12 @@ def resend_change(settings: CenterSettings, order: Order, now: datetime) -> Chan
     return Change(columns, events=(event,))
 
 
-def escalation_reason(order: Order) -> str:
-    return f"not accepted by {order.station_id} in time"
-
-
 def escalate_change(
     settings: CenterSettings, order: Order, stations: list[str], now: datetime
 ) -> Change:
     """The station did not accept in time: announce it, then redispatch (to the first of
     ``stations``) or hold."""
-    reason = escalation_reason(order)
+    reason = f"not accepted by {order.station_id} in time"
     escalated = OrderEscalated(stage=Stage.ACCEPT, station_id=order.station_id, reason=reason)
     change = Change(
         {

@@ -123,7 +123,7 @@ async def get_request(
 ) -> tuple[Order, list[TimelineEntry]]:
     """One of the integration's orders with its timeline; 404 for any other."""
     async with pool.acquire() as conn:
-        order = await store.integration_order(conn, integration.id, order_id)
+        order = await store.order(conn, order_id, integration.id)
         if order is None:
             raise NotFound("no such request")
         return order, await store.timeline(conn, order_id)

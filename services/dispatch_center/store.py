@@ -66,9 +66,13 @@ def _column(value: Any) -> Any:
     return value
 
 
-async def lock(conn: Connection, order_id: uuid.UUID) -> Order | None:
-    row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
+async def _order_where(conn: Connection, condition: str, *args: Any) -> Order | None:
+    row = await conn.fetchrow(f"SELECT * FROM orders WHERE {condition}", *args)  # noqa: S608
     return None if row is None else order_of(row)
+
+
+async def lock(conn: Connection, order_id: uuid.UUID) -> Order | None:
+    return await _order_where(conn, "id = $1 FOR UPDATE", order_id)
 
 
 # --- writing a change ----------------------------------------------------------------------
@@ -208,21 +212,9 @@ async def candidates(
 async def order_by_external_id(
     conn: Connection, integration_id: str, external_id: str
 ) -> Order | None:
-    row = await conn.fetchrow(
-        "SELECT * FROM orders WHERE integration_id = $1 AND external_id = $2",
-        integration_id,
-        external_id,
+    return await _order_where(
+        conn, "integration_id = $1 AND external_id = $2", integration_id, external_id
     )
-    return None if row is None else order_of(row)
-
-
-async def integration_order(
-    conn: Connection, integration_id: str, order_id: uuid.UUID
-) -> Order | None:
-    row = await conn.fetchrow(
-        "SELECT * FROM orders WHERE id = $1 AND integration_id = $2", order_id, integration_id
-    )
-    return None if row is None else order_of(row)
 
 
 async def timeline(conn: Connection, order_id: uuid.UUID) -> list[TimelineEntry]:
@@ -284,9 +276,13 @@ async def list_orders(
     return [order_of(r) for r in rows]
 
 
-async def order(conn: Connection, order_id: uuid.UUID) -> Order | None:
-    row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
-    return None if row is None else order_of(row)
+async def order(
+    conn: Connection, order_id: uuid.UUID, integration_id: str | None = None
+) -> Order | None:
+    """The order; with ``integration_id`` only if it is that integration's."""
+    return await _order_where(
+        conn, "id = $1 AND ($2::text IS NULL OR integration_id = $2)", order_id, integration_id
+    )
 
 
 async def station_active(conn: Connection, station_id: str) -> bool:

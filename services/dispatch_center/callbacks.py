@@ -28,19 +28,17 @@ import ipaddress
 import logging
 import socket
 import time
-from collections import Counter as Tally
 from dataclasses import dataclass
-from datetime import timedelta
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 from cryptography.fernet import Fernet
 from prometheus_client import Counter
 
+from services.dispatch_center import store
+from services.dispatch_center.domain import DueCallback, backoff
 from services.dispatch_center.settings import CenterSettings
 from shared.db import Pool
-from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +73,6 @@ class Target:
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return f"sha256={mac.hexdigest()}"
-
-
-def backoff(settings: CenterSettings, attempts: int) -> timedelta:
-    """The wait after the ``attempts``-th failed attempt: base, 2 x base, 4 x base ... capped."""
-    seconds = settings.callback_backoff_base_s * 2 ** (attempts - 1)
-    return timedelta(seconds=min(seconds, settings.callback_backoff_max_s))
 
 
 def public_address(address: str) -> bool:
@@ -128,64 +120,15 @@ async def target(settings: CenterSettings, raw_url: str) -> Target:
     return Target(url=url.copy_with(host=addresses[0]), host=host, netloc=url.netloc.decode())
 
 
-async def _claim(
-    pool: Pool, settings: CenterSettings, limit: int, busy: Tally[str]
-) -> list[asyncpg.Record]:
-    """Lease up to ``limit`` due callbacks, at most IN_FLIGHT_PER_INTEGRATION for each
-    integration counting its ``busy`` ones, none of a revoked integration."""
-    rows: list[asyncpg.Record] = await pool.fetch(
-        """UPDATE callbacks c
-           SET next_attempt_at = now() + make_interval(secs => $1), attempts = c.attempts + 1
-           FROM (SELECT picked.id FROM integrations i
-                 CROSS JOIN LATERAL (
-                     SELECT d.id, d.next_attempt_at FROM callbacks d
-                     WHERE d.integration_id = i.id
-                       AND d.delivered_at IS NULL AND d.given_up_at IS NULL
-                       AND d.next_attempt_at <= now()
-                       AND NOT EXISTS (
-                           SELECT 1 FROM callbacks e
-                           WHERE e.order_id = d.order_id AND e.id < d.id
-                             AND e.delivered_at IS NULL AND e.given_up_at IS NULL)
-                     ORDER BY d.next_attempt_at
-                     LIMIT greatest($3 - coalesce(
-                         (SELECT b.n FROM unnest($4::text[], $5::int[]) AS b (id, n)
-                          WHERE b.id = i.id), 0), 0)
-                     FOR UPDATE OF d SKIP LOCKED) picked
-                 WHERE i.revoked_at IS NULL
-                 ORDER BY picked.next_attempt_at LIMIT $2) due
-           WHERE c.id = due.id
-           RETURNING c.id, c.integration_id, c.url, c.body, c.attempts,
-               (SELECT callback_secret_encrypted FROM integrations i
-                WHERE i.id = c.integration_id) AS secret""",
-        settings.callback_timeout_s + LEASE_MARGIN_S,
-        limit,
-        IN_FLIGHT_PER_INTEGRATION,
-        list(busy),
-        list(busy.values()),
-    )
-    return rows
-
-
-async def _give_up_revoked(pool: Pool) -> None:
-    """A revoked integration gets no more callbacks."""
-    status = await pool.execute(
-        """UPDATE callbacks c SET given_up_at = now() FROM integrations i
-           WHERE i.id = c.integration_id AND i.revoked_at IS NOT NULL
-             AND c.delivered_at IS NULL AND c.given_up_at IS NULL"""
-    )
-    if status != "UPDATE 0":
-        log.info("callbacks of revoked integrations given up: %s", status.split()[-1])
-
-
 async def _post(
-    settings: CenterSettings, client: httpx.AsyncClient, row: asyncpg.Record, secret: str
+    settings: CenterSettings, client: httpx.AsyncClient, callback: DueCallback, secret: str
 ) -> tuple[int | None, str | None]:
     """One attempt within its deadline: (HTTP status, error)."""
-    body: bytes = row["body"].encode()
+    body: bytes = callback.body.encode()
     timestamp = str(int(time.time()))
     try:
         async with asyncio.timeout(settings.callback_timeout_s):
-            checked = await target(settings, row["url"])
+            checked = await target(settings, callback.url)
             request = client.build_request(
                 "POST",
                 checked.url,
@@ -193,7 +136,7 @@ async def _post(
                 headers={
                     "Host": checked.netloc,
                     "Content-Type": "application/json",
-                    "X-SWD-Delivery": str(row["id"]),
+                    "X-SWD-Delivery": str(callback.id),
                     "X-SWD-Timestamp": timestamp,
                     "X-SWD-Signature": signature(secret, timestamp, body),
                 },
@@ -217,48 +160,35 @@ async def _post(
     return resp.status_code, None if resp.is_success else f"HTTP {resp.status_code}"
 
 
-async def _attempt(
+async def attempt(
     pool: Pool,
     settings: CenterSettings,
     client: httpx.AsyncClient,
     cipher: Fernet,
-    row: asyncpg.Record,
+    callback: DueCallback,
 ) -> None:
-    secret = cipher.decrypt(row["secret"].encode()).decode()
+    """One delivery attempt of a leased callback, its outcome recorded."""
+    secret = cipher.decrypt(callback.secret.encode()).decode()
     started = time.perf_counter()
-    status_code, error = await _post(settings, client, row, secret)
+    status_code, error = await _post(settings, client, callback, secret)
     duration_ms = int((time.perf_counter() - started) * 1000)
     outcome = "failed" if error else "delivered"
-    give_up = error is not None and row["attempts"] >= settings.callback_max_attempts
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO callback_attempts
-                   (callback_id, attempt, outcome, http_status, error, duration_ms)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
-            row["id"],
-            row["attempts"],
-            outcome,
-            status_code,
-            error,
-            duration_ms,
-        )
-        if error is None:
-            await conn.execute("UPDATE callbacks SET delivered_at = now() WHERE id = $1", row["id"])
-        elif give_up:
-            await conn.execute("UPDATE callbacks SET given_up_at = now() WHERE id = $1", row["id"])
-        else:
-            await conn.execute(
-                "UPDATE callbacks SET next_attempt_at = now() + $2 WHERE id = $1",
-                row["id"],
-                backoff(settings, row["attempts"]),
-            )
+    give_up = error is not None and callback.attempts >= settings.callback_max_attempts
+    await store.record_attempt(
+        pool,
+        callback,
+        status_code=status_code,
+        error=error,
+        duration_ms=duration_ms,
+        retry_after=None if give_up else backoff(settings, callback.attempts),
+    )
     ATTEMPTS.labels(outcome).inc()
     # The host only: paths and queries of callback URLs may carry the integration's tokens.
     log.info(
         "callback %s attempt %d to %s: %s%s",
-        row["id"],
-        row["attempts"],
-        urlsplit(row["url"]).hostname,
+        callback.id,
+        callback.attempts,
+        urlsplit(callback.url).hostname,
         outcome,
         f" ({error}{', giving up' if give_up else ''})" if error else "",
     )
@@ -266,59 +196,9 @@ async def _attempt(
 
 async def encrypt_cleartext_secrets(pool: Pool, cipher: Fernet) -> None:
     """Secrets written in clear before they were kept encrypted (migration 0003)."""
-    rows = await pool.fetch(
-        "SELECT id, callback_secret_cleartext AS secret FROM integrations"
-        " WHERE callback_secret_cleartext IS NOT NULL"
-    )
-    for row in rows:
-        await pool.execute(
-            """UPDATE integrations
-               SET callback_secret_encrypted = $2, callback_secret_cleartext = NULL
-               WHERE id = $1 AND callback_secret_cleartext = $3""",
-            row["id"],
-            cipher.encrypt(row["secret"].encode()).decode(),
-            row["secret"],
-        )
-    if rows:
-        log.info("callback secrets encrypted: %d", len(rows))
-
-
-async def run(runtime: Runtime[CenterSettings]) -> None:
-    settings = runtime.settings
-    cipher = Fernet(settings.callback_fernet_key())
-    await encrypt_cleartext_secrets(runtime.pool, cipher)
-    in_flight: dict[asyncio.Task[None], str] = {}
-
-    def finished(task: asyncio.Task[None]) -> None:
-        in_flight.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            # The row stays leased until its lease runs out, then it is tried again.
-            log.error("callback attempt failed", exc_info=task.exception())
-
-    # A new connection for each attempt (no keep-alive): a pooled connection is keyed by the
-    # address alone and would carry one host's TLS session to another host at that address.
-    # No proxies from the environment: they would connect elsewhere than the checked address.
-    async with httpx.AsyncClient(
-        follow_redirects=False,
-        trust_env=False,
-        timeout=settings.callback_timeout_s,  # per read; the attempt's deadline is the limit
-        limits=httpx.Limits(max_keepalive_connections=0),
-    ) as client:
-        try:
-            while True:
-                free = IN_FLIGHT - len(in_flight)
-                rows = []
-                if free:
-                    await _give_up_revoked(runtime.pool)
-                    rows = await _claim(runtime.pool, settings, free, Tally(in_flight.values()))
-                for row in rows:
-                    task = asyncio.create_task(
-                        _attempt(runtime.pool, settings, client, cipher, row)
-                    )
-                    in_flight[task] = row["integration_id"]
-                    task.add_done_callback(finished)
-                if len(rows) < free or not free:
-                    await asyncio.sleep(settings.timer_interval_s)
-        finally:
-            for task in in_flight:
-                task.cancel()
+    cleartext = await store.cleartext_secrets(pool)
+    for integration_id, secret in cleartext:
+        encrypted = cipher.encrypt(secret.encode()).decode()
+        await store.encrypt_secret(pool, integration_id, secret, encrypted)
+    if cleartext:
+        log.info("callback secrets encrypted: %d", len(cleartext))

@@ -1,130 +1,46 @@
-"""What operators look at and do: order lists, redispatch, cancel."""
+"""What operators look at and do: order lists, redispatch, cancel; stations, coverage and
+integrations. Each change made on someone's behalf is recorded with the actor and the reason."""
 
 from __future__ import annotations
 
-import base64
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
-from services.dispatch_center import lifecycle
-from services.dispatch_center.auth import Operator
-from services.dispatch_center.models import OperatorTimelineEntry, OrderDetail, OrderSummary
+from services.dispatch_center import admin, domain, store
+from services.dispatch_center.domain import (
+    Community,
+    Operator,
+    Order,
+    OrderFilter,
+    Station,
+    TimelineEntry,
+)
 from services.dispatch_center.settings import CenterSettings
-from shared.db import Pool
-from shared.domain import OrderStatus, Urgency
-
-
-class NotFound(Exception):
-    pass
-
-
-class Refused(Exception):
-    """The order's state does not allow the action (409)."""
-
-
-class UnknownStation(Exception):
-    pass
-
-
-class BadCursor(Exception):
-    pass
-
-
-# Open orders past the deadline of the stage they are in.
-OVERDUE = """CASE
-    WHEN status IN ('submitted', 'unroutable') THEN dispatch_by < now()
-    WHEN status IN ('dispatched', 'rejected', 'escalated') THEN accept_by < now()
-    WHEN status = 'accepted' THEN assign_by < now()
-    WHEN status IN ('assigned', 'in_service') THEN complete_by < now()
-    ELSE false END"""
-
-SUMMARY_COLUMNS = f"""id, integration_id, external_id, status, station_id, dispatch_no, category,
-    urgency, township_code, community_code, submitted_at, dispatch_by, accept_by, assign_by,
-    complete_by, ({OVERDUE}) AS overdue, awaiting_operator, hold_reason, redispatches, resends,
-    tried_stations"""
-
-LIST_ORDERS = f"""SELECT {SUMMARY_COLUMNS} FROM orders
-    WHERE ($1::text IS NULL OR status = $1)
-      AND ($2::text IS NULL OR station_id = $2)
-      AND ($3::text IS NULL OR urgency = $3)
-      AND ($4::boolean IS NULL OR ({OVERDUE}) = $4)
-      AND ($5::boolean IS NULL OR awaiting_operator = $5)
-      AND ($6::timestamptz IS NULL OR (submitted_at, id) < ($6, $7::uuid))
-    ORDER BY submitted_at DESC, id DESC
-    LIMIT $8"""  # noqa: S608 (constant text, no input)
-
-
-def _summary(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "order_id": row["id"],
-        "deadlines": lifecycle.deadlines_of(row),
-        **{k: row[k] for k in OrderSummary.model_fields if k not in ("order_id", "deadlines")},
-    }
-
-
-def encode_cursor(row: asyncpg.Record) -> str:
-    raw = f"{row['submitted_at'].isoformat()}|{row['id']}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, order_id = raw.split("|")
-        return datetime.fromisoformat(at), uuid.UUID(order_id)
-    except ValueError:
-        raise BadCursor(cursor) from None
+from shared.db import Connection, Pool
+from shared.domain import Category
+from shared.errors import Conflict, InvalidField, NotFound
+from shared.paging import decode_cursor, encode_cursor
 
 
 async def list_orders(
-    pool: Pool,
-    *,
-    status: OrderStatus | None,
-    station_id: str | None,
-    urgency: Urgency | None,
-    overdue: bool | None,
-    awaiting_operator: bool | None,
-    cursor: str | None,
-    limit: int,
-) -> tuple[list[OrderSummary], str | None]:
-    after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
-    rows = await pool.fetch(
-        LIST_ORDERS,
-        status,
-        station_id,
-        urgency,
-        overdue,
-        awaiting_operator,
-        after_at,
-        after_id,
-        limit + 1,
-    )
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
-    return [OrderSummary(**_summary(r)) for r in page], next_cursor
+    pool: Pool, which: OrderFilter, cursor: str | None, limit: int
+) -> tuple[list[Order], str | None]:
+    """A page of orders, newest first, and the cursor of the next page (None: the last)."""
+    after = decode_cursor(cursor) if cursor else (None, None)
+    orders = await store.list_orders(pool, which, after, limit + 1)
+    page = orders[:limit]
+    next_cursor = encode_cursor(page[-1].submitted_at, page[-1].id) if len(orders) > limit else None
+    return page, next_cursor
 
 
-async def get_order(pool: Pool, order_id: uuid.UUID) -> OrderDetail | None:
+async def get_order(pool: Pool, order_id: uuid.UUID) -> tuple[Order, list[TimelineEntry]]:
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            f"SELECT {SUMMARY_COLUMNS} FROM orders WHERE id = $1",  # noqa: S608
-            order_id,
-        )
-        if row is None:
-            return None
-        timeline = await conn.fetch(
-            "SELECT status, at, station_id, reason, actor FROM order_timeline"
-            " WHERE order_id = $1 ORDER BY id",
-            order_id,
-        )
-    return OrderDetail(
-        **_summary(row),
-        tried_stations=row["tried_stations"],
-        timeline=[OperatorTimelineEntry(**dict(t)) for t in timeline],
-    )
+        order = await store.order(conn, order_id)
+        if order is None:
+            raise NotFound("no such order")
+        return order, await store.timeline(conn, order_id)
 
 
 async def redispatch(
@@ -136,25 +52,135 @@ async def redispatch(
     reason: str,
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        order = await lifecycle.lock(conn, order_id)
+        order = await store.lock(conn, order_id)
         if order is None:
-            raise NotFound(order_id)
-        if order["status"] in lifecycle.FINAL:
-            raise Refused(f"the order is {order['status']}")
-        active = await conn.fetchval("SELECT active FROM stations WHERE id = $1", station_id)
-        if not active:
-            raise UnknownStation(station_id)
-        change = lifecycle.dispatch_change(
-            settings, order, station_id, reason=reason, actor=operator.actor, now=datetime.now(UTC)
+            raise NotFound("no such order")
+        active = await store.station_active(conn, station_id)
+        change = domain.operator_redispatch_change(
+            settings,
+            order,
+            station_id,
+            active,
+            reason=reason,
+            actor=operator.actor,
+            now=datetime.now(UTC),
         )
-        await lifecycle.write(conn, order, change)
+        await store.write(conn, order, change)
 
 
 async def cancel(pool: Pool, operator: Operator, order_id: uuid.UUID, reason: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        order = await lifecycle.lock(conn, order_id)
+        order = await store.lock(conn, order_id)
         if order is None:
-            raise NotFound(order_id)
-        if order["status"] in lifecycle.FINAL:
-            raise Refused(f"the order is {order['status']}")
-        await lifecycle.cancel(conn, order, reason, actor=operator.actor, at=datetime.now(UTC))
+            raise NotFound("no such order")
+        change = domain.cancel_change(order, reason, actor=operator.actor, at=datetime.now(UTC))
+        await store.write(conn, order, change)
+
+
+async def list_stations(pool: Pool) -> list[Station]:
+    return await store.stations(pool)
+
+
+async def put_station(pool: Pool, operator: Operator, station: Station, reason: str) -> Station:
+    async with pool.acquire() as conn, conn.transaction():
+        await store.upsert_station(
+            conn, station.id, station.name, station.township_code, station.active
+        )
+        details = {k: v for k, v in asdict(station).items() if k != "id"}
+        await store.record_action(conn, operator.id, "station.put", station.id, reason, details)
+    return station
+
+
+async def coverage(pool: Pool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return await store.coverage(pool)
+
+
+async def list_integrations(pool: Pool) -> list[dict[str, Any]]:
+    return await store.integrations(pool)
+
+
+async def _known_station(conn: Connection, station_id: str | None) -> None:
+    if station_id is not None and await store.unknown_stations(conn, [station_id]):
+        raise InvalidField(
+            ("body", "station_id"), "no station with this id", type="unknown_station"
+        )
+
+
+async def put_community(
+    pool: Pool, operator: Operator, community: Community, reason: str
+) -> Community:
+    community.check()
+    async with pool.acquire() as conn:
+        await _known_station(conn, community.station_id)
+        if unknown := await store.unknown_stations(conn, community.fallbacks):
+            raise InvalidField(
+                ("body", "fallbacks"), f"unknown stations: {unknown}", type="unknown_station"
+            )
+        async with conn.transaction():
+            c = community
+            await store.upsert_community(
+                conn, c.code, c.name, c.township_code, c.station_id, c.fallbacks
+            )
+            details = {k: v for k, v in asdict(c).items() if k != "code"}
+            await store.record_action(conn, operator.id, "community.put", c.code, reason, details)
+    return community
+
+
+async def put_override(
+    pool: Pool,
+    operator: Operator,
+    township_code: str,
+    category: Category,
+    station_id: str | None,
+    reason: str,
+) -> None:
+    async with pool.acquire() as conn:
+        await _known_station(conn, station_id)
+        async with conn.transaction():
+            await store.set_override(conn, township_code, category, station_id)
+            await store.record_action(
+                conn,
+                operator.id,
+                "override.put",
+                f"{township_code}/{category}",
+                reason,
+                {"station_id": station_id},
+            )
+
+
+async def create_integration(
+    pool: Pool,
+    settings: CenterSettings,
+    operator: Operator,
+    name: str,
+    rate_limit_per_minute: int | None,
+    reason: str,
+) -> admin.NewIntegration:
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            created = await admin.create_integration(
+                conn,
+                name,
+                callback_secret_key=settings.callback_fernet_key(),
+                rate_limit_per_minute=rate_limit_per_minute,
+            )
+            await store.record_action(
+                conn,
+                operator.id,
+                "integration.create",
+                created.id,
+                reason,
+                {"rate_limit_per_minute": rate_limit_per_minute},
+            )
+    except admin.AlreadyExists:
+        raise Conflict("an integration with this name exists") from None
+    return created
+
+
+async def revoke_integration(
+    pool: Pool, operator: Operator, integration_id: str, reason: str
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        if not await store.revoke_integration(conn, integration_id):
+            raise NotFound("no such active integration")
+        await store.record_action(conn, operator.id, "integration.revoke", integration_id, reason)

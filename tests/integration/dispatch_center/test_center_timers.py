@@ -25,7 +25,7 @@ from shared.events import OrderAccepted
 from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
 from tests.helpers import eventually
-from tests.integration.center_support import (
+from tests.integration.dispatch_center.center_support import (
     center_events,
     center_order,
     operator_headers,

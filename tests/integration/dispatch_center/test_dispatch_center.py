@@ -32,7 +32,7 @@ from shared.events import OrderAccepted, OrderAssigned, OrderCompleted, OrderRej
 from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
 from tests.helpers import eventually, post_request, remember_personal_data, request_body
-from tests.integration.center_support import (
+from tests.integration.dispatch_center.center_support import (
     center_events,
     center_order,
     operator_headers,

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.dispatch_center.deadlines import deadlines_for
+from services.dispatch_center.domain import deadlines_for
 from services.dispatch_center.settings import CenterSettings
 from shared.domain import Urgency
 

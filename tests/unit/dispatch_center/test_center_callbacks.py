@@ -23,7 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.dispatch_center import callbacks
-from services.dispatch_center.callbacks import backoff, signature
+from services.dispatch_center.callbacks import signature
+from services.dispatch_center.domain import DueCallback, backoff
 from services.dispatch_center.settings import CenterSettings
 
 
@@ -195,9 +196,10 @@ def test_delivery_meets_private_and_public_addresses_only_as_checked_in_a_loopba
             "-n",
             "sh",
             "-c",
-            f'ip link set lo up && exec "{sys.executable}" -m tests.unit.callbacks_netns',
+            f'ip link set lo up && exec "{sys.executable}"'
+            " -m tests.unit.dispatch_center.callbacks_netns",
         ],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         capture_output=True,
         text=True,
         timeout=60,
@@ -246,9 +248,7 @@ async def test_a_receiver_trickling_its_response_is_cut_at_the_deadline() -> Non
         httpx.AsyncClient(timeout=deadline.callback_timeout_s) as client,
     ):
         started = time.monotonic()
-        status, error = await callbacks._post(
-            deadline, client, {"id": 1, "body": "{}", "url": url}, "s"
-        )
+        status, error = await callbacks._post(deadline, client, due(url), "s")
         took = time.monotonic() - started
         await _until(lambda: bool(held))
     assert (status, error) == (None, "deadline exceeded")
@@ -271,10 +271,14 @@ async def test_an_endless_response_body_is_read_only_up_to_the_cap() -> None:
         httpx.AsyncClient(timeout=10) as client,
     ):
         started = time.monotonic()
-        result = await callbacks._post(capped, client, {"id": 1, "body": "{}", "url": url}, "s")
+        result = await callbacks._post(capped, client, due(url), "s")
         assert time.monotonic() - started < 5
         await _until(lambda: bool(held))
     assert result == (200, None)
+
+
+def due(url: str) -> DueCallback:
+    return DueCallback(id=1, integration_id="i", url=url, body="{}", attempts=1, secret="")
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 10) -> None:

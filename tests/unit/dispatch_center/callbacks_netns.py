@@ -11,9 +11,12 @@ import sys
 import httpx
 
 from services.dispatch_center import callbacks
+from services.dispatch_center.domain import DueCallback
 from services.dispatch_center.settings import CenterSettings
 
-ROW = {"id": 1, "body": "{}"}
+
+def due(url: str) -> DueCallback:
+    return DueCallback(id=1, integration_id="i", url=url, body="{}", attempts=1, secret="")
 
 
 async def _serve() -> tuple[asyncio.Server, int, list[bytes]]:
@@ -47,7 +50,7 @@ async def main() -> None:
         answers["hook.test"] = ["127.0.0.1"]
         pinned = CenterSettings(callback_allowed_hosts="hook.test", callback_allow_http=True)
         url = f"http://hook.test:{port}/cb"
-        assert await callbacks._post(pinned, client, {**ROW, "url": url}, "s") == (200, None)
+        assert await callbacks._post(pinned, client, due(url), "s") == (200, None)
         assert f"host: hook.test:{port}".encode() in requests[0].lower(), requests
 
         # DNS rebinding: public when the intake checked it, private at delivery: refused
@@ -58,16 +61,14 @@ async def main() -> None:
         for private in (["10.0.0.1"], ["169.254.169.254"], ["93.184.216.34", "192.168.1.1"]):
             answers["rebind.test"] = private
             status, error = await callbacks._post(
-                strict, client, {**ROW, "url": "https://rebind.test/cb"}, "s"
+                strict, client, due("https://rebind.test/cb"), "s"
             )
             assert status is None
             assert str(error).startswith("refused"), error
 
         # A public address is called at that address (no route here, so it fails to connect).
         answers["public.test"] = ["93.184.216.34"]
-        status, error = await callbacks._post(
-            strict, client, {**ROW, "url": "https://public.test/cb"}, "s"
-        )
+        status, error = await callbacks._post(strict, client, due("https://public.test/cb"), "s")
         assert (status, error) == (None, "ConnectError"), error
     assert len(requests) == 1
     print("ok")

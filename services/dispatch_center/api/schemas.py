@@ -1,4 +1,5 @@
-"""Intake API schemas. Unknown fields are rejected (422) so callers cannot set what is ours."""
+"""The center's API schemas. Unknown fields are rejected (422) so callers cannot set what is
+ours."""
 
 from __future__ import annotations
 

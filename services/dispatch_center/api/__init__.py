@@ -1,0 +1,1 @@
+"""The center's HTTP API: integrations (intake) and operators."""

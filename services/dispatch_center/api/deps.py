@@ -10,7 +10,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Security
+from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader
 
 from services.dispatch_center import domain, store
@@ -18,7 +18,7 @@ from services.dispatch_center.domain import Integration, Operator
 from services.dispatch_center.settings import CenterSettings
 from shared.auth import token_hash
 from shared.bearer import bearer_principal
-from shared.errors import Unauthorized
+from shared.errors import TooManyRequests, Unauthorized
 from shared.runtime import Runtime, current_runtime
 
 CenterRuntime = Annotated[Runtime[CenterSettings], Depends(current_runtime)]
@@ -40,12 +40,8 @@ async def current_integration(
     limit = domain.over_rate_limit(requests, own_limit, runtime.settings.rate_limit_per_minute)
     if limit is not None:
         retry_after = max(1, math.ceil(60 - (now - window).total_seconds()))
-        # TODO(one shape): shared.errors has no 429 yet (board request); until then the one
-        # HTTPException of the center, answered as problem+json by shared.http.
-        raise HTTPException(
-            429,
-            f"over {limit} requests per minute for this integration",
-            headers={"Retry-After": str(retry_after)},
+        raise TooManyRequests(
+            f"over {limit} requests per minute for this integration", retry_after=retry_after
         )
     return integration
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from services.dispatch_center.models import IntakeRequest
+from services.dispatch_center.api.schemas import IntakeRequest
 from swdispatch.bench import comparison, format_table
 from swdispatch.ceilings import percentile
 from swdispatch.county import County, request

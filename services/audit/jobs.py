@@ -1,15 +1,23 @@
-"""Prometheus figures computed from the trail and the projection tables, not counted in this
-process: they stay right across restarts and replicas, and an event that arrives twice or
-late counts once, under the labels it finally belongs to.
+"""The audit's background jobs: the breach watch, the Prometheus figures, the checkpoints.
 
-A background job recomputes them every ``audit_metrics_refresh_interval_s``; the collector
-serves the latest result on every scrape.
+The figures are computed from the trail and the projection tables, not counted in this
+process: they stay right across restarts and replicas, and an event that arrives twice or
+late counts once, under the labels it finally belongs to. A job recomputes them every
+``audit_metrics_refresh_interval_s``; the collector serves the latest result on every scrape.
+
+A checkpoint of the whole trail (domain.Checkpoint) is appended every
+``SWD_AUDIT_CHECKPOINT_INTERVAL_S`` to ``SWD_AUDIT_CHECKPOINT_FILE``, which the database's
+writers cannot reach. Its ``max_seq`` is a horizon taken while no append is in progress
+(appends hold store.hold_off_checkpoints), so no entry at or below it can commit afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import (
@@ -20,14 +28,16 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from services.audit import store
+from services.audit.domain import ENDED, GENESIS, Checkpoint, fold
 from services.audit.settings import AuditSettings
-from services.audit.store import record_open_breaches
-from shared.db import Connection
+from shared.db import Connection, Pool
 from shared.domain import OrderStatus, Stage
 from shared.runtime import Runtime
 
-NONE = "none"  # the station label of what belongs to no station (yet)
-OPEN_STATUSES = [s.value for s in OrderStatus if s not in ("completed", "closed", "cancelled")]
+log = logging.getLogger(__name__)
+
+OPEN_STATUSES = [s.value for s in OrderStatus if s not in ENDED]
 # Stage durations from submission: minutes for dispatch, up to weeks for completion.
 DURATION_BUCKETS = (
     60.0,
@@ -43,15 +53,6 @@ DURATION_BUCKETS = (
     7 * 86400.0,
     15 * 86400.0,
     30 * 86400.0,
-)
-STAGE_DONE = {
-    Stage.DISPATCH: "dispatched_at",
-    Stage.ACCEPT: "accepted_at",
-    Stage.ASSIGN: "assigned_at",
-    Stage.COMPLETE: "completed_at",
-}
-OVERDUE = " OR ".join(
-    f"({done} IS NULL AND {stage.value}_by < now())" for stage, done in STAGE_DONE.items()
 )
 
 
@@ -73,11 +74,7 @@ async def compute(conn: Connection) -> list[Metric]:
         "Lifecycle events in the audit trail, by type, order urgency and the event's station",
         labels=["event_type", "urgency", "station"],
     )
-    for r in await conn.fetch(
-        f"""SELECT t.event_type, coalesce(o.urgency, 'unknown') AS urgency,
-                   coalesce(t.station_id, '{NONE}') AS station, count(*) AS n
-            FROM trail t LEFT JOIN orders o USING (order_id) GROUP BY 1, 2, 3"""  # noqa: S608
-    ):
+    for r in await store.event_counts(conn):
         events.add_metric([r["event_type"], r["urgency"], r["station"]], r["n"])
 
     durations = HistogramMetricFamily(
@@ -85,17 +82,8 @@ async def compute(conn: Connection) -> list[Metric]:
         "Time from submission until each stage was done, by stage and urgency",
         labels=["stage", "urgency"],
     )
-    for stage, done in STAGE_DONE.items():
-        rows = await conn.fetch(
-            f"""SELECT urgency, width_bucket(d, $1::float8[]) AS bucket, count(*) AS n,
-                       sum(d) AS total
-                FROM (SELECT urgency,
-                             greatest(extract(epoch FROM {done} - submitted_at), 0)::float8 AS d
-                      FROM orders WHERE {done} IS NOT NULL AND submitted_at IS NOT NULL
-                        AND urgency IS NOT NULL) s
-                GROUP BY 1, 2""",  # noqa: S608
-            list(DURATION_BUCKETS),
-        )
+    for stage in Stage:
+        rows = await store.stage_durations(conn, stage, DURATION_BUCKETS)
         for urgency in sorted({r["urgency"] for r in rows}):
             counts = [0] * (len(DURATION_BUCKETS) + 1)
             total = 0.0
@@ -114,11 +102,7 @@ async def compute(conn: Connection) -> list[Metric]:
         "Stage deadlines breached (counted when first seen), by stage, urgency and station",
         labels=["stage", "urgency", "station"],
     )
-    for r in await conn.fetch(
-        f"""SELECT stage, coalesce(urgency, 'unknown') AS urgency,
-                   coalesce(station_id, '{NONE}') AS station, count(*) AS n
-            FROM breaches GROUP BY 1, 2, 3"""  # noqa: S608
-    ):
+    for r in await store.breach_counts(conn):
         breaches.add_metric([r["stage"], r["urgency"], r["station"]], r["n"])
 
     open_orders = GaugeMetricFamily(
@@ -134,32 +118,11 @@ async def compute(conn: Connection) -> list[Metric]:
         "Age of the oldest open order since submission",
         labels=["station"],
     )
-    stations = [
-        r["station"]
-        for r in await conn.fetch(
-            f"SELECT DISTINCT coalesce(station_id, '{NONE}') AS station FROM orders"  # noqa: S608
-        )
-    ]
-    open_counts = {
-        (r["station"], r["status"]): (r["n"], r["overdue"])
-        for r in await conn.fetch(
-            f"""SELECT coalesce(station_id, '{NONE}') AS station, status, count(*) AS n,
-                       count(*) FILTER (WHERE {OVERDUE}) AS overdue
-                FROM orders WHERE ended_at IS NULL GROUP BY 1, 2"""  # noqa: S608
-        )
-    }
-    ages = {
-        r["station"]: r["age"]
-        for r in await conn.fetch(
-            f"""SELECT coalesce(station_id, '{NONE}') AS station,
-                       extract(epoch FROM now() - min(submitted_at))::float8 AS age
-                FROM orders WHERE ended_at IS NULL AND submitted_at IS NOT NULL
-                GROUP BY 1"""  # noqa: S608
-        )
-    }
-    for station in stations:
+    counts_by = await store.open_counts(conn)
+    ages = await store.oldest_open_ages(conn)
+    for station in await store.stations(conn):
         for status in OPEN_STATUSES:
-            n, late = open_counts.get((station, status), (0, 0))
+            n, late = counts_by.get((station, status), (0, 0))
             open_orders.add_metric([station, status], n)
             overdue.add_metric([station, status], late)
         oldest.add_metric([station], max(ages.get(station, 0.0), 0.0))
@@ -181,5 +144,35 @@ async def watch_breaches(runtime: Runtime[AuditSettings]) -> None:
     interval = runtime.settings.audit_breach_check_interval_s
     while True:
         async with runtime.pool.acquire() as conn:
-            await record_open_breaches(conn)
+            await store.record_open_breaches(conn)
         await asyncio.sleep(interval)
+
+
+async def write_checkpoint(pool: Pool, key: bytes, path: Path) -> Checkpoint | None:
+    """Extend the last checkpoint in ``path`` to the trail's horizon now and append it; None
+    (and nothing written) when the trail has fewer entries than that checkpoint covered."""
+    last = await asyncio.to_thread(store.last_checkpoint, path, key)
+    async with pool.acquire() as conn:
+        horizon = await store.checkpoint_horizon(conn)
+        start = last or Checkpoint(at=datetime.now(UTC), max_seq=0, entries=0, digest=GENESIS)
+        if horizon < start.max_seq:
+            log.error("the trail ends below the last checkpoint: run swdispatch audit verify")
+            return None
+        digest, entries = start.digest, start.entries
+        async with conn.transaction(isolation="repeatable_read"):
+            async for row in store.hashes(conn, start.max_seq, horizon):
+                digest = fold(digest, row["seq"], row["hash"])
+                entries += 1
+    checkpoint = Checkpoint(
+        at=datetime.now(UTC), max_seq=horizon, entries=entries, digest=digest
+    ).signed(key)
+    await asyncio.to_thread(store.append_checkpoint, path, checkpoint)
+    return checkpoint
+
+
+async def keep_checkpointing(runtime: Runtime[AuditSettings]) -> None:
+    """Background job: a checkpoint every ``SWD_AUDIT_CHECKPOINT_INTERVAL_S``."""
+    settings = runtime.settings
+    while True:
+        await write_checkpoint(runtime.pool, settings.hmac_key, settings.audit_checkpoint_file)
+        await asyncio.sleep(settings.audit_checkpoint_interval_s)

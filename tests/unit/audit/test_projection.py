@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.audit.projection import project
-from services.audit.reports import percentile
+from services.audit.domain import project
 from shared.domain import OrderStatus, Stage
+from shared.stats import percentile
 from tests.audit_events import OrderScript
 
 STATIONS = ("st-a", "st-b", "st-c")

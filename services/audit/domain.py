@@ -76,16 +76,11 @@ def link_hash(
 
 def row_hash(key: bytes, prev_hash: str, row: Row) -> str:
     """:func:`link_hash` of a trail row (its ``event`` decoded)."""
-    return link_hash(
-        key,
-        prev_hash,
-        order_id=row["order_id"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        occurred_at=row["occurred_at"],
-        station_id=row["station_id"],
-        event=row["event"],
-    )
+    return link_hash(key, prev_hash, **{name: row[name] for name in _HASHED})
+
+
+# What a keyed hash covers of an entry, besides the previous hash.
+_HASHED = ("order_id", "event_id", "event_type", "occurred_at", "station_id", "event")
 
 
 @dataclass(frozen=True)
@@ -269,8 +264,9 @@ class Timeline:
     worker_id: str | None = None
     category: str | None = None
     urgency: str | None = None
-    # When the order was submitted, and when it first reached each step.
+    deadlines: dict[Stage, datetime] = field(default_factory=dict)
     submitted_at: datetime | None = None
+    """When the order was submitted; the times below are when it first reached each step."""
     dispatched_at: datetime | None = None
     received_at: datetime | None = None
     accepted_at: datetime | None = None
@@ -278,7 +274,6 @@ class Timeline:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     ended_at: datetime | None = None
-    deadlines: dict[Stage, datetime] = field(default_factory=dict)
     dispatches: tuple[Dispatch, ...] = ()
     rejections: int = 0
     escalations: int = 0

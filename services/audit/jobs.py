@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from services.audit import store
-from services.audit.domain import ENDED, GENESIS, Checkpoint, fold
+from services.audit.domain import ENDED, GENESIS, Checkpoint, Row, fold
 from services.audit.settings import AuditSettings
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus, Stage
@@ -68,15 +68,36 @@ FIGURES = AuditFigures()
 REGISTRY.register(FIGURES)
 
 
-async def compute(conn: Connection) -> list[Metric]:
-    events = CounterMetricFamily(
+# Counters of what the store counts: name, help, labels, the rows with the labels and ``n``.
+COUNTERS: tuple[tuple[str, str, list[str], Callable[[Connection], Awaitable[list[Row]]]], ...] = (
+    (
         "swd_lifecycle_events",
         "Lifecycle events in the audit trail, by type, order urgency and the event's station",
-        labels=["event_type", "urgency", "station"],
-    )
-    for r in await store.event_counts(conn):
-        events.add_metric([r["event_type"], r["urgency"], r["station"]], r["n"])
+        ["event_type", "urgency", "station"],
+        store.event_counts,
+    ),
+    (
+        "swd_sla_breaches",
+        "Stage deadlines breached (counted when first seen), by stage, urgency and station",
+        ["stage", "urgency", "station"],
+        store.breach_counts,
+    ),
+)
 
+
+def _counted(name: str, documentation: str, labels: list[str], rows: list[Row]) -> Metric:
+    """A counter of rows that carry its labels and their count ``n``."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for r in rows:
+        family.add_metric([r[label] for label in labels], r["n"])
+    return family
+
+
+async def compute(conn: Connection) -> list[Metric]:
+    events, breaches = [
+        _counted(name, documentation, labels, await rows(conn))
+        for name, documentation, labels, rows in COUNTERS
+    ]
     durations = HistogramMetricFamily(
         "swd_stage_duration_seconds",
         "Time from submission until each stage was done, by stage and urgency",
@@ -96,14 +117,6 @@ async def compute(conn: Connection) -> list[Metric]:
                 cumulative += n
                 buckets.append((le, cumulative))
             durations.add_metric([stage.value, urgency], buckets, total)
-
-    breaches = CounterMetricFamily(
-        "swd_sla_breaches",
-        "Stage deadlines breached (counted when first seen), by stage, urgency and station",
-        labels=["stage", "urgency", "station"],
-    )
-    for r in await store.breach_counts(conn):
-        breaches.add_metric([r["stage"], r["urgency"], r["station"]], r["n"])
 
     open_orders = GaugeMetricFamily(
         "swd_open_orders", "Orders not completed, closed or cancelled", labels=["station", "status"]

@@ -72,7 +72,7 @@ def _sort_key(event: dict[str, Any]) -> tuple[str, str]:
     return (event["occurred_at"], event["event_id"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(orders(), st.data())
 def test_any_arrival_order_and_any_duplicates_give_the_same_projection(
     order: tuple[OrderScript, dict[str, Any]], data: st.DataObject

@@ -240,6 +240,17 @@ STAGE_DONE: dict[Stage, str] = {
     Stage.COMPLETE: "completed_at",
 }
 
+# The timeline's times after submission: when the order first reached each step.
+STEP_TIMES = (
+    "dispatched_at",
+    "received_at",
+    "accepted_at",
+    "assigned_at",
+    "started_at",
+    "completed_at",
+    "ended_at",
+)
+
 Outcome = Literal["met", "breached", "pending", "not_applicable"]
 
 
@@ -479,18 +490,7 @@ class StageResult:
 
 
 # What a station's reader does not see of an order now at another station.
-AT_THE_CURRENT_STATION = (
-    "status",
-    "station_id",
-    "worker_id",
-    "dispatched_at",
-    "received_at",
-    "accepted_at",
-    "assigned_at",
-    "started_at",
-    "completed_at",
-    "ended_at",
-)
+AT_THE_CURRENT_STATION = ("status", "station_id", "worker_id", *STEP_TIMES)
 
 
 @dataclass(frozen=True)

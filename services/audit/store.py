@@ -8,6 +8,7 @@ import fcntl
 import os
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from services.audit.domain import (
     LEGACY_SHA256,
     STAGE_DONE,
+    STEP_TIMES,
     Checkpoint,
     Dispatch,
     Link,
@@ -101,20 +103,7 @@ async def append(conn: Connection, links: Sequence[Link]) -> None:
         """INSERT INTO trail (order_id, event_id, event_type, occurred_at, station_id, event,
                prev_hash, hash, hash_version)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        [
-            (
-                x.order_id,
-                x.event_id,
-                x.event_type,
-                x.occurred_at,
-                x.station_id,
-                x.event,
-                x.prev_hash,
-                x.hash,
-                x.hash_version,
-            )
-            for x in links
-        ],
+        [_values(x) for x in links],
     )
 
 
@@ -225,6 +214,22 @@ _STAGE_DEADLINE_DONE = ", ".join(
 )
 
 
+# The columns of the orders table that hold the timeline's fields of the same name.
+_ORDER_FIELDS = (
+    "station_id",
+    "worker_id",
+    "category",
+    "urgency",
+    "submitted_at",
+    *STEP_TIMES,
+)
+
+
+def _values(row: Link | Dispatch) -> tuple[Any, ...]:
+    """A dataclass's fields in order: its table's columns in order."""
+    return tuple(getattr(row, f.name) for f in fields(row))
+
+
 async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline]) -> None:
     await conn.execute("DELETE FROM orders WHERE order_id = ANY($1::uuid[])", list(timelines))
     await conn.executemany(
@@ -238,18 +243,7 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
             (
                 order_id,
                 t.status,
-                t.station_id,
-                t.worker_id,
-                t.category,
-                t.urgency,
-                t.submitted_at,
-                t.dispatched_at,
-                t.received_at,
-                t.accepted_at,
-                t.assigned_at,
-                t.started_at,
-                t.completed_at,
-                t.ended_at,
+                *(getattr(t, name) for name in _ORDER_FIELDS),
                 *(t.deadlines.get(stage) for stage in Stage),
                 len(t.dispatches),
                 t.rejections,
@@ -263,20 +257,7 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
         """INSERT INTO dispatches (order_id, dispatch_no, station_id, dispatched_at, reason,
                received_at, rejected_at, reject_reason_code)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        [
-            (
-                order_id,
-                x.dispatch_no,
-                x.station_id,
-                x.dispatched_at,
-                x.reason,
-                x.received_at,
-                x.rejected_at,
-                x.reject_reason_code,
-            )
-            for order_id, t in timelines.items()
-            for x in t.dispatches
-        ],
+        [(order_id, *_values(x)) for order_id, t in timelines.items() for x in t.dispatches],
     )
 
 
@@ -347,23 +328,7 @@ def _timeline(r: Row, dispatches: tuple[Dispatch, ...]) -> Timeline:
     return Timeline(
         order_id=str(r["order_id"]),
         status=OrderStatus(r["status"]) if r["status"] else None,
-        **{
-            name: r[name]
-            for name in (
-                "station_id",
-                "worker_id",
-                "category",
-                "urgency",
-                "submitted_at",
-                "received_at",
-                "started_at",
-                "ended_at",
-                "rejections",
-                "escalations",
-                "events",
-                *STAGE_DONE.values(),
-            )
-        },
+        **{name: r[name] for name in (*_ORDER_FIELDS, "rejections", "escalations", "events")},
         deadlines={stage: r[f"{stage.value}_by"] for stage in Stage if r[f"{stage.value}_by"]},
         dispatches=dispatches,
     )

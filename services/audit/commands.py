@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.cli import command
-from shared.db import Pool, create_pool, in_schema
+from shared.db import Connection, Pool, create_pool, in_schema
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from services.audit.verify import Verification
+    from services.audit.domain import Verification
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _rebuild(args: argparse.Namespace) -> None:
-    from services.audit.store import rebuild
+    from services.audit.trail import rebuild
 
     # The projection is only as true as the trail it is made from.
     if not args.unverified and not (result := _verification()).ok:
@@ -60,31 +60,39 @@ def _rebuild(args: argparse.Namespace) -> None:
     print(f"rebuilt the projection of {asyncio.run(_with_pool(rebuild))} orders")
 
 
+def _print_token(reader_id: str, work: Callable[[Connection], Awaitable[str]], note: str) -> None:
+    from services.audit.admin import AlreadyExists, NoSuchReader
+
+    refused = {
+        AlreadyExists: f"reader {reader_id} already exists: nothing changed (see `reissue-token`)",
+        NoSuchReader: f"no active reader {reader_id}",
+    }
+    try:
+        token = asyncio.run(in_schema("audit", work))
+    except (AlreadyExists, NoSuchReader) as e:
+        sys.exit(refused[type(e)])
+    print(f"reader {reader_id}\nAuthorization: Bearer {token}\n({note})")
+
+
 def _create_reader(args: argparse.Namespace) -> None:
-    from services.audit.admin import AlreadyExists, create_reader, new_reader_id
+    from services.audit.admin import create_reader, new_reader_id
 
     if (args.role == "station_manager") != (args.station is not None):
         sys.exit("--station is required for a station_manager, and only for one")
     reader_id = args.id or new_reader_id()
-    try:
-        token = asyncio.run(
-            in_schema(
-                "audit", lambda c: create_reader(c, reader_id, args.name, args.role, args.station)
-            )
-        )
-    except AlreadyExists:
-        sys.exit(f"reader {reader_id} already exists: nothing changed (see `reissue-token`)")
-    print(f"reader {reader_id}\nAuthorization: Bearer {token}\n(shown once; store it now)")
+    _print_token(
+        reader_id,
+        lambda c: create_reader(c, reader_id, args.name, args.role, args.station),
+        "shown once; store it now",
+    )
 
 
 def _reissue_reader_token(args: argparse.Namespace) -> None:
-    from services.audit.admin import NoSuchReader, reissue_reader_token
+    from services.audit.admin import reissue_reader_token
 
-    try:
-        token = asyncio.run(in_schema("audit", lambda c: reissue_reader_token(c, args.id)))
-    except NoSuchReader as e:
-        sys.exit(str(e))
-    print(f"reader {args.id}\nAuthorization: Bearer {token}\n(shown once; the old one is void)")
+    _print_token(
+        args.id, lambda c: reissue_reader_token(c, args.id), "shown once; the old one is void"
+    )
 
 
 def add_commands(sub: Any) -> None:

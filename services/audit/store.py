@@ -1,62 +1,236 @@
-"""The projection tables: recompute an order from its trail, record breaches, rebuild all."""
+"""All of the audit's storage: the trail, the projection tables (orders, dispatches,
+breaches), readers, the figures' queries, and the signed checkpoint file kept outside the
+database."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import uuid
-from collections.abc import Collection
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from services.audit.projection import Dispatch, Timeline, project
+from pydantic import ValidationError
+
+from services.audit.domain import (
+    LEGACY_SHA256,
+    STAGE_DONE,
+    STEP_TIMES,
+    Checkpoint,
+    Dispatch,
+    Link,
+    ReaderRole,
+    Row,
+    Timeline,
+)
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus, Stage
 from shared.locks import LockNamespace
 
+NONE = "none"  # the station label of what belongs to no station (yet)
+_CHECKPOINT_LOCK = f"{int(LockNamespace.AUDIT_CHECKPOINT)}, 0"
 
-async def refresh_orders(conn: Connection, order_ids: Collection[uuid.UUID]) -> None:
-    """Recompute the orders' projections from their whole trails and record any breach they
-    show, a few statements for all of them.
+# -- Readers --------------------------------------------------------------------------------
 
-    Call with the orders' trail locks held (the consumer holds them while appending)."""
+ACTIVE_READER = (
+    "SELECT id, role, station_id FROM readers WHERE token_hash = $1 AND revoked_at IS NULL"
+)
+
+
+async def insert_reader(
+    conn: Connection,
+    reader: tuple[str, str, ReaderRole, str | None],
+    token_hash: str,
+) -> bool:
+    """Add the reader (id, name, role, station); False, and nothing changed, when the id is
+    taken."""
+    added = await conn.fetchval(
+        """INSERT INTO readers (id, name, role, station_id, token_hash)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id""",
+        *reader,
+        token_hash,
+    )
+    return added is not None
+
+
+async def replace_reader_token(conn: Connection, reader_id: str, token_hash: str) -> bool:
+    """False when there is no such reader, or their access was revoked."""
+    status = await conn.execute(
+        "UPDATE readers SET token_hash = $2 WHERE id = $1 AND revoked_at IS NULL",
+        reader_id,
+        token_hash,
+    )
+    return bool(status == "UPDATE 1")
+
+
+# -- The trail ------------------------------------------------------------------------------
+
+
+async def hold_off_checkpoints(conn: Connection) -> None:
+    """Called by each append, in its transaction, before it takes a seq: the checkpoint writer
+    waits for it to end."""
+    await conn.execute(f"SELECT pg_advisory_xact_lock_shared({_CHECKPOINT_LOCK})")
+
+
+async def lock_orders(conn: Connection, order_ids: list[uuid.UUID]) -> None:
+    """One writer per order at a time, until the transaction ends. Sorted ids keep two writers
+    that lock overlapping sets from deadlocking."""
+    await conn.execute(
+        """SELECT pg_advisory_xact_lock($2, hashtext(id::text))
+           FROM (SELECT unnest($1::uuid[]) AS id ORDER BY 1) AS ids""",
+        order_ids,
+        LockNamespace.AUDIT_ORDER,
+    )
+
+
+async def last_hashes(conn: Connection, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The hash of each order's last trail entry (orders with none left out)."""
+    return {
+        row["order_id"]: row["hash"]
+        for row in await conn.fetch(
+            """SELECT DISTINCT ON (order_id) order_id, hash FROM trail
+               WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, seq DESC""",
+            order_ids,
+        )
+    }
+
+
+async def append(conn: Connection, links: Sequence[Link]) -> None:
+    await conn.executemany(
+        """INSERT INTO trail (order_id, event_id, event_type, occurred_at, station_id, event,
+               prev_hash, hash, hash_version)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        [_values(x) for x in links],
+    )
+
+
+async def trail_events(
+    conn: Connection, order_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """Each order's events, in trail order (an order with none maps to [])."""
     trails: dict[uuid.UUID, list[dict[str, Any]]] = {order_id: [] for order_id in order_ids}
     for row in await conn.fetch(
         "SELECT order_id, event FROM trail WHERE order_id = ANY($1::uuid[]) ORDER BY seq",
         list(trails),
     ):
         trails[row["order_id"]].append(row["event"])
-    timelines = {order_id: project(str(order_id), events) for order_id, events in trails.items()}
-    await _save(conn, timelines)
-    now = datetime.now(UTC)
-    await conn.executemany(
-        """INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
-        [
-            (order_id, stage.value, t.station_id, t.urgency, t.deadlines[stage])
-            for order_id, t in timelines.items()
-            for stage in Stage
-            if t.stage_outcome(stage, now) == "breached"
-        ],
+    return trails
+
+
+async def trail_orders(pool: Pool) -> list[uuid.UUID]:
+    return [r["order_id"] for r in await pool.fetch("SELECT DISTINCT order_id FROM trail")]
+
+
+async def trail_of(pool: Pool, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    """One order's entries as they happened."""
+    return [
+        dict(r)
+        for r in await pool.fetch(
+            """SELECT seq, event_id, event_type, occurred_at, recorded_at, station_id, event,
+                      prev_hash, hash
+               FROM trail WHERE order_id = $1 ORDER BY occurred_at, seq""",
+            order_id,
+        )
+    ]
+
+
+# -- Verification (in the caller's repeatable-read transaction) -----------------------------
+
+
+async def first_keyed_seq(conn: Connection) -> int | None:
+    seq: int | None = await conn.fetchval(
+        "SELECT min(seq) FROM trail WHERE hash_version <> $1", LEGACY_SHA256
+    )
+    return seq
+
+
+async def chains(conn: Connection) -> AsyncIterator[Row]:
+    """Every entry, order by order, each order's in seq order."""
+    async for row in conn.cursor(
+        """SELECT seq, order_id, event_id, event_type, occurred_at, station_id, event,
+                  prev_hash, hash, hash_version
+           FROM trail ORDER BY order_id, seq"""
+    ):
+        yield row
+
+
+async def hashes(
+    conn: Connection, after: int | None = None, upto: int | None = None
+) -> AsyncIterator[Row]:
+    """``(seq, hash)`` of the entries with ``after < seq <= upto`` (None: no bound), in seq
+    order."""
+    async for row in conn.cursor(
+        """SELECT seq, hash FROM trail
+           WHERE ($1::bigint IS NULL OR seq > $1) AND ($2::bigint IS NULL OR seq <= $2)
+           ORDER BY seq""",
+        after,
+        upto,
+    ):
+        yield row
+
+
+async def applied_but_missing(conn: Connection, consumer: str) -> list[uuid.UUID]:
+    """Events the inbox says were applied that have no trail entry."""
+    return [
+        r["event_id"]
+        for r in await conn.fetch(
+            """SELECT i.event_id FROM inbox i
+               WHERE i.consumer = $1
+                 AND NOT EXISTS (SELECT 1 FROM trail t WHERE t.event_id = i.event_id)""",
+            consumer,
+        )
+    ]
+
+
+async def not_in_inbox(conn: Connection, consumer: str) -> list[Row]:
+    """Entries no applied event accounts for."""
+    return list(
+        await conn.fetch(
+            """SELECT t.order_id, t.seq, t.event_id FROM trail t
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM inbox i WHERE i.consumer = $1 AND i.event_id = t.event_id)
+               ORDER BY t.seq""",
+            consumer,
+        )
     )
 
 
-async def record_open_breaches(conn: Connection) -> int:
-    """Record the breach of every stage whose deadline has passed on an open order while the
-    stage is still not done; return how many are new."""
-    status = await conn.execute(
-        """INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
-           SELECT o.order_id, s.stage, o.station_id, o.urgency, s.deadline
-           FROM orders o CROSS JOIN LATERAL (VALUES
-                ('dispatch', o.dispatch_by, o.dispatched_at),
-                ('accept', o.accept_by, o.accepted_at),
-                ('assign', o.assign_by, o.assigned_at),
-                ('complete', o.complete_by, o.completed_at)) AS s(stage, deadline, done_at)
-           WHERE o.ended_at IS NULL AND s.done_at IS NULL AND s.deadline < now()
-           ON CONFLICT DO NOTHING"""
-    )
-    return int(status.split()[-1])
+async def checkpoint_horizon(conn: Connection) -> int:
+    """The last seq, taken while no append is in progress: none at or below it can commit
+    afterwards."""
+    async with conn.transaction():
+        await conn.execute(f"SELECT pg_advisory_xact_lock({_CHECKPOINT_LOCK})")
+        horizon: int = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM trail")
+    return horizon
 
 
-async def _save(conn: Connection, timelines: dict[uuid.UUID, Timeline]) -> None:
+# -- The projection tables ------------------------------------------------------------------
+
+_STAGE_DEADLINE_DONE = ", ".join(
+    f"('{stage.value}', o.{stage.value}_by, o.{done})" for stage, done in STAGE_DONE.items()
+)
+
+
+# The columns of the orders table that hold the timeline's fields of the same name.
+_ORDER_FIELDS = (
+    "station_id",
+    "worker_id",
+    "category",
+    "urgency",
+    "submitted_at",
+    *STEP_TIMES,
+)
+
+
+def _values(row: Link | Dispatch) -> tuple[Any, ...]:
+    """A dataclass's fields in order: its table's columns in order."""
+    return tuple(getattr(row, f.name) for f in fields(row))
+
+
+async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline]) -> None:
     await conn.execute("DELETE FROM orders WHERE order_id = ANY($1::uuid[])", list(timelines))
     await conn.executemany(
         """INSERT INTO orders (order_id, status, station_id, worker_id, category, urgency,
@@ -69,22 +243,8 @@ async def _save(conn: Connection, timelines: dict[uuid.UUID, Timeline]) -> None:
             (
                 order_id,
                 t.status,
-                t.station_id,
-                t.worker_id,
-                t.category,
-                t.urgency,
-                t.submitted_at,
-                t.dispatched_at,
-                t.received_at,
-                t.accepted_at,
-                t.assigned_at,
-                t.started_at,
-                t.completed_at,
-                t.ended_at,
-                t.deadlines.get(Stage.DISPATCH),
-                t.deadlines.get(Stage.ACCEPT),
-                t.deadlines.get(Stage.ASSIGN),
-                t.deadlines.get(Stage.COMPLETE),
+                *(getattr(t, name) for name in _ORDER_FIELDS),
+                *(t.deadlines.get(stage) for stage in Stage),
                 len(t.dispatches),
                 t.rejections,
                 t.escalations,
@@ -97,46 +257,36 @@ async def _save(conn: Connection, timelines: dict[uuid.UUID, Timeline]) -> None:
         """INSERT INTO dispatches (order_id, dispatch_no, station_id, dispatched_at, reason,
                received_at, rejected_at, reject_reason_code)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        [(order_id, *_values(x)) for order_id, t in timelines.items() for x in t.dispatches],
+    )
+
+
+async def record_breaches(
+    conn: Connection, breaches: Sequence[tuple[uuid.UUID, Stage, Timeline]]
+) -> None:
+    """Record each (order, stage) breach once, when first seen."""
+    await conn.executemany(
+        """INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
         [
-            (
-                order_id,
-                x.dispatch_no,
-                x.station_id,
-                x.dispatched_at,
-                x.reason,
-                x.received_at,
-                x.rejected_at,
-                x.reject_reason_code,
-            )
-            for order_id, t in timelines.items()
-            for x in t.dispatches
+            (order_id, stage.value, t.station_id, t.urgency, t.deadlines[stage])
+            for order_id, stage, t in breaches
         ],
     )
 
 
-async def rebuild(pool: Pool) -> int:
-    """Recompute every order's projection from the trail, one order per transaction so the
-    consumer can go on; return how many orders.
-
-    Breaches already recorded stay (they are the record of when each was first seen);
-    breaches the log shows but that were never recorded are added."""
-    order_ids = [r["order_id"] for r in await pool.fetch("SELECT DISTINCT order_id FROM trail")]
-    for order_id in order_ids:
-        async with pool.acquire() as conn, conn.transaction():
-            await lock_orders(conn, [order_id])
-            await refresh_orders(conn, [order_id])
-    return len(order_ids)
-
-
-async def lock_orders(conn: Connection, order_ids: list[uuid.UUID]) -> None:
-    """One writer per order at a time, until the transaction ends. Sorted ids keep two writers
-    that lock overlapping sets from deadlocking."""
-    await conn.execute(
-        """SELECT pg_advisory_xact_lock($2, hashtext(id::text))
-           FROM (SELECT unnest($1::uuid[]) AS id ORDER BY 1) AS ids""",
-        order_ids,
-        LockNamespace.AUDIT_ORDER,
+async def record_open_breaches(conn: Connection) -> int:
+    """Record the breach of every stage whose deadline has passed on an open order while the
+    stage is still not done; return how many are new."""
+    status = await conn.execute(
+        f"""INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
+            SELECT o.order_id, s.stage, o.station_id, o.urgency, s.deadline
+            FROM orders o CROSS JOIN LATERAL (VALUES {_STAGE_DEADLINE_DONE})
+                 AS s(stage, deadline, done_at)
+            WHERE o.ended_at IS NULL AND s.done_at IS NULL AND s.deadline < now()
+            ON CONFLICT DO NOTHING"""  # noqa: S608
     )
+    return int(status.split()[-1])
 
 
 async def load_timelines(
@@ -164,41 +314,152 @@ async def load_timelines(
     )
     sent: dict[uuid.UUID, list[Dispatch]] = {}
     for d in await conn.fetch(
-        "SELECT * FROM dispatches WHERE order_id = ANY($1::uuid[]) ORDER BY dispatch_no",
+        """SELECT order_id, dispatch_no, station_id, dispatched_at, reason, received_at,
+                  rejected_at, reject_reason_code
+           FROM dispatches WHERE order_id = ANY($1::uuid[]) ORDER BY dispatch_no""",
         [r["order_id"] for r in rows],
     ):
-        sent.setdefault(d["order_id"], []).append(
-            Dispatch(
-                dispatch_no=d["dispatch_no"],
-                station_id=d["station_id"],
-                dispatched_at=d["dispatched_at"],
-                reason=d["reason"],
-                received_at=d["received_at"],
-                rejected_at=d["rejected_at"],
-                reject_reason_code=d["reject_reason_code"],
-            )
+        fields = dict(d)
+        sent.setdefault(fields.pop("order_id"), []).append(Dispatch(**fields))
+    return [_timeline(r, tuple(sent.get(r["order_id"], ()))) for r in rows]
+
+
+def _timeline(r: Row, dispatches: tuple[Dispatch, ...]) -> Timeline:
+    return Timeline(
+        order_id=str(r["order_id"]),
+        status=OrderStatus(r["status"]) if r["status"] else None,
+        **{name: r[name] for name in (*_ORDER_FIELDS, "rejections", "escalations", "events")},
+        deadlines={stage: r[f"{stage.value}_by"] for stage in Stage if r[f"{stage.value}_by"]},
+        dispatches=dispatches,
+    )
+
+
+# -- The figures ----------------------------------------------------------------------------
+# Any stage past its deadline and not done (not only the current one).
+OVERDUE = " OR ".join(
+    f"({done} IS NULL AND {stage.value}_by < now())" for stage, done in STAGE_DONE.items()
+)
+
+
+async def event_counts(conn: Connection) -> list[Row]:
+    """``event_type, urgency, station, n``."""
+    return list(
+        await conn.fetch(
+            f"""SELECT t.event_type, coalesce(o.urgency, 'unknown') AS urgency,
+                       coalesce(t.station_id, '{NONE}') AS station, count(*) AS n
+                FROM trail t LEFT JOIN orders o USING (order_id) GROUP BY 1, 2, 3"""  # noqa: S608
         )
+    )
+
+
+async def stage_durations(conn: Connection, stage: Stage, buckets: Sequence[float]) -> list[Row]:
+    """``urgency, bucket, n, total`` of the seconds from submission until ``stage`` was done,
+    by urgency and ``width_bucket`` of ``buckets``."""
+    done = STAGE_DONE[stage]
+    return list(
+        await conn.fetch(
+            f"""SELECT urgency, width_bucket(d, $1::float8[]) AS bucket, count(*) AS n,
+                       sum(d) AS total
+                FROM (SELECT urgency,
+                             greatest(extract(epoch FROM {done} - submitted_at), 0)::float8 AS d
+                      FROM orders WHERE {done} IS NOT NULL AND submitted_at IS NOT NULL
+                        AND urgency IS NOT NULL) s
+                GROUP BY 1, 2""",  # noqa: S608
+            list(buckets),
+        )
+    )
+
+
+async def breach_counts(conn: Connection) -> list[Row]:
+    """``stage, urgency, station, n``."""
+    return list(
+        await conn.fetch(
+            f"""SELECT stage, coalesce(urgency, 'unknown') AS urgency,
+                       coalesce(station_id, '{NONE}') AS station, count(*) AS n
+                FROM breaches GROUP BY 1, 2, 3"""  # noqa: S608
+        )
+    )
+
+
+async def stations(conn: Connection) -> list[str]:
     return [
-        Timeline(
-            order_id=str(r["order_id"]),
-            status=OrderStatus(r["status"]) if r["status"] else None,
-            station_id=r["station_id"],
-            worker_id=r["worker_id"],
-            category=r["category"],
-            urgency=r["urgency"],
-            submitted_at=r["submitted_at"],
-            dispatched_at=r["dispatched_at"],
-            received_at=r["received_at"],
-            accepted_at=r["accepted_at"],
-            assigned_at=r["assigned_at"],
-            started_at=r["started_at"],
-            completed_at=r["completed_at"],
-            ended_at=r["ended_at"],
-            deadlines={stage: r[f"{stage.value}_by"] for stage in Stage if r[f"{stage.value}_by"]},
-            dispatches=tuple(sent.get(r["order_id"], ())),
-            rejections=r["rejections"],
-            escalations=r["escalations"],
-            events=r["events"],
+        r["station"]
+        for r in await conn.fetch(
+            f"SELECT DISTINCT coalesce(station_id, '{NONE}') AS station FROM orders"  # noqa: S608
         )
-        for r in rows
     ]
+
+
+async def open_counts(conn: Connection) -> dict[tuple[str, str], tuple[int, int]]:
+    """(station, status) -> (open orders, of those overdue)."""
+    return {
+        (r["station"], r["status"]): (r["n"], r["overdue"])
+        for r in await conn.fetch(
+            f"""SELECT coalesce(station_id, '{NONE}') AS station, status, count(*) AS n,
+                       count(*) FILTER (WHERE {OVERDUE}) AS overdue
+                FROM orders WHERE ended_at IS NULL GROUP BY 1, 2"""  # noqa: S608
+        )
+    }
+
+
+async def oldest_open_ages(conn: Connection) -> dict[str, float]:
+    """station -> seconds since the oldest open order was submitted."""
+    return {
+        r["station"]: r["age"]
+        for r in await conn.fetch(
+            f"""SELECT coalesce(station_id, '{NONE}') AS station,
+                       extract(epoch FROM now() - min(submitted_at))::float8 AS age
+                FROM orders WHERE ended_at IS NULL AND submitted_at IS NOT NULL
+                GROUP BY 1"""  # noqa: S608
+        )
+    }
+
+
+# -- The checkpoint file --------------------------------------------------------------------
+# Append-only JSON lines on storage the database's writers cannot reach.
+
+
+def read_checkpoints(path: Path, key: bytes) -> tuple[list[Checkpoint], list[int]]:
+    """The validly signed checkpoints in ``path`` and the numbers of the lines that are not."""
+    good: list[Checkpoint] = []
+    bad: list[int] = []
+    if not path.exists():
+        return good, bad
+    with path.open() as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            checkpoint = _checkpoint(line, key)
+            if checkpoint is None:
+                bad.append(number)
+            else:
+                good.append(checkpoint)
+    return good, bad
+
+
+def last_checkpoint(path: Path, key: bytes) -> Checkpoint | None:
+    """The last validly signed line (read from the end: the file grows by a line a minute)."""
+    if not path.exists():
+        return None
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 64 * 1024))
+        lines = f.read().splitlines()
+    return next((c for line in reversed(lines) if (c := _checkpoint(line, key)) is not None), None)
+
+
+def _checkpoint(line: str | bytes, key: bytes) -> Checkpoint | None:
+    try:
+        checkpoint = Checkpoint.model_validate_json(line)
+    except ValidationError:
+        return None
+    return checkpoint if checkpoint.valid(key) else None
+
+
+def append_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # two replicas may share the file
+        f.write(checkpoint.model_dump_json() + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -34,7 +34,7 @@ import psutil
 import pytest
 import uvicorn
 
-from services.audit.chain import GENESIS, row_hash
+from services.audit.domain import GENESIS, row_hash
 from shared.db import Connection, Pool
 from shared.domain import Category
 from shared.kafka import create_topics

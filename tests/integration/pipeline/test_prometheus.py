@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.audit.metrics import DURATION_BUCKETS
+from services.audit.jobs import DURATION_BUCKETS
 from shared import topics
 from shared.locks import LockNamespace
 from swdispatch.embedded import free_port

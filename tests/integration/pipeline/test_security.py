@@ -14,7 +14,7 @@ import pytest
 from swdispatch import demo
 from tests.conftest import RunningStack
 from tests.helpers import eventually, post_request, request_body
-from tests.integration.test_audit import swdispatch
+from tests.integration.audit.test_audit import swdispatch
 
 pytestmark = pytest.mark.integration
 

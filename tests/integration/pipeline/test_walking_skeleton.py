@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.audit.chain import GENESIS, row_hash
+from services.audit.domain import GENESIS, row_hash
 from shared import topics
 from shared.events import (
     decode,

@@ -24,8 +24,9 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.audit.admin import create_reader
-from services.audit.chain import legacy_link_hash, link_hash
-from services.audit.checkpoints import read_checkpoints
+from services.audit.domain import legacy_link_hash, link_hash
+from services.audit.store import read_checkpoints
+from shared.db import connect
 from shared.domain import Stage
 from shared.locks import LockNamespace
 from tests.audit_events import OrderScript
@@ -77,7 +78,7 @@ def supervisor(stack: RunningStack) -> dict[str, str]:
 
 
 async def manager_of(stack: RunningStack, station: str) -> dict[str, str]:
-    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": "audit"})
+    conn = await connect(stack.database_url, "audit")
     try:
         token = await create_reader(
             conn,
@@ -533,7 +534,9 @@ async def forging(stack: RunningStack, covering_seq: int) -> AsyncIterator[async
 
     await eventually(covered, timeout_s=60)
     pause = await asyncpg.connect(stack.database_url)
-    forger = await asyncpg.connect(stack.database_url, server_settings={"search_path": "audit"})
+    forger = await connect(stack.database_url, "audit")
+    # The forger handles each stored event as the text it is stored as.
+    await forger.reset_type_codec("jsonb", schema="pg_catalog")
     try:
         async with pause.transaction():
             await pause.execute(CHECKPOINT_LOCK)

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.audit.chain import GENESIS, row_hash
+from services.audit.domain import GENESIS, row_hash
 from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
 

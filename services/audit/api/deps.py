@@ -1,0 +1,27 @@
+"""The audit's principals and guards."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from services.audit.domain import Reader
+from services.audit.settings import AuditSettings
+from services.audit.store import ACTIVE_READER
+from shared.bearer import bearer_principal
+from shared.errors import Forbidden
+from shared.runtime import Runtime, current_runtime
+
+current_reader = bearer_principal(ACTIVE_READER, lambda row: Reader(**dict(row)))
+CurrentReader = Annotated[Reader, Depends(current_reader)]
+
+
+async def supervisor(reader: CurrentReader) -> Reader:
+    if not reader.is_supervisor:
+        raise Forbidden("verification covers every station: supervisors only")
+    return reader
+
+
+Supervisor = Annotated[Reader, Depends(supervisor)]
+AuditRuntime = Annotated[Runtime[AuditSettings], Depends(current_runtime)]

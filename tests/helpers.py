@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import random
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-
-from swdispatch.demo import random_request
 
 if TYPE_CHECKING:
     from tests.conftest import RunningStack
@@ -62,13 +62,6 @@ async def eventually(
         await asyncio.sleep(every_s)
 
 
-def request_body(seed: int | None = None, **overrides: Any) -> dict[str, Any]:
-    body = random_request(random.Random(seed))
-    body.update(overrides)
-    remember_personal_data_of(body)
-    return body
-
-
 async def get_json_when(
     http: httpx.AsyncClient,
     url: str,
@@ -93,4 +86,15 @@ async def post_request(
         f"{stack.urls['dispatch_center']}/v1/requests",
         json=body,
         headers={"X-API-Key": stack.api_key},
+    )
+
+
+def swdispatch(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """A command as the operator runs it: the owner's database URL, the audit's key and file."""
+    return subprocess.run(
+        [sys.executable, "-m", "swdispatch", *args],
+        env={**os.environ, **stack.local.env(), **stack.local.audit_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )

@@ -25,8 +25,8 @@ from shared.events import (
     Location,
     new_event,
 )
-from tests import factories
 from tests.conftest import RunningStack
+from tests.factories import events as center_events
 from tests.helpers import eventually
 
 
@@ -86,7 +86,7 @@ def dispatched(
     accept_in: timedelta = timedelta(hours=24),
     dispatch_no: int = 1,
 ) -> Any:
-    return factories.dispatched(
+    return center_events.dispatched(
         station_id,
         order_id=order_id,
         category=category,

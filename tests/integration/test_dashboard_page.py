@@ -18,7 +18,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import RunningStack
 from tests.debian import debian_tool
-from tests.helpers import get_json_when, post_request, request_body
+from tests.factories.requests import request_body
+from tests.helpers import get_json_when, post_request
 from tests.integration.station import routed_station
 
 pytestmark = pytest.mark.integration

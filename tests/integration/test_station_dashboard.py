@@ -15,7 +15,8 @@ import pytest
 from services.station_worker.admin import revoke_staff
 from shared.events import OrderCancelled, OrderClosed, OrderCompleted
 from tests.conftest import RunningStack
-from tests.helpers import eventually, get_json_when, post_request, request_body
+from tests.factories.requests import request_body
+from tests.helpers import eventually, get_json_when, post_request
 from tests.integration.center_support import center_order, send_station_events
 from tests.integration.station import (
     OwnStation,

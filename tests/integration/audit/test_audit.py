@@ -8,10 +8,8 @@ import contextlib
 import csv
 import io
 import json
-import os
 import random
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,9 +27,10 @@ from services.audit.store import read_checkpoints
 from shared.db import connect
 from shared.domain import Stage
 from shared.locks import LockNamespace
-from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
-from tests.helpers import eventually, get_json_when, post_request, request_body
+from tests.factories.audit import OrderScript
+from tests.factories.requests import request_body
+from tests.helpers import eventually, get_json_when, post_request, swdispatch
 
 pytestmark = pytest.mark.integration
 
@@ -324,17 +323,6 @@ async def test_a_deadline_passing_on_an_open_order_counts_as_a_breach_at_once(
     assert (
         metric(text, "swd_stage_duration_seconds_count", {"stage": "dispatch", "urgency": "urgent"})
         >= 1
-    )
-
-
-def swdispatch(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
-    """A command as the operator runs it: the owner's database URL, the audit's key and file."""
-    return subprocess.run(
-        [sys.executable, "-m", "swdispatch", *args],
-        env={**os.environ, **stack.local.env(), **stack.local.audit_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
 
 

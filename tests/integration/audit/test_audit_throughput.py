@@ -16,8 +16,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.audit.domain import GENESIS, row_hash
-from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
+from tests.factories.audit import OrderScript
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from shared import topics
 from shared.events import Actor, EventPayload, new_event
 from tests.conftest import RunningStack
-from tests.helpers import request_body
+from tests.factories.requests import request_body
 
 TOWNSHIP = "TS-T3"
 STATIONS = ("st-t3-a", "st-t3-b", "st-t3-c", "st-t3-d", "st-t3-rehab", "st-t3-off")

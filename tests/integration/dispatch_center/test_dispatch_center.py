@@ -31,7 +31,8 @@ from services.dispatch_center import callbacks
 from shared.events import OrderAccepted, OrderAssigned, OrderCompleted, OrderRejected, OrderStarted
 from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
-from tests.helpers import eventually, post_request, remember_personal_data, request_body
+from tests.factories.requests import request_body
+from tests.helpers import eventually, post_request, remember_personal_data
 from tests.integration.dispatch_center.center_support import (
     center_events,
     center_order,

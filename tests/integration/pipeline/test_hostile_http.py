@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from tests.conftest import RunningStack
-from tests.helpers import post_request, request_body
+from tests.factories.requests import request_body
+from tests.helpers import post_request
 
 pytestmark = pytest.mark.integration
 

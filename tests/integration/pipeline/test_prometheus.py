@@ -20,9 +20,9 @@ from services.audit.jobs import DURATION_BUCKETS
 from shared import topics
 from shared.locks import LockNamespace
 from swdispatch.embedded import free_port
-from tests.audit_events import OrderScript
 from tests.conftest import RunningStack
 from tests.debian import debian_tool
+from tests.factories.audit import OrderScript
 from tests.helpers import eventually, get_json_when
 from tests.integration.pipeline.test_walking_skeleton import _dispatched_event
 

@@ -13,8 +13,8 @@ import pytest
 
 from swdispatch import demo
 from tests.conftest import RunningStack
-from tests.helpers import eventually, post_request, request_body
-from tests.integration.audit.test_audit import swdispatch
+from tests.factories.requests import request_body
+from tests.helpers import eventually, post_request, swdispatch
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,9 @@ from shared.events import (
     decode,
 )
 from tests.conftest import RunningStack
-from tests.factories import dispatched
-from tests.helpers import eventually, get_json_when, post_request, request_body
+from tests.factories.events import dispatched
+from tests.factories.requests import request_body
+from tests.helpers import eventually, get_json_when, post_request
 
 pytestmark = pytest.mark.integration
 

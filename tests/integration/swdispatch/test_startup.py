@@ -23,7 +23,8 @@ from shared.kafka import create_topics
 from shared.settings import KafkaSettings
 from swdispatch.stack import LocalStack, Ports
 from tests.conftest import TEST_SERVICE_ENV
-from tests.helpers import eventually, request_body
+from tests.factories.requests import request_body
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 

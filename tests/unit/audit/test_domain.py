@@ -28,7 +28,7 @@ from services.audit.domain import (
     visible_entries,
 )
 from shared.domain import OrderStatus, Stage
-from tests.audit_events import OrderScript
+from tests.factories.audit import OrderScript
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
 KEY = b"k" * 32

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from services.audit.domain import project
 from shared.domain import OrderStatus, Stage
 from shared.stats import percentile
-from tests.audit_events import OrderScript
+from tests.factories.audit import OrderScript
 
 STATIONS = ("st-a", "st-b", "st-c")
 BASE = datetime(2025, 1, 1, tzinfo=UTC)

@@ -17,7 +17,7 @@ from shared import topics
 from shared.consumer import BATCH_FALLBACKS, HANDLER_ATTEMPTS, EventConsumer, PerEvent, subscribe
 from shared.events import PAYLOAD_TYPES, SYSTEM, OrderReceived, UndecodableEvent, decode, new_event
 from shared.settings import KafkaSettings
-from tests.strategies import hostile_bodies
+from tests.factories.strategies import hostile_bodies
 
 
 class RecordingPool:

@@ -15,12 +15,12 @@ from shared.events import (
     decode,
     new_event,
 )
-from tests import factories
-from tests.strategies import VALID_EVENTS, damaged_envelopes, hostile_bodies
+from tests.factories import events as center_events
+from tests.factories.strategies import VALID_EVENTS, damaged_envelopes, hostile_bodies
 
 
 def dispatched() -> OrderDispatched:
-    return factories.dispatched("st-a").payload
+    return center_events.dispatched("st-a").payload
 
 
 def test_an_event_survives_the_wire_typed() -> None:

@@ -16,7 +16,7 @@ from shared.events import (
     OrderRejected,
     new_event,
 )
-from tests import factories
+from tests.factories import events as center_events
 
 # Text with every code point, lone surrogates included: json.dumps writes those as "\ud800".
 any_text = st.text(st.characters(codec=None, categories=None, exclude_categories=()), max_size=20)
@@ -59,7 +59,7 @@ def _valid_events() -> list[dict[str, Any]]:
         ),
     ]
     events = [new_event(p, order_id=order_id, actor=SYSTEM).to_json() for p in payloads]
-    events.append(factories.dispatched("s", order_id=order_id).to_json())
+    events.append(center_events.dispatched("s", order_id=order_id).to_json())
     return [json.loads(e) for e in events]
 
 

@@ -29,7 +29,7 @@ from shared.events import (
     OrderSubmitted,
     new_event,
 )
-from tests.factories import case_details
+from tests.factories.events import case_details
 
 LOCATION = Location(township_code="TS-LH", community_code="LH-HAIYUN")
 STAFF = Actor(kind="station_staff", id="test-staff")

@@ -10,6 +10,7 @@ import io
 import json
 import random
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -376,11 +377,31 @@ async def test_an_edited_trail_entry_fails_verification_at_that_order(
     assert swdispatch(stack, "audit", "verify").returncode == 0
 
 
+async def trail_settled(
+    stack: RunningStack, http: httpx.AsyncClient, order_id: uuid.UUID, quiet_s: float = 3.0
+) -> None:
+    """Wait until the order's trail has not grown for ``quiet_s``."""
+    url = f"{stack.urls['audit']}/v1/orders/{order_id}/trail"
+    seen, since = -1, time.monotonic()
+    deadline = since + 60
+    while time.monotonic() < deadline:
+        count = len((await http.get(url, headers=supervisor(stack))).json())
+        if count != seen:
+            seen, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"the trail of {order_id} kept growing for 60 s")
+
+
 async def test_rebuild_recomputes_the_projection_from_the_log(
     stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:
     order = known_orders(datetime.now(UTC) - timedelta(days=1))["c"]
     await publish(stack, [order], seed=3)
+    # The stack's station worker answers the scripted dispatches with order.received events of
+    # its own; each one refreshes the projection, which would undo the damage done below.
+    await trail_settled(stack, http, order.order_id)
     url = f"{stack.urls['audit']}/v1/orders/{order.order_id}/timeliness"
     before = (await http.get(url, headers=supervisor(stack))).json()
 

@@ -8,10 +8,11 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from services.audit.admin import create_reader
 from services.dispatch_center.admin import create_integration, upsert_community, upsert_station
 from shared.db import transaction_in
 from shared.domain import BeneficiaryGroup, Category, Urgency
-from swdispatch.demo import intake_body, seed_reader, seed_staff
+from swdispatch.demo import intake_body, seed_staff
 
 # Who is served, and what they need, roughly as a county's caseload looks: elderly people and
 # children make up most of it; a few needs are tied to the group.
@@ -147,8 +148,8 @@ async def seed(
             }
             stations[station_id] = {"manager_token": manager, "social_worker_tokens": workers}
     async with transaction_in("audit", database_url) as conn:
-        supervisor = await seed_reader(
-            conn, "sim-supervisor", "Simulation supervisor", "supervisor"
+        supervisor = await create_reader(
+            conn, "sim-supervisor", "Simulation supervisor", "supervisor", reissue=True
         )
     return {
         "integration": {

@@ -15,8 +15,7 @@ from typing import Any, Literal
 
 import httpx
 
-from services.audit.admin import AlreadyExists as ReaderExists
-from services.audit.admin import create_reader, reissue_reader_token
+from services.audit.admin import create_reader
 from services.dispatch_center.admin import (
     create_integration,
     create_operator,
@@ -171,10 +170,17 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
                 await create_worker(conn, worker_id, st.id, list(Category)[i::2], capacity=8)
             stations[st.id] = {"manager_token": manager, "social_worker_tokens": workers}
     async with transaction_in("audit", database_url) as conn:
-        supervisor = await seed_reader(conn, "county-supervisor", "County supervisor", "supervisor")
+        supervisor = await create_reader(
+            conn, "county-supervisor", "County supervisor", "supervisor", reissue=True
+        )
         for st in COUNTY:
-            stations[st.id]["audit_token"] = await seed_reader(
-                conn, f"{st.id}-manager", f"Manager of {st.name}", "station_manager", st.id
+            stations[st.id]["audit_token"] = await create_reader(
+                conn,
+                f"{st.id}-manager",
+                f"Manager of {st.name}",
+                "station_manager",
+                st.id,
+                reissue=True,
             )
     return {
         "integration": {
@@ -201,20 +207,6 @@ async def seed_staff(
         return await create_staff(conn, station_id, role, name, staff_id)
     except StaffExists:
         return await reissue_staff_token(conn, staff_id)
-
-
-async def seed_reader(
-    conn: Connection,
-    reader_id: str,
-    name: str,
-    role: Literal["supervisor", "station_manager"],
-    station_id: str | None = None,
-) -> str:
-    """A seeded audit reader's token, as :func:`seed_staff`."""
-    try:
-        return await create_reader(conn, reader_id, name, role, station_id)
-    except ReaderExists:
-        return await reissue_reader_token(conn, reader_id)
 
 
 def write_credentials(path: Path, credentials: dict[str, Any]) -> None:

@@ -56,9 +56,9 @@ async def create_integration(
     conn: Connection,
     name: str,
     *,
+    reissue: bool = False,
     callback_secret_key: str,
     rate_limit_per_minute: int | None = None,
-    reissue: bool = False,
 ) -> NewIntegration:
     """Create an integration; its key and callback secret are shown only now. The secret is
     stored encrypted with ``callback_secret_key`` (the center's SWD_CALLBACK_SECRET_KEY).

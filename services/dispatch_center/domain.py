@@ -172,11 +172,11 @@ class Order:
 class OrderFilter:
     """Which orders an operator lists; None: any."""
 
-    status: OrderStatus | None = None
-    station_id: str | None = None
-    urgency: Urgency | None = None
-    overdue: bool | None = None
-    awaiting_operator: bool | None = None
+    status: OrderStatus | None
+    station_id: str | None
+    urgency: Urgency | None
+    overdue: bool | None
+    awaiting_operator: bool | None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from tests.conftest import RunningStack
 from tests.debian import debian_tool
 from tests.helpers import get_json_when, post_request, request_body
-from tests.integration.station import routed_station
+from tests.integration.station_worker.station import routed_station
 
 pytestmark = pytest.mark.integration
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.types import DecoratedCallable
 
 from services.station_worker import actions, queue, store, workers
 from services.station_worker.api.deps import (
@@ -85,34 +86,41 @@ async def get_order(
     return order
 
 
-@router.post("/orders/{order_id}/accept", response_model=StationOrder, responses=ACTION_ERRORS)
+def _action(name: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """The route of one action on an order: it answers the changed order, with its ETag."""
+    return router.post(
+        f"/orders/{{order_id}}/{name}", response_model=StationOrder, responses=ACTION_ERRORS
+    )
+
+
+@_action("accept")
 async def accept(act: Acting) -> StationOrder:
     return act.done(await actions.accept(act.pool, act.attempt))
 
 
-@router.post("/orders/{order_id}/reject", response_model=StationOrder, responses=ACTION_ERRORS)
+@_action("reject")
 async def reject(body: RejectBody, act: Acting) -> StationOrder:
     return act.done(await actions.reject(act.pool, act.attempt, body))
 
 
-@router.post("/orders/{order_id}/assign", response_model=StationOrder, responses=ACTION_ERRORS)
+@_action("assign")
 async def assign(body: AssignBody, act: Acting) -> StationOrder:
     return act.done(await actions.assign(act.pool, act.attempt, body))
 
 
-@router.post("/orders/{order_id}/reassign", response_model=StationOrder, responses=ACTION_ERRORS)
+@_action("reassign")
 async def reassign(body: AssignBody, act: Acting) -> StationOrder:
     return act.done(await actions.assign(act.pool, act.attempt, body, Action.REASSIGN))
 
 
-@router.post("/orders/{order_id}/start", response_model=StationOrder, responses=ACTION_ERRORS)
-async def start(act: Acting) -> StationOrder:
-    return act.done(await actions.start(act.pool, act.attempt))
-
-
-@router.post("/orders/{order_id}/complete", response_model=StationOrder, responses=ACTION_ERRORS)
+@_action("complete")
 async def complete(body: CompleteBody, act: Acting) -> StationOrder:
     return act.done(await actions.complete(act.pool, act.attempt, body))
+
+
+@_action("start")
+async def start(act: Acting) -> StationOrder:
+    return act.done(await actions.start(act.pool, act.attempt))
 
 
 @router.get(

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
-
-from services.station_worker import consumers, dashboard, erasure, stream, views
+from services.station_worker import consumers, jobs
+from services.station_worker.api import dashboard, staff
 from services.station_worker.settings import StationSettings
-from shared.runtime import ServiceSpec, create_service_app
+from shared.runtime import App, ServiceSpec, create_service_app
 from shared.settings import Settings
 
 SPEC = ServiceSpec[StationSettings](
@@ -16,12 +15,12 @@ SPEC = ServiceSpec[StationSettings](
     title="swdispatch station worker",
     migrations=Path(__file__).parent / "migrations",
     consumers=consumers.consumers,
-    routers=[views.router, dashboard.router],
-    background=[stream.listen_for_queue_changes, erasure.erase_personal_data],
+    routers=[staff.router, dashboard.router],
+    background=[jobs.listen_for_queue_changes, jobs.erase_personal_data],
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> App:
     """``settings`` given as plain :class:`Settings` are completed with the station's own."""
     if not isinstance(settings, StationSettings):
         settings = StationSettings(**settings.model_dump()) if settings else StationSettings()

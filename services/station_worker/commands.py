@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from shared.cli import command
-from shared.db import in_schema
+from shared.db import Connection, in_schema
+
+T = TypeVar("T")
+
+
+def _in_station(work: Callable[[Connection], Awaitable[T]]) -> T:
+    return asyncio.run(in_schema("station_worker", work))
 
 
 def _create_staff(args: argparse.Namespace) -> None:
@@ -16,12 +23,7 @@ def _create_staff(args: argparse.Namespace) -> None:
 
     staff_id = args.id or new_staff_id()
     try:
-        token = asyncio.run(
-            in_schema(
-                "station_worker",
-                lambda c: create_staff(c, args.station, args.role, args.name, staff_id),
-            )
-        )
+        token = _in_station(lambda c: create_staff(c, args.station, args.role, args.name, staff_id))
     except AlreadyExists:
         sys.exit(f"staff {staff_id} already exists: nothing changed (see `staff reissue-token`)")
     print(f"staff {staff_id}\nBearer token: {token}\n(shown once; store it now)")
@@ -31,7 +33,7 @@ def _reissue_token(args: argparse.Namespace) -> None:
     from services.station_worker.admin import NoSuchStaff, reissue_staff_token
 
     try:
-        token = asyncio.run(in_schema("station_worker", lambda c: reissue_staff_token(c, args.id)))
+        token = _in_station(lambda c: reissue_staff_token(c, args.id))
     except NoSuchStaff as e:
         sys.exit(str(e))
     print(f"staff {args.id}\nBearer token: {token}\n(shown once; the old token no longer works)")
@@ -40,7 +42,7 @@ def _reissue_token(args: argparse.Namespace) -> None:
 def _revoke(args: argparse.Namespace) -> None:
     from services.station_worker.admin import revoke_staff
 
-    if not asyncio.run(in_schema("station_worker", lambda c: revoke_staff(c, args.id))):
+    if not _in_station(lambda c: revoke_staff(c, args.id)):
         sys.exit(f"no active staff member {args.id}")
     print(f"staff {args.id} revoked")
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import RunningStack
-from tests.integration.station import new_station
+from tests.integration.station_worker.station import new_station
 
 pytestmark = [
     pytest.mark.integration,

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from services.dispatch_center.admin import upsert_community, upsert_station
 from services.station_worker.admin import create_staff, create_worker
 from shared import topics
+from shared.db import transaction_in
 from shared.events import (
     SYSTEM,
     EventPayload,
@@ -47,8 +48,7 @@ async def new_station(
 ) -> OwnStation:
     """A station with a manager and social workers (name, skills, capacity, on duty)."""
     station_id = f"st-test-{uuid.uuid4().hex[:8]}"
-    async with db.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL search_path TO station_worker")
+    async with transaction_in("station_worker", stack.database_url) as conn:
         manager = await create_staff(
             conn, station_id, "station_manager", "Test manager", f"{station_id}-manager"
         )
@@ -70,8 +70,7 @@ async def routed_station(
     station = await new_station(stack, db, workers)
     suffix = station.id.removeprefix("st-test-").upper()
     township, community = f"TS-{suffix}", f"UI-{suffix}"
-    async with db.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL search_path TO dispatch_center")
+    async with transaction_in("dispatch_center", stack.database_url) as conn:
         await upsert_station(conn, station.id, "Routed test station", township)
         await upsert_community(conn, community, "Routed test village", township, station.id)
     return station, {"township_code": township, "community_code": community}

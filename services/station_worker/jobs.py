@@ -1,4 +1,7 @@
-"""Live queue changes for the dashboards: PostgreSQL NOTIFY to each station's SSE streams.
+"""The station's background jobs: live queue changes for the dashboards, and erasing case
+details a while after an order ended.
+
+Live queue changes for the dashboards: PostgreSQL NOTIFY to each station's SSE streams.
 
 A trigger on ``station_orders`` notifies every change (ids, status and version only, never
 personal data), so a change made by any replica reaches the streams of every replica. Each
@@ -14,10 +17,12 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
+from services.station_worker import store
 from services.station_worker.settings import StationSettings
 from shared.runtime import Runtime
 
@@ -86,3 +91,26 @@ async def listen_for_queue_changes(runtime: Runtime[StationSettings]) -> None:
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.close(), 5)
+
+
+ERASE_BATCH = 500
+
+
+async def erase_expired(runtime: Runtime[StationSettings]) -> int:
+    """Erase the case details (names, phones, address, description) of orders closed or
+    cancelled more than ``SWD_STATION_PERSONAL_DATA_RETENTION_S`` ago; return how many.
+    Everything else about the order stays; the audit never had them."""
+    retention = timedelta(seconds=runtime.settings.station_personal_data_retention_s)
+    erased = 0
+    while True:
+        count = await store.erase_expired(runtime.pool, retention, ERASE_BATCH)
+        erased += count
+        if count < ERASE_BATCH:
+            return erased
+
+
+async def erase_personal_data(runtime: Runtime[StationSettings]) -> None:
+    """Background job: :func:`erase_expired` every ``SWD_STATION_ERASURE_INTERVAL_S``."""
+    while True:
+        await erase_expired(runtime)
+        await asyncio.sleep(runtime.settings.station_erasure_interval_s)

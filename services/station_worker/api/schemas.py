@@ -8,20 +8,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.station_worker.domain import Role
 from shared.domain import BeneficiaryGroup, Category, OrderStatus, Urgency
 from shared.events import CaseDetails, Deadlines
 from shared.strings import FreeText, SingleLine
-
-OPEN_STATUSES = (
-    OrderStatus.DISPATCHED,
-    OrderStatus.ACCEPTED,
-    OrderStatus.ASSIGNED,
-    OrderStatus.IN_SERVICE,
-)
-ENDED_STATUSES = (OrderStatus.COMPLETED, OrderStatus.CLOSED, OrderStatus.CANCELLED)
-"""Nothing the center sends changes these any more."""
-ACTIVE_STATUSES = (OrderStatus.ASSIGNED, OrderStatus.IN_SERVICE)
-"""A worker's load: the orders assigned to them and not finished yet."""
 
 RejectReason = Literal[
     "outside_coverage", "no_capacity", "not_our_service", "duplicate", "resident_declined", "other"
@@ -62,6 +52,8 @@ class WorkerBody(Body):
 
 
 class Worker(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     worker_id: str
     name: str
     skills: list[Category]
@@ -82,7 +74,7 @@ class Me(BaseModel):
     id: str
     name: str
     station_id: str
-    role: Literal["station_manager", "social_worker"]
+    role: Role
 
 
 class HistoryEntry(BaseModel):

@@ -13,12 +13,13 @@ import httpx
 import pytest
 
 from services.station_worker.admin import revoke_staff
-from shared.events import OrderCancelled, OrderClosed, OrderCompleted
+from shared.db import transaction_in
+from shared.events import SYSTEM, OrderCancelled, OrderClosed, OrderCompleted
 from tests.conftest import RunningStack
 from tests.factories.requests import request_body
 from tests.helpers import eventually, get_json_when, post_request
-from tests.integration.center_support import center_order, send_station_events
-from tests.integration.station import (
+from tests.integration.dispatch_center.center_support import center_order, send_station_events
+from tests.integration.station_worker.station import (
     OwnStation,
     dispatch,
     dispatched,
@@ -94,7 +95,7 @@ async def test_an_order_goes_through_every_station_step_and_each_emits_its_event
     assigned = await post(http, station, order_id, "assign", {"worker_id": worker_id})
     assert (assigned.status_code, assigned.json()["worker_id"]) == (200, worker_id)
     started = await post(http, station, order_id, "start", token=worker_token)
-    assert started.json()["status"] == "in_service"
+    assert started.json()["status"] == "in_service", started.text
     done = await post(http, station, order_id, "complete", COMPLETION, token=worker_token)
     assert done.status_code == 200, done.text
     final = done.json()
@@ -108,10 +109,10 @@ async def test_an_order_goes_through_every_station_step_and_each_emits_its_event
         "completed",
     ]
     assert [h["actor"] for h in final["history"][1:]] == [
-        "st-liuhe-manager",
-        "st-liuhe-manager",
-        worker_id,
-        worker_id,
+        "station_staff:st-liuhe-manager",
+        "station_staff:st-liuhe-manager",
+        f"station_staff:{worker_id}",
+        f"station_staff:{worker_id}",
     ]
 
     events = await station_events(db, order_id)
@@ -470,7 +471,7 @@ async def test_a_cancelled_order_leaves_the_queue_and_later_actions_get_409(
     order_id = uuid.UUID(order["order_id"])
     await publish(stack, (order_id, OrderCancelled(station_id=station.id, reason="duplicate")))
     cancelled = await order_when(http, station, order_id, status="cancelled")
-    assert cancelled["history"][-1]["actor"] == "dispatch_center"
+    assert cancelled["history"][-1]["actor"] == SYSTEM.text
     resp = await post(http, station, order_id, "assign", {"worker_id": "anyone"})
     assert (resp.status_code, resp.json()["current"]["status"]) == (409, "cancelled")
     listing = await http.get(
@@ -682,8 +683,7 @@ async def test_an_open_stream_ends_soon_after_its_token_is_revoked(
     reader = asyncio.create_task(read_stream())
     try:
         await eventually(subscribed, timeout_s=10)
-        async with db.acquire() as conn, conn.transaction():
-            await conn.execute("SET LOCAL search_path TO station_worker")
+        async with transaction_in("station_worker", stack.database_url) as conn:
             assert await revoke_staff(conn, a)
         # The stream checks its token every SWD_STATION_STREAM_TOKEN_CHECK_S (2 s by default).
         await asyncio.wait_for(reader, 15)

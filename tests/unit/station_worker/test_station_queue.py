@@ -6,10 +6,10 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from fastapi import HTTPException
 
-from services.station_worker.service import decode_cursor, encode_cursor
-from services.station_worker.stream import RESYNC, SUBSCRIBER_BUFFER, QueueHub
+from services.station_worker.jobs import RESYNC, SUBSCRIBER_BUFFER, QueueHub
+from shared.errors import InvalidField
+from shared.paging import decode_cursor, encode_cursor
 
 
 @pytest.mark.parametrize("due_at", [datetime(2026, 11, 23, 9, 30, tzinfo=UTC), None])
@@ -20,10 +20,9 @@ def test_a_cursor_round_trips(due_at: datetime | None) -> None:
 
 @pytest.mark.parametrize("cursor", ["", "garbage", "W10", "WyJ4IiwgInkiXQ"])
 def test_a_cursor_not_made_here_is_a_422_naming_the_parameter(cursor: str) -> None:
-    with pytest.raises(HTTPException) as raised:
+    with pytest.raises(InvalidField) as raised:
         decode_cursor(cursor)
-    assert raised.value.status_code == 422
-    assert raised.value.detail[0]["loc"] == ["query", "cursor"]
+    assert raised.value.loc == ("query", "cursor")
 
 
 async def test_each_subscriber_gets_its_own_stations_changes_only() -> None:

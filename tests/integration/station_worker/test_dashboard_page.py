@@ -20,7 +20,7 @@ from tests.conftest import RunningStack
 from tests.debian import debian_tool
 from tests.factories.requests import request_body
 from tests.helpers import get_json_when, post_request
-from tests.integration.station import routed_station
+from tests.integration.station_worker.station import routed_station
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,1 @@
+"""The station worker's HTTP API: the staff dashboard API and its page."""

@@ -1,0 +1,377 @@
+"""All of the station's SQL: orders and their history, workers, staff, erasure."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from services.station_worker.domain import (
+    ACTIVE_STATUSES,
+    ENDED_STATUSES,
+    Order,
+    QueueFilter,
+    Role,
+    StaffMember,
+    Worker,
+)
+from shared.db import Connection, Pool
+from shared.domain import Category, OrderStatus
+from shared.events import OrderDispatched
+from shared.sql import Params
+
+# ------------------------------------------------------------------------------------- staff
+
+STAFF_LOOKUP = (
+    "SELECT id, name, station_id, role, token_hash FROM staff"
+    " WHERE token_hash = $1 AND revoked_at IS NULL"
+)
+
+
+def staff_member(row: asyncpg.Record) -> StaffMember:
+    return StaffMember(**dict(row))
+
+
+async def still_valid(pool: Pool, staff: StaffMember) -> bool:
+    """Whether the token ``staff`` signed in with still works (not revoked, not re-issued)."""
+    return bool(
+        await pool.fetchval(
+            "SELECT true FROM staff WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL",
+            staff.id,
+            staff.token_hash,
+        )
+    )
+
+
+async def insert_staff(
+    conn: Connection, staff_id: str, name: str, station_id: str, role: Role, token_hash: str
+) -> bool:
+    """False when the id is taken (nothing changes then)."""
+    return bool(
+        await conn.fetchval(
+            """INSERT INTO staff (id, name, station_id, role, token_hash)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING true""",
+            staff_id,
+            name,
+            station_id,
+            role,
+            token_hash,
+        )
+    )
+
+
+async def set_staff_token(conn: Connection, staff_id: str, token_hash: str) -> bool:
+    """False when there is no active staff member ``staff_id``."""
+    status = await conn.execute(
+        "UPDATE staff SET token_hash = $2 WHERE id = $1 AND revoked_at IS NULL",
+        staff_id,
+        token_hash,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def revoke_staff(conn: Connection, staff_id: str) -> bool:
+    status = await conn.execute(
+        "UPDATE staff SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", staff_id
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def is_social_worker(conn: Connection, station_id: str, staff_id: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            """SELECT true FROM staff WHERE id = $1 AND station_id = $2
+                   AND role = 'social_worker' AND revoked_at IS NULL""",
+            staff_id,
+            station_id,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------------- workers
+
+_WORKER_COLUMNS = """w.id AS worker_id, s.name, w.skills, w.capacity, w.on_duty,
+    (SELECT count(*) FROM station_orders o
+     WHERE o.station_id = w.station_id AND o.worker_id = w.id
+       AND o.status = ANY($2::text[])) AS active_orders"""
+
+
+def _worker(row: asyncpg.Record) -> Worker:
+    return Worker(**{**dict(row), "skills": tuple(Category(s) for s in row["skills"])})
+
+
+async def list_workers(conn: Connection | Pool, station_id: str) -> list[Worker]:
+    rows = await conn.fetch(
+        f"SELECT {_WORKER_COLUMNS} FROM workers w JOIN staff s ON s.id = w.id"  # noqa: S608
+        " WHERE w.station_id = $1 ORDER BY w.id",
+        station_id,
+        list(ACTIVE_STATUSES),
+    )
+    return [_worker(r) for r in rows]
+
+
+async def worker(conn: Connection, worker_id: str) -> Worker | None:
+    row = await conn.fetchrow(
+        f"SELECT {_WORKER_COLUMNS} FROM workers w JOIN staff s ON s.id = w.id"  # noqa: S608
+        " WHERE w.id = $1",
+        worker_id,
+        list(ACTIVE_STATUSES),
+    )
+    return None if row is None else _worker(row)
+
+
+async def lock_worker(conn: Connection, station_id: str, worker_id: str) -> Worker | None:
+    """The station's worker, locked: that serializes assignments to them. Their load is
+    counted after the lock, in a statement of its own, so it sees the assignments committed
+    while this one waited."""
+    locked = await conn.fetchval(
+        "SELECT true FROM workers WHERE id = $1 AND station_id = $2 FOR UPDATE",
+        worker_id,
+        station_id,
+    )
+    return await worker(conn, worker_id) if locked else None
+
+
+async def upsert_worker(
+    conn: Connection,
+    worker_id: str,
+    station_id: str,
+    skills: Sequence[str],
+    capacity: int,
+    on_duty: bool,
+) -> bool:
+    """Create or update a worker profile; True when it was created."""
+    return bool(
+        await conn.fetchval(
+            """INSERT INTO workers (id, station_id, skills, capacity, on_duty)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (id) DO UPDATE SET skills = $3, capacity = $4, on_duty = $5,
+                   updated_at = now()
+               RETURNING xmax = 0""",
+            worker_id,
+            station_id,
+            sorted(skills),
+            capacity,
+            on_duty,
+        )
+    )
+
+
+# -------------------------------------------------------------------------------- the queue
+
+_QUEUE_COLUMNS = """order_id, station_id, status, dispatch_no, category, urgency, beneficiary_group,
+    community_code, submitted_at, received_at, dispatch_by, accept_by, assign_by, complete_by,
+    NULLIF(due_at, 'infinity') AS due_at, due_at < now() AS overdue, worker_id, version"""
+
+
+async def queue(
+    pool: Pool,
+    station_id: str,
+    filters: QueueFilter,
+    limit: int,
+    after: tuple[datetime | None, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    """The station's orders, nearest deadline first, from after ``after`` (due_at, order_id;
+    a due_at of None is the end of the open ones)."""
+    p = Params(station_id, [str(s) for s in filters.shown_statuses])
+    where = ["station_id = $1", "status = ANY($2::text[])"]
+    if filters.urgencies:
+        where.append(f"urgency = ANY({p([str(u) for u in filters.urgencies])}::text[])")
+    if filters.overdue is not None:
+        where.append("due_at < now()" if filters.overdue else "due_at >= now()")
+    if filters.worker_id is not None:
+        where.append(f"worker_id = {p(filters.worker_id)}")
+    if after is not None:
+        due, after_id = after
+        if due is None:
+            where.append(f"due_at = 'infinity' AND order_id > {p(after_id)}")
+        else:
+            where.append(f"(due_at, order_id) > ({p(due)}, {p(after_id)})")
+    return await pool.fetch(
+        f"SELECT {_QUEUE_COLUMNS} FROM station_orders WHERE {' AND '.join(where)}"  # noqa: S608
+        f" ORDER BY due_at, order_id LIMIT {p(limit)}",
+        *p.values,
+    )
+
+
+async def order_row(
+    conn: Connection | Pool, station_id: str, order_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_QUEUE_COLUMNS}, case_details, case_erased_at FROM station_orders"  # noqa: S608
+        " WHERE order_id = $1 AND station_id = $2",
+        order_id,
+        station_id,
+    )
+
+
+async def history(
+    conn: Connection | Pool, station_id: str, order_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT status, at, actor, note FROM order_history
+           WHERE order_id = $1 AND station_id = $2 ORDER BY id""",
+        order_id,
+        station_id,
+    )
+
+
+async def order_category(pool: Pool, station_id: str, order_id: uuid.UUID) -> Category | None:
+    category = await pool.fetchval(
+        "SELECT category FROM station_orders WHERE order_id = $1 AND station_id = $2",
+        order_id,
+        station_id,
+    )
+    return None if category is None else Category(category)
+
+
+# --------------------------------------------------------------------------- changing orders
+
+
+async def lock_order(conn: Connection, station_id: str, order_id: uuid.UUID) -> Order | None:
+    """The station's order, locked until the transaction ends."""
+    row = await conn.fetchrow(
+        """SELECT order_id, station_id, status, version, dispatch_no, category, worker_id,
+               correlation_id
+           FROM station_orders WHERE order_id = $1 AND station_id = $2 FOR UPDATE""",
+        order_id,
+        station_id,
+    )
+    if row is None:
+        return None
+    return Order(
+        **{**dict(row), "status": OrderStatus(row["status"]), "category": Category(row["category"])}
+    )
+
+
+async def move_order(
+    conn: Connection, order_id: uuid.UUID, status: OrderStatus, worker_id: str | None, at: datetime
+) -> None:
+    """The order's new status (and worker, unless None); its version goes up by one."""
+    await conn.execute(
+        """UPDATE station_orders SET status = $2, worker_id = COALESCE($3, worker_id),
+               version = version + 1, updated_at = $4
+           WHERE order_id = $1""",
+        order_id,
+        status,
+        worker_id,
+        at,
+    )
+
+
+async def add_history(
+    conn: Connection,
+    order_id: uuid.UUID,
+    station_id: str,
+    status: OrderStatus,
+    at: datetime,
+    actor: str,
+    note: str | None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO order_history (order_id, station_id, status, at, actor, note)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        order_id,
+        station_id,
+        status,
+        at,
+        actor,
+        note,
+    )
+
+
+async def queue_dispatch(
+    conn: Connection,
+    order_id: uuid.UUID,
+    p: OrderDispatched,
+    status: OrderStatus,
+    received_at: datetime,
+    correlation_id: str | None,
+) -> bool:
+    """Queue the dispatched order, or replace an earlier dispatch of it (also at another
+    station) unless it ended; False when nothing changed."""
+    return bool(
+        await conn.fetchval(
+            """INSERT INTO station_orders (order_id, station_id, status, dispatch_no, category,
+                   urgency, beneficiary_group, township_code, community_code, submitted_at,
+                   dispatch_by, accept_by, assign_by, complete_by, case_details, received_at,
+                   correlation_id)
+               VALUES ($1, $2, $17, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                       $16)
+               ON CONFLICT (order_id) DO UPDATE SET
+                   station_id = EXCLUDED.station_id, status = EXCLUDED.status,
+                   dispatch_no = EXCLUDED.dispatch_no, worker_id = NULL,
+                   correlation_id = EXCLUDED.correlation_id,
+                   version = station_orders.version + 1, received_at = EXCLUDED.received_at,
+                   updated_at = now()
+               WHERE station_orders.dispatch_no < EXCLUDED.dispatch_no
+                   AND station_orders.status <> ALL($18::text[])
+               RETURNING true""",
+            order_id,
+            p.station_id,
+            p.dispatch_no,
+            p.category,
+            p.urgency,
+            p.beneficiary_group,
+            p.location.township_code,
+            p.location.community_code,
+            p.submitted_at,
+            p.deadlines.dispatch_by,
+            p.deadlines.accept_by,
+            p.deadlines.assign_by,
+            p.deadlines.complete_by,
+            p.case.model_dump(mode="json"),
+            received_at,
+            correlation_id,
+            status,
+            list(ENDED_STATUSES),
+        )
+    )
+
+
+async def holds_dispatch(
+    conn: Connection, order_id: uuid.UUID, station_id: str, dispatch_no: int
+) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM station_orders"
+            " WHERE order_id = $1 AND station_id = $2 AND dispatch_no = $3",
+            order_id,
+            station_id,
+            dispatch_no,
+        )
+    )
+
+
+async def end_order(
+    conn: Connection, order_id: uuid.UUID, status: OrderStatus, after: Sequence[OrderStatus]
+) -> str | None:
+    """The order ends in ``status`` when it is in one of ``after``; its station, or None when
+    it was not."""
+    station_id: str | None = await conn.fetchval(
+        """UPDATE station_orders SET status = $3, version = version + 1, ended_at = now(),
+               updated_at = now()
+           WHERE order_id = $1 AND status = ANY($2::text[])
+           RETURNING station_id""",
+        order_id,
+        list(after),
+        status,
+    )
+    return station_id
+
+
+async def erase_expired(pool: Pool, retention: timedelta, batch: int) -> int:
+    """Erase the case details of up to ``batch`` orders that ended more than ``retention``
+    ago; return how many."""
+    status = await pool.execute(
+        """UPDATE station_orders SET case_details = NULL, case_erased_at = now()
+           WHERE order_id IN (
+               SELECT order_id FROM station_orders
+               WHERE case_details IS NOT NULL AND ended_at < now() - $1::interval
+               LIMIT $2 FOR UPDATE SKIP LOCKED)""",
+        retention,
+        batch,
+    )
+    return int(status.split()[-1])

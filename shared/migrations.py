@@ -29,6 +29,11 @@ def runtime_role(schema: str) -> str:
     return f"swd_{schema}"
 
 
+def service_migrations(service: str) -> Path:
+    """The directory of ``service``'s own migrations: ``services/<service>/migrations``."""
+    return Path(str(resources.files(f"services.{service}") / "migrations"))
+
+
 def migration_files(service_dir: Path) -> list[tuple[str, str]]:
     """(version, sql) pairs in the order they apply."""
     files = sorted(SHARED_MIGRATIONS.glob("*.sql")) + sorted(service_dir.glob("*.sql"))

@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
 import asyncpg
@@ -20,7 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from faststream.kafka import KafkaBroker
 
 from shared import topics
-from shared.consumer import EventConsumer, subscribe
+from shared.consumer import Applier, EventConsumer, subscribe
 from shared.db import Pool, create_pool
 from shared.http import (
     COMMON_RESPONSES,
@@ -29,7 +28,7 @@ from shared.http import (
     install_middleware,
     ops_router,
 )
-from shared.migrations import migrate
+from shared.migrations import migrate, service_migrations
 from shared.ops_metrics import OPS_JOBS
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
@@ -44,14 +43,33 @@ App = FastAPI
 
 @dataclass(frozen=True)
 class ServiceSpec(Generic[SettingsT]):
+    """A service, as its ``app.py`` declares it. Its migrations are ``services/<name>/migrations``
+    (:func:`shared.migrations.service_migrations`)."""
+
     name: str
-    """The service's name, its database schema, and the prefix of its consumer groups."""
-    title: str
-    migrations: Path
-    consumers: Callable[[Pool, KafkaBroker, SettingsT], list[EventConsumer]]
+    """The service's name, its database schema, and the name of its consumer group."""
+    settings: type[SettingsT]
+    applier: Callable[[SettingsT], Applier]
+    """How the service applies the events it reads: its one consumer reads
+    ``topics.READ_BY[name]``."""
     routers: Sequence[APIRouter]
-    background: Sequence[Callable[[Runtime[SettingsT]], Awaitable[None]]] = field(default=())
+    jobs: Sequence[Callable[[Runtime[SettingsT]], Awaitable[None]]] = field(default=())
     """Long-running jobs (timers); each is restarted with backoff if it fails."""
+    check: Callable[[SettingsT], object] | None = None
+    """What must hold of the settings for the service to start (raises when it does not)."""
+
+    @property
+    def title(self) -> str:
+        return f"swdispatch {self.name.replace('_', ' ')}"
+
+    def create_app(self, settings: Settings | None = None) -> App:
+        """The service's app; ``settings`` given as plain :class:`Settings` are completed with
+        the service's own."""
+        if not isinstance(settings, self.settings):
+            settings = self.settings(**settings.model_dump()) if settings else self.settings()
+        if self.check is not None:
+            self.check(settings)
+        return create_service_app(self, settings)
 
 
 class Runtime(Generic[SettingsT]):
@@ -83,7 +101,9 @@ class Runtime(Generic[SettingsT]):
         s = self.settings
         if s.migrate_on_start:
             await migrate(
-                s.migration_database_url or s.database_url, self.spec.name, self.spec.migrations
+                s.migration_database_url or s.database_url,
+                self.spec.name,
+                service_migrations(self.spec.name),
             )
         self._pool = await create_pool(s, self.spec.name)
         self._consumers_start = asyncio.create_task(self._start_consumers(), name="consumers")
@@ -99,7 +119,7 @@ class Runtime(Generic[SettingsT]):
             leader_timeout_s=s.outbox_leader_timeout_s,
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
-        for job in (*OPS_JOBS, *self.spec.background):
+        for job in (*OPS_JOBS, *self.spec.jobs):
             self._tasks.append(asyncio.create_task(self._keep_running(job), name=job.__name__))
         log.info("%s serving; consumers starting", self.spec.name)
 
@@ -114,11 +134,16 @@ class Runtime(Generic[SettingsT]):
             broker = self._broker = create_broker(
                 s.kafka, service=self.spec.name, graceful_timeout_s=s.graceful_timeout_s
             )
-            groups: list[str] = []
             try:
-                for consumer in self.spec.consumers(self.pool, broker, s):
-                    subscribe(broker, consumer, s.kafka)
-                    groups.append(consumer.group_id)
+                consumer = EventConsumer(
+                    name=self.spec.name,
+                    topics=topics.READ_BY[self.spec.name],
+                    pool=self.pool,
+                    broker=broker,
+                    applier=self.spec.applier(s),
+                    max_event_bytes=s.kafka.max_event_bytes,
+                )
+                subscribe(broker, consumer, s.kafka)
                 await broker.start()
             except Exception as exc:
                 log.warning(
@@ -132,7 +157,7 @@ class Runtime(Generic[SettingsT]):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            self.consumer_groups = groups
+            self.consumer_groups = [consumer.group_id]
             self.consumers_started = True
             log.info("%s consumers started", self.spec.name)
             return

@@ -10,9 +10,10 @@ from typing import Any
 
 from services.audit.admin import create_reader
 from services.dispatch_center.admin import create_integration, upsert_community, upsert_station
+from services.station_worker.admin import create_staff
 from shared.db import transaction_in
 from shared.domain import BeneficiaryGroup, Category, Urgency
-from swdispatch.demo import intake_body, seed_staff
+from swdispatch.demo import intake_body
 
 # Who is served, and what they need, roughly as a county's caseload looks: elderly people and
 # children make up most of it; a few needs are tied to the group.
@@ -83,6 +84,9 @@ CRISIS_SHARE = 0.03
 
 @dataclass(frozen=True)
 class County:
+    """A simulated county: one station per township, its communities, its social workers; ids
+    and codes derived from the numbers."""
+
     townships: int
     communities_per_township: int
     workers_per_station: int
@@ -137,12 +141,17 @@ async def seed(
     stations: dict[str, Any] = {}
     async with transaction_in("station_worker", database_url) as conn:
         for station_id in county.station_ids:
-            manager = await seed_staff(
-                conn, station_id, "station_manager", "Simulated manager", f"{station_id}-mgr"
+            manager = await create_staff(
+                conn,
+                station_id,
+                "station_manager",
+                "Simulated manager",
+                f"{station_id}-mgr",
+                reissue=True,
             )
             workers = {
-                worker_id: await seed_staff(
-                    conn, station_id, "social_worker", "Simulated worker", worker_id
+                worker_id: await create_staff(
+                    conn, station_id, "social_worker", "Simulated worker", worker_id, reissue=True
                 )
                 for worker_id in county.worker_ids(station_id)
             }

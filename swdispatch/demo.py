@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
@@ -22,9 +22,8 @@ from services.dispatch_center.admin import (
     upsert_community,
     upsert_station,
 )
-from services.station_worker.admin import AlreadyExists as StaffExists
-from services.station_worker.admin import create_staff, create_worker, reissue_staff_token
-from shared.db import Connection, transaction_in
+from services.station_worker.admin import create_staff, create_worker
+from shared.db import transaction_in
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
 from swdispatch.console import say
 
@@ -156,12 +155,22 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
     stations: dict[str, Any] = {}
     async with transaction_in("station_worker", database_url) as conn:
         for st in COUNTY:
-            manager = await seed_staff(
-                conn, st.id, "station_manager", f"Manager of {st.name}", f"{st.id}-manager"
+            manager = await create_staff(
+                conn,
+                st.id,
+                "station_manager",
+                f"Manager of {st.name}",
+                f"{st.id}-manager",
+                reissue=True,
             )
             workers = {
-                f"{st.id}-sw{i}": await seed_staff(
-                    conn, st.id, "social_worker", f"Social worker {i}", f"{st.id}-sw{i}"
+                f"{st.id}-sw{i}": await create_staff(
+                    conn,
+                    st.id,
+                    "social_worker",
+                    f"Social worker {i}",
+                    f"{st.id}-sw{i}",
+                    reissue=True,
                 )
                 for i in (1, 2)
             }
@@ -192,21 +201,6 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
         "stations": stations,
         "audit_supervisor_token": supervisor,
     }
-
-
-async def seed_staff(
-    conn: Connection,
-    station_id: str,
-    role: Literal["station_manager", "social_worker"],
-    name: str,
-    staff_id: str,
-) -> str:
-    """A seeded staff member's token: created on the first seed, re-issued on every later one
-    (which keeps the role and station the account has)."""
-    try:
-        return await create_staff(conn, station_id, role, name, staff_id)
-    except StaffExists:
-        return await reissue_staff_token(conn, staff_id)
 
 
 def write_credentials(path: Path, credentials: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ import httpx
 from cryptography.fernet import Fernet
 
 from shared.kafka import create_topics
-from shared.migrations import migrate, runtime_role
+from shared.migrations import migrate, runtime_role, service_migrations
 from shared.settings import KafkaSettings
 from swdispatch import demo
 from swdispatch.embedded import EmbeddedPostgres, TansuBroker, free_port
@@ -36,10 +36,6 @@ LOOPBACK_CALLBACKS = {
 }
 
 
-def migrations_dir(service: str) -> Path:
-    return Path(__file__).resolve().parent.parent / "services" / service / "migrations"
-
-
 async def migrate_all(
     database_url: str, role_passwords: dict[str, str] | None = None
 ) -> dict[str, list[str]]:
@@ -47,7 +43,7 @@ async def migrate_all(
     role, with its password from ``role_passwords`` when given."""
     passwords = role_passwords or {}
     return {
-        s: await migrate(database_url, s, migrations_dir(s), passwords.get(s)) for s in SERVICES
+        s: await migrate(database_url, s, service_migrations(s), passwords.get(s)) for s in SERVICES
     }
 
 

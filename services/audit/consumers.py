@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from faststream.kafka import KafkaBroker
-
 from services.audit import trail
 from services.audit.settings import AuditSettings
-from shared import topics
-from shared.consumer import EventConsumer
-from shared.db import Connection, Pool
+from shared.consumer import Applier
+from shared.db import Connection
 from shared.events import KNOWN_TYPES, Envelope
 
 
@@ -25,18 +22,6 @@ class TrailWriter:
         await trail.append(conn, self._key, events)
 
 
-def consumers(pool: Pool, broker: KafkaBroker, settings: AuditSettings) -> list[EventConsumer]:
-    """One consumer: every event of every order goes into the trail, in one group."""
-    applier = TrailWriter(settings.hmac_key)
-    limit = settings.kafka.max_event_bytes
-    audit = topics.READ_BY["audit"]
-    return [
-        EventConsumer(
-            name="audit",
-            topics=audit,
-            pool=pool,
-            broker=broker,
-            applier=applier,
-            max_event_bytes=limit,
-        )
-    ]
+def applier(settings: AuditSettings) -> Applier:
+    """Every event of every order goes into the trail."""
+    return TrailWriter(settings.hmac_key)

@@ -189,3 +189,6 @@ async def keep_checkpointing(runtime: Runtime[AuditSettings]) -> None:
     while True:
         await write_checkpoint(runtime.pool, settings.hmac_key, settings.audit_checkpoint_file)
         await asyncio.sleep(settings.audit_checkpoint_interval_s)
+
+
+ALL = [watch_breaches, refresh_figures, keep_checkpointing]

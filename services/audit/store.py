@@ -58,12 +58,12 @@ async def insert_reader(
 
 async def replace_reader_token(conn: Connection, reader_id: str, token_hash: str) -> bool:
     """False when there is no such reader, or their access was revoked."""
-    status = await conn.execute(
-        "UPDATE readers SET token_hash = $2 WHERE id = $1 AND revoked_at IS NULL",
+    replaced = await conn.fetchval(
+        "UPDATE readers SET token_hash = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING true",
         reader_id,
         token_hash,
     )
-    return bool(status == "UPDATE 1")
+    return replaced is not None
 
 
 # -- The trail ------------------------------------------------------------------------------

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from faststream.kafka import KafkaBroker
-
 from services.dispatch_center import flows
 from services.dispatch_center.domain import PROGRESS
 from services.dispatch_center.settings import CenterSettings
-from shared import topics
-from shared.consumer import EventConsumer, Handler, PerEvent
-from shared.db import Connection, Pool
+from shared.consumer import Applier, Handler, PerEvent
+from shared.db import Connection
 from shared.events import (
     Envelope,
     EventPayload,
@@ -34,14 +31,5 @@ def handlers(settings: CenterSettings) -> dict[type[EventPayload], Handler]:
     }
 
 
-def consumers(pool: Pool, broker: KafkaBroker, settings: CenterSettings) -> list[EventConsumer]:
-    return [
-        EventConsumer(
-            name="dispatch_center",
-            topics=topics.READ_BY["dispatch_center"],
-            pool=pool,
-            broker=broker,
-            applier=PerEvent(handlers(settings)),
-            max_event_bytes=settings.kafka.max_event_bytes,
-        )
-    ]
+def applier(settings: CenterSettings) -> Applier:
+    return PerEvent(handlers(settings))

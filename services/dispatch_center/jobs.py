@@ -152,3 +152,6 @@ async def deliver_callbacks(runtime: Runtime[CenterSettings]) -> None:
         finally:
             for task in in_flight:
                 task.cancel()
+
+
+ALL = [timers, deliver_callbacks]

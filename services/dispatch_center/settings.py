@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
+from cryptography.fernet import Fernet
 from pydantic import SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
@@ -83,3 +84,8 @@ class CenterSettings(Settings):
 
     def deadline_offsets(self, urgency: Urgency) -> dict[Stage, timedelta]:
         return {**DEFAULT_DEADLINES[urgency], **self.deadlines.get(urgency, {})}
+
+
+def check_callback_key(settings: CenterSettings) -> None:
+    """The key that encrypts callback secrets is set and is a Fernet key."""
+    Fernet(settings.callback_fernet_key())

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from faststream.kafka import KafkaBroker
-
 from services.station_worker import actions
-from shared import topics
-from shared.consumer import EventConsumer, Handler, PerEvent
-from shared.db import Connection, Pool
+from services.station_worker.settings import StationSettings
+from shared.consumer import Applier, Handler, PerEvent
+from shared.db import Connection
 from shared.domain import OrderStatus
 from shared.events import Envelope, EventPayload, OrderCancelled, OrderClosed, OrderDispatched
-from shared.settings import Settings
 
 
 async def on_dispatched(conn: Connection, event: Envelope[Any]) -> None:
@@ -37,14 +34,5 @@ HANDLERS: dict[type[EventPayload], Handler] = {
 }
 
 
-def consumers(pool: Pool, broker: KafkaBroker, settings: Settings) -> list[EventConsumer]:
-    return [
-        EventConsumer(
-            name="station_worker",
-            topics=topics.READ_BY["station_worker"],
-            pool=pool,
-            broker=broker,
-            applier=PerEvent(HANDLERS),
-            max_event_bytes=settings.kafka.max_event_bytes,
-        )
-    ]
+def applier(settings: StationSettings) -> Applier:
+    return PerEvent(HANDLERS)

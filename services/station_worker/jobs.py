@@ -114,3 +114,6 @@ async def erase_personal_data(runtime: Runtime[StationSettings]) -> None:
     while True:
         await erase_expired(runtime)
         await asyncio.sleep(runtime.settings.station_erasure_interval_s)
+
+
+ALL = [listen_for_queue_changes, erase_personal_data]

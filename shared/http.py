@@ -122,12 +122,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code < 400:
         return Response(status_code=exc.status_code, headers=exc.headers)
-    detail: Any = exc.detail
-    if isinstance(detail, list):  # TODO(one shape): until every service raises InvalidField
-        return problem(422, "invalid field", errors=detail)
-    if isinstance(detail, dict):  # TODO(one shape): until every service raises Conflict
-        return problem(exc.status_code, "conflict", current=detail)
-    return problem(exc.status_code, str(detail), headers=exc.headers)
+    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 def answer_errors_as_problems(app: FastAPI) -> None:

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.dispatch_center import callbacks
+from shared.db import schema_settings
 from shared.events import OrderAccepted, OrderAssigned, OrderCompleted, OrderRejected, OrderStarted
 from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
@@ -932,7 +933,7 @@ async def test_callback_secrets_are_stored_encrypted_with_the_key_from_the_envir
         stack.database_url,
         min_size=1,
         max_size=1,
-        server_settings={"search_path": "dispatch_center"},
+        server_settings=schema_settings("dispatch_center"),
     )
     assert pool is not None
     async with pool:

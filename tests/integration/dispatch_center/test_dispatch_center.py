@@ -837,8 +837,11 @@ async def test_a_trickling_receiver_is_cut_at_the_deadline_over_one_connection(
         await eventually(lambda: asyncio.sleep(0, receiver.held_s))
         await revoke(stack, http, integration["id"])
     deadline_ms = 5000  # callback_timeout_s
+    # The services run on uvloop, whose timers count whole milliseconds from a cached loop
+    # time: the deadline may fire up to a millisecond or two before the clock's mark.
+    timer_granularity_ms = 2
     assert first["error"] == "deadline exceeded"
-    assert deadline_ms <= first["duration_ms"] < deadline_ms + 3000
+    assert deadline_ms - timer_granularity_ms <= first["duration_ms"] < deadline_ms + 3000
     assert receiver.held_s[0] < 8, receiver.held_s
     assert receiver.most_open == 1
 

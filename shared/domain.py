@@ -58,8 +58,31 @@ class OrderStatus(StrEnum):
     ASSIGNED = "assigned"
     IN_SERVICE = "in_service"
     COMPLETED = "completed"
+    AWAITING_FEEDBACK = "awaiting_feedback"
+    SENT_BACK = "sent_back"
     CLOSED = "closed"
+    CLOSED_WITHOUT_FEEDBACK = "closed_without_feedback"
     CANCELLED = "cancelled"
+
+
+class Satisfaction(StrEnum):
+    """The resident's answer at the return visit (回访), best first."""
+
+    VERY_SATISFIED = "very_satisfied"
+    SATISFIED = "satisfied"
+    NEUTRAL = "neutral"
+    DISSATISFIED = "dissatisfied"
+    VERY_DISSATISFIED = "very_dissatisfied"
+
+    @property
+    def satisfied(self) -> bool:
+        """Counts toward the satisfaction rate."""
+        return self in (Satisfaction.VERY_SATISFIED, Satisfaction.SATISFIED)
+
+    @property
+    def dissatisfied(self) -> bool:
+        """Sends the order back for redo (with an unresolved need)."""
+        return self in (Satisfaction.DISSATISFIED, Satisfaction.VERY_DISSATISFIED)
 
 
 class Stage(StrEnum):
@@ -72,7 +95,8 @@ class Stage(StrEnum):
 
 
 # The stage an order in each status waits on: its deadline is the one that counts now.
-# Statuses not listed (completed, closed, cancelled) wait on none.
+# Statuses not listed (completed, awaiting_feedback, sent_back, closed..., cancelled) wait on
+# none of the four stages.
 CURRENT_STAGE: dict[OrderStatus, Stage] = {
     OrderStatus.SUBMITTED: Stage.DISPATCH,
     OrderStatus.UNROUTABLE: Stage.DISPATCH,

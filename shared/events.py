@@ -8,14 +8,14 @@ what the audit trail stores.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import pydantic_core
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared import topics
-from shared.domain import BeneficiaryGroup, Category, ReporterRole, Stage, Urgency
+from shared.domain import BeneficiaryGroup, Category, ReporterRole, Satisfaction, Stage, Urgency
 
 
 def personal(**kwargs: Any) -> Any:
@@ -92,6 +92,15 @@ class OrderSubmitted(EventPayload):
     deadlines: Deadlines
 
 
+class Redo(Contract):
+    """Why a dispatch is a redo (发回重办): the order was sent back after its return visit."""
+
+    send_back_no: int = Field(ge=1, description="1 for the first send-back of the order")
+    reason: str = Field(description="the operator's reason for the send-back")
+    resolved: bool | None = Field(description="what the return visit found: was the need met")
+    satisfaction: Satisfaction | None
+
+
 class OrderDispatched(EventPayload):
     """The center sent the order to a station (again, for a redispatch or a resend)."""
 
@@ -109,6 +118,11 @@ class OrderDispatched(EventPayload):
         description="set when the station accepted an earlier dispatch of the order before its "
         "deadline and the center had redispatched it meanwhile: the order goes back to that "
         "station already accepted (at this time), and the redispatch is withdrawn",
+    )
+    redo: Redo | None = Field(
+        default=None,
+        description="set when the dispatch follows a send-back for redo; its accept and complete "
+        "deadlines are counted afresh from the send-back",
     )
     category: Category
     urgency: Urgency
@@ -145,11 +159,57 @@ class OrderCancelled(EventPayload):
     reason: str
 
 
+class OrderAwaitingFeedback(EventPayload):
+    """The station completed the order; the center waits for the return visit (回访) until
+    ``feedback_due_at``, when it closes the order without feedback."""
+
+    event_type = "order.awaiting_feedback"
+    station_id: str
+    feedback_due_at: AwareDatetime
+
+
+class OrderFeedbackReceived(EventPayload):
+    """A return visit's result: from the reporter's integration, or from an operator who made
+    the visit or call. ``reached`` false (the operator reached nobody) carries no answer and
+    leaves the order waiting."""
+
+    event_type = "order.feedback_received"
+    station_id: str
+    source: Literal["integration", "operator"]
+    reached: bool = True
+    resolved: bool | None = None
+    satisfaction: Satisfaction | None = None
+    comment: str | None = personal(default=None)
+
+
+class OrderSentBack(EventPayload):
+    """An operator sent the order back for redo (发回重办) after a return visit found the need
+    unmet or the resident dissatisfied; an order.dispatched with ``redo`` follows."""
+
+    event_type = "order.sent_back"
+    station_id: str = Field(description="the station that served the order")
+    to_station_id: str = Field(description="the station that redoes it")
+    send_back_no: int = Field(ge=1)
+    reason: str
+
+
+class OrderSupervisionOpened(EventPayload):
+    """The order was sent back for the third time: it is under supervision (督办) until the
+    station's supervisor closes it with a note."""
+
+    event_type = "order.supervision_opened"
+    station_id: str
+    send_backs: int
+    reason: str
+
+
 class OrderClosed(EventPayload):
-    """The order is closed: nothing more happens to it."""
+    """The order is closed (resolved at the return visit, or without feedback in time):
+    nothing more happens to it."""
 
     event_type = "order.closed"
     station_id: str | None
+    without_feedback: bool = False
 
 
 class StationEvent(EventPayload):
@@ -207,6 +267,21 @@ class OrderCompleted(WorkerEvent):
     service_minutes: int
     follow_up_needed: bool
     summary: str = personal()
+    follow_up_by: date | None = Field(
+        default=None, description="when the station owes the resident a follow-up visit"
+    )
+    follow_up_plan: str | None = personal(default=None)
+
+
+class OrderFollowedUp(WorkerEvent):
+    """A social worker made a follow-up visit (跟进回访) of a completed order."""
+
+    event_type = "order.followed_up"
+    visited_on: date
+    summary: str = personal()
+    next_follow_up_by: date | None = Field(
+        default=None, description="the next follow-up visit due; None: no more follow-ups"
+    )
 
 
 # Which topic carries which events (documented by ``swdispatch asyncapi``).
@@ -217,6 +292,10 @@ PUBLISHED_ON: dict[str, tuple[type[EventPayload], ...]] = {
         OrderUnroutable,
         OrderEscalated,
         OrderCancelled,
+        OrderAwaitingFeedback,
+        OrderFeedbackReceived,
+        OrderSentBack,
+        OrderSupervisionOpened,
         OrderClosed,
     ),
     topics.STATION_EVENTS: (
@@ -226,6 +305,7 @@ PUBLISHED_ON: dict[str, tuple[type[EventPayload], ...]] = {
         OrderAssigned,
         OrderStarted,
         OrderCompleted,
+        OrderFollowedUp,
     ),
 }
 PAYLOAD_TYPES: dict[tuple[str, int], type[EventPayload]] = {

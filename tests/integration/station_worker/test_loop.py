@@ -15,6 +15,7 @@ import pytest
 
 from services.station_worker.admin import revoke_staff
 from shared.db import transaction_in
+from shared.events import SYSTEM, OrderClosed, new_event
 from tests.conftest import RunningStack
 from tests.helpers import eventually, remember_personal_data
 from tests.integration.station_worker.station import (
@@ -489,3 +490,41 @@ async def test_a_completions_follow_up_is_checked_and_a_redo_supersedes_it(
     assert await follow_ups(http, station) == []
     good = {"visited_on": today().isoformat(), "summary": "Visited", "next_follow_up_by": None}
     assert (await visit(http, station, order_id, good, a_token)).status_code == 409
+
+
+async def test_a_closed_orders_case_stays_while_its_follow_up_is_open_then_all_is_erased(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    # The test services erase after SWD_STATION_PERSONAL_DATA_RETENTION_S=1 (conftest).
+    station = await new_station(stack, db, [("a", [], 5, True)])
+    ((a, a_token),) = station.workers.items()
+    kept_open, plain = [
+        await completed_order(stack, http, station, a, with_follow_up(today())) for _ in range(2)
+    ]
+    summary = "Visited; the daughter now helps on weekdays"
+    remember_personal_data(summary, PLAN)
+    body = {"visited_on": today().isoformat(), "summary": summary, "next_follow_up_by": None}
+    assert (await visit(http, station, plain, body, a_token)).status_code == 201
+    for order_id in (kept_open, plain):
+        await publish_events(
+            stack,
+            new_event(
+                OrderClosed(station_id=station.id), order_id=uuid.UUID(order_id), actor=SYSTEM
+            ),
+        )
+
+    async def erased(order_id: str) -> dict[str, Any] | None:
+        order = await order_when(http, station, order_id, "closed")
+        return order if order["case_erased_at"] is not None else None
+
+    gone = await eventually(lambda: erased(plain), timeout_s=30)
+    assert gone["case"] is None
+    assert [v["summary"] for v in gone["follow_up_task"]["visits"]] == [None]
+    assert gone["follow_up_task"]["plan"] is None
+    # The other one's follow-up is still owed: its worker still needs the address.
+    still = await order_when(http, station, kept_open, "closed")
+    assert (still["case_erased_at"], still["follow_up_task"]["plan"]) == (None, PLAN)
+    assert still["case"] is not None
+    body = body | {"summary": "Last visit"}
+    assert (await visit(http, station, kept_open, body, a_token)).status_code == 201
+    await eventually(lambda: erased(kept_open), timeout_s=30)

@@ -4,6 +4,7 @@ whose visits go out as order.followed_up; the overdue follow-ups gauge."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -528,3 +529,20 @@ async def test_a_closed_orders_case_stays_while_its_follow_up_is_open_then_all_i
     body = body | {"summary": "Last visit"}
     assert (await visit(http, station, kept_open, body, a_token)).status_code == 201
     await eventually(lambda: erased(kept_open), timeout_s=30)
+
+
+async def test_of_two_last_visits_recorded_at_once_exactly_one_ends_the_task(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station = await new_station(stack, db, [("a", [], 5, True)])
+    ((a, a_token),) = station.workers.items()
+    order_id = await completed_order(stack, http, station, a, with_follow_up(today(), None))
+    body = {"visited_on": today().isoformat(), "summary": "Visited", "next_follow_up_by": None}
+    results = await asyncio.gather(
+        *(visit(http, station, order_id, body, t) for t in (a_token, station.manager) * 3)
+    )
+    assert sorted(r.status_code for r in results) == [201] + [409] * 5
+    events = [e for e in await station_events(db, order_id) if e["type"] == "order.followed_up"]
+    assert len(events) == 1
+    # Whoever recorded it, the visit is the task's worker's.
+    assert events[0]["payload"]["worker_id"] == a

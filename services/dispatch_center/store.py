@@ -158,6 +158,8 @@ async def write(conn: Connection, order: Order, change: Change) -> None:
     ]
     if change.statuses:
         assignments.append("updated_at = now()")
+    if not assignments:  # events only (a return visit that reached nobody)
+        assignments.append("version = version")
     sets = ", ".join(assignments)
     write_order = f"UPDATE orders SET {sets} WHERE id = {p(order.id)}"  # noqa: S608
     await conn.execute(_statement(write_order, p, change), *p.values)

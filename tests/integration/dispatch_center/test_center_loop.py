@@ -231,6 +231,17 @@ async def test_integration_feedback_closes_a_completed_order_and_callbacks_carry
     )
     assert COMMENT not in str([t["reason"] for t in timeline])
 
+    # The audit keeps the event, its comment redacted.
+    async def audited() -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await db.fetchrow(
+            "SELECT event::text AS event FROM audit.trail"
+            " WHERE order_id = $1 AND event_type = 'order.feedback_received'",
+            uuid.UUID(order_id),
+        )
+        return row
+
+    assert COMMENT not in (await eventually(audited, timeout_s=30))["event"]
+
     # The first feedback counted; a later one is 409 with the current status.
     again = await _feedback(http, stack, order_id, key, resolved=False, satisfaction="dissatisfied")
     assert again.status_code == 409
@@ -291,6 +302,51 @@ async def test_two_racing_feedbacks_one_wins_one_is_409(
         if e["payload"]["reached"]
     ]
     assert len(answered) == 1
+
+
+@pytest.mark.usefixtures("township")
+async def test_a_completion_crossing_an_operators_redispatch_still_awaits_feedback(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    created = await submit(http, _center(stack), stack.api_key, t3_request("T3-TWO"))
+    order_id = created["order_id"]
+    await _status(db, order_id, "dispatched", dispatch_no=1)
+    await send_station_events(
+        stack,
+        order_id,
+        OrderAccepted(station_id=STATION),
+        OrderAssigned(station_id=STATION, worker_id="w-loop"),
+    )
+    await _status(db, order_id, "assigned")
+    moved = await http.post(
+        f"{_center(stack)}/v1/operator/orders/{order_id}/redispatch",
+        json={"station_id": "st-t3-a", "reason": "try another station"},
+        headers=operator_headers(stack),
+    )
+    assert moved.status_code == 200, moved.text
+    # The visit was made before the redispatch reached the station.
+    await send_station_events(
+        stack,
+        order_id,
+        OrderCompleted(
+            station_id=STATION,
+            worker_id="w-loop",
+            outcome="resolved",
+            service_minutes=30,
+            follow_up_needed=False,
+            summary="fitted a handrail",
+        ),
+    )
+    row = await _status(db, order_id, "awaiting_feedback")
+    assert (row["station_id"], row["accept_due_at"], row["next_resend_at"]) == (STATION, None, None)
+    # Served: an operator may not redispatch it any more, the return visit is next.
+    again = await http.post(
+        f"{_center(stack)}/v1/operator/orders/{order_id}/redispatch",
+        json={"station_id": "st-t3-a", "reason": "again"},
+        headers=operator_headers(stack),
+    )
+    assert again.status_code == 409
+    assert again.json()["current"]["status"] == "awaiting_feedback"
 
 
 # --- send-back for redo ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from swdispatch import demo, demo_loop
 from tests.conftest import RunningStack
-from tests.helpers import post_request
+from tests.helpers import eventually, post_request
 from tests.integration.dispatch_center.center_support import center_events, center_order
 
 pytestmark = pytest.mark.integration
@@ -72,9 +72,13 @@ async def test_the_demo_sends_a_dissatisfied_order_back_for_redo(
     redo = (await center_events(db, order_id, "order.dispatched"))[-1]["payload"]
     assert redo["redo"]["satisfaction"] == "dissatisfied"
 
-    station = await db.fetchrow(
-        "SELECT dispatch_no, status FROM station_worker.station_orders WHERE order_id = $1",
-        uuid.UUID(order_id),
-    )
-    assert (station["dispatch_no"], station["status"]) == (2, "completed")
     assert (await center_order(db, order_id))["status"] == "closed"
+
+    async def the_station_closed_the_redo() -> bool:
+        row = await db.fetchrow(
+            "SELECT dispatch_no, status FROM station_worker.station_orders WHERE order_id = $1",
+            uuid.UUID(order_id),
+        )
+        return row is not None and (row["dispatch_no"], row["status"]) == (2, "closed")
+
+    await eventually(the_station_closed_the_redo)

@@ -180,7 +180,7 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
             stations[st.id] = {"manager_token": manager, "social_worker_tokens": workers}
     async with transaction_in("audit", database_url) as conn:
         supervisor = await create_reader(
-            conn, "county-supervisor", "County supervisor", "supervisor", reissue=True
+            conn, "county-supervisor", "County evaluator", "evaluator", reissue=True
         )
         for st in COUNTY:
             stations[st.id]["audit_token"] = await create_reader(

@@ -58,7 +58,7 @@ async def timeliness(
         raise InvalidField(("query", "from"), "must be before 'to'")
     async with pool.acquire() as conn:
         orders = await store.load_timelines(
-            conn, submitted_from=from_, submitted_to=to, station_id=reader.own_station
+            conn, submitted_from=from_, submitted_to=to, stations=reader.scope
         )
     return Report(from_, to, group_by, now, figures_for(reader, orders, group_by, now))
 

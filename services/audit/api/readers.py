@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
 from services.audit import reports, trail
-from services.audit.api.deps import AuditRuntime, CurrentReader, Supervisor
+from services.audit.api.deps import AuditRuntime, CurrentReader, Evaluator
 from services.audit.api.schemas import OrderTimeliness, TimelinessReport, TrailEntry
 from services.audit.domain import GroupBy, Verification
 from services.audit.verify import verify
@@ -43,7 +43,7 @@ async def get_order_timeliness(
 
 
 @router.get("/audit/verify", response_model=Verification, responses={403: {"model": Problem}})
-async def verify_trail(_: Supervisor, runtime: AuditRuntime) -> Verification:
+async def verify_trail(_: Evaluator, runtime: AuditRuntime) -> Verification:
     """Check every order's keyed hash chain, the inbox both ways and the checkpoints kept
     outside the database; ``broken`` lists everything that does not hold."""
     settings = runtime.settings

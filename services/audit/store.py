@@ -472,11 +472,12 @@ async def insert_supervision_close(
 
 async def supervisions(
     conn: Connection, stations: Collection[str] | None, *, open_only: bool
-) -> list[Row]:
+) -> list[dict[str, Any]]:
     """Orders under supervision (or ever, without ``open_only``) of ``stations`` (None:
     all), oldest first."""
-    return list(
-        await conn.fetch(
+    return [
+        dict(r)
+        for r in await conn.fetch(
             """SELECT o.order_id, o.station_id, o.status, o.send_backs,
                       o.supervision_opened_at, o.supervision_closed_at, c.supervisor_id
                FROM orders o LEFT JOIN supervision_closes c USING (order_id)
@@ -487,7 +488,7 @@ async def supervisions(
             None if stations is None else list(stations),
             open_only,
         )
-    )
+    ]
 
 
 # -- The figures ----------------------------------------------------------------------------
@@ -569,6 +570,28 @@ async def oldest_open_ages(conn: Connection) -> dict[str, float]:
                 GROUP BY 1"""  # noqa: S608
         )
     }
+
+
+SATISFIED = sorted(s.value for s in Satisfaction if s.satisfied)
+
+
+async def satisfaction_by_station(conn: Connection, window_s: float) -> list[Row]:
+    """``station, answered, satisfied``: of the orders whose latest answered return visit came
+    in the last ``window_s`` seconds, by the station holding them."""
+    return list(
+        await conn.fetch(
+            f"""SELECT coalesce(o.station_id, '{NONE}') AS station, count(*) AS answered,
+                       count(*) FILTER (WHERE f.satisfaction = ANY($2::text[])) AS satisfied
+                FROM orders o
+                JOIN LATERAL (SELECT at, satisfaction FROM feedbacks
+                              WHERE feedbacks.order_id = o.order_id
+                              ORDER BY n DESC LIMIT 1) f ON true
+                WHERE f.at >= now() - make_interval(secs => $1)
+                GROUP BY 1""",  # noqa: S608
+            window_s,
+            SATISFIED,
+        )
+    )
 
 
 # -- The checkpoint file --------------------------------------------------------------------

@@ -191,6 +191,15 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
                 st.id,
                 reissue=True,
             )
+            # One station, one supervisor (一站一督导): reviews and supervision in the audit.
+            stations[st.id]["audit_supervisor_token"] = await create_reader(
+                conn,
+                f"{st.id}-supervisor",
+                f"Supervisor of {st.name}",
+                "supervisor",
+                stations=[st.id],
+                reissue=True,
+            )
     return {
         "integration": {
             "id": integration.id,

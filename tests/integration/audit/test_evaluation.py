@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import subprocess
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from services.audit.domain import (
 from shared.db import connect
 from tests.conftest import RunningStack
 from tests.factories.audit import SECRET, OrderScript
-from tests.helpers import remember_personal_data
+from tests.helpers import remember_personal_data, swdispatch
 from tests.integration.audit.test_audit import manager_of, publish, supervisor
 
 pytestmark = pytest.mark.integration
@@ -281,7 +282,13 @@ async def test_the_evaluation_report_figure_by_figure_and_from_the_trail_alone(
         for s in report["stations"]
     ]
 
-    # Who sees what.
+    # Who sees what: a supervisor only their stations' orders.
+    a1_url = f"{audit}/v1/orders/{orders['a1'].order_id}"
+    assert (await http.get(f"{a1_url}/trail", headers=sup_b)).status_code == 404
+    assert (await http.get(f"{a1_url}/timeliness", headers=sup_b)).status_code == 404
+    seen = (await http.get(f"{a1_url}/trail", headers=sup_a)).json()
+    assert "order.reviewed" in [e["event_type"] for e in seen]
+    assert (await http.get(f"{audit}/v1/audit/verify", headers=sup_a)).status_code == 403
     own = (await http.get(url, params=window, headers=manager_a)).json()["stations"]
     assert own == [stations[A]]
     theirs = (await http.get(url, params=window, headers=sup_b)).json()["stations"]
@@ -345,3 +352,16 @@ async def test_the_evaluation_report_figure_by_figure_and_from_the_trail_alone(
     verified = (await http.get(f"{audit}/v1/audit/verify", headers=evaluator)).json()
     ours = {str(s.order_id) for s in orders.values()}
     assert not [b for b in verified["broken"] if b["order_id"] in ours]
+
+
+def test_supervisors_are_created_on_the_command_line_with_their_stations(
+    stack: RunningStack,
+) -> None:
+    def create(*args: str) -> subprocess.CompletedProcess[str]:
+        return swdispatch(stack, "audit", "readers", "create", "--name", "督导", *args)
+
+    assert create("--role", "supervisor").returncode != 0
+    assert create("--role", "evaluator", "--stations", A).returncode != 0
+    made = create("--role", "supervisor", "--stations", f"{A},{B}")
+    assert made.returncode == 0, made.stderr
+    assert "Authorization: Bearer swda" in made.stdout

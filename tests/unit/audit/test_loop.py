@@ -229,3 +229,36 @@ def test_readers_see_the_evaluation_of_their_stations_only() -> None:
     assert not supervisor.supervises("st-b")
     assert not manager.supervises("st-b")
     assert not EVALUATOR.supervises("st-a")
+
+
+def _three_send_backs() -> OrderScript:
+    script = served(follow_up_by=date(2025, 1, 9)).awaiting_feedback("st-a", 101)
+    for n in range(3):
+        start = 200 + n * 1000
+        script.feedback("st-a", start, resolved=False, satisfaction="dissatisfied")
+        script.sent_back("st-a", start + 10, supervision=n == 2)
+        script.accepted("st-a", start + 20).completed("st-a", "w1", start + 30)
+        script.awaiting_feedback("st-a", start + 30)  # in the same transaction as the word
+    script.followed_up("st-a", "w1", 5000, date(2025, 1, 8), next_by=date(2025, 1, 20))
+    return script.feedback("st-a", 5100).closed("st-a", 5100)
+
+
+def test_the_loop_projects_the_same_whatever_the_arrival_order_and_duplicates() -> None:
+    script = _three_send_backs()
+    events = script.redacted()
+    reference = project(str(script.order_id), events)
+    assert (reference.status, reference.send_backs, len(reference.redos)) == (
+        OrderStatus.CLOSED,
+        3,
+        3,
+    )
+    assert all(r.completed_at is not None for r in reference.redos)
+    rng = random.Random(14)
+    for _ in range(200):
+        arrivals = events + rng.sample(events, 5)
+        rng.shuffle(arrivals)
+        trail: dict[str, dict[str, Any]] = {}
+        for event in arrivals:
+            if event["event_id"] not in trail:
+                trail[event["event_id"]] = event
+        assert project(str(script.order_id), list(trail.values())) == reference

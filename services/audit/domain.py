@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum, auto
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -342,6 +342,11 @@ class FollowUp:
     def overdue(self, now: datetime) -> bool:
         return self.done_on is None and self.outcome(now) == "breached"
 
+    @property
+    def deadline(self) -> datetime:
+        """The end of the due day (UTC)."""
+        return datetime.combine(self.due_on + timedelta(days=1), time(), UTC)
+
 
 @dataclass(frozen=True)
 class Review:
@@ -443,6 +448,32 @@ class Timeline:
 
     def breached(self, now: datetime) -> list[Stage]:
         return [stage for stage in Stage if self.stage_outcome(stage, now) == "breached"]
+
+    def breaches(self, now: datetime) -> list[Breach]:
+        """Every breach: of the first service's stages (round 0), of each redo's accept and
+        complete (round: its send-back), of each follow-up owed (stage ``follow_up``)."""
+        found = [Breach(s.value, 0, self.deadlines[s]) for s in self.breached(now)]
+        for r in self.redos:
+            for stage, deadline in ((Stage.ACCEPT, r.accept_by), (Stage.COMPLETE, r.complete_by)):
+                if r.outcome(stage, now, self.ended_at) == "breached":
+                    found.append(Breach(stage.value, r.send_back_no, deadline))
+        found += [
+            Breach(FOLLOW_UP, f.n, f.deadline)
+            for f in self.follow_ups
+            if f.outcome(now) == "breached"
+        ]
+        return found
+
+
+FOLLOW_UP = "follow_up"
+
+
+@dataclass(frozen=True)
+class Breach:
+    stage: str
+    """A :class:`Stage`'s value, or :data:`FOLLOW_UP`."""
+    round: int
+    deadline: datetime
 
 
 def _first(current: datetime | None, at: datetime) -> datetime:

@@ -78,7 +78,9 @@ COUNTERS: tuple[tuple[str, str, list[str], Callable[[Connection], Awaitable[list
     ),
     (
         "swd_sla_breaches",
-        "Stage deadlines breached (counted when first seen), by stage, urgency and station",
+        "Stage deadlines breached (counted when first seen), by stage, urgency and station; "
+        "a redo's accept and complete count too, and a follow-up not made by its due day "
+        "(stage follow_up)",
         ["stage", "urgency", "station"],
         store.breach_counts,
     ),

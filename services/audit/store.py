@@ -17,9 +17,11 @@ from pydantic import ValidationError
 
 from services.audit.domain import (
     AUDIT_OWN,
+    FOLLOW_UP,
     LEGACY_SHA256,
     STAGE_DONE,
     STEP_TIMES,
+    Breach,
     Checkpoint,
     Dispatch,
     Feedback,
@@ -309,31 +311,48 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
 
 
 async def record_breaches(
-    conn: Connection, breaches: Sequence[tuple[uuid.UUID, Stage, Timeline]]
+    conn: Connection, breaches: Sequence[tuple[uuid.UUID, Breach, Timeline]]
 ) -> None:
-    """Record each (order, stage) breach once, when first seen."""
+    """Record each (order, stage, round) breach once, when first seen."""
     await conn.executemany(
-        """INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+        """INSERT INTO breaches (order_id, stage, round, station_id, urgency, deadline)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
         [
-            (order_id, stage.value, t.station_id, t.urgency, t.deadlines[stage])
-            for order_id, stage, t in breaches
+            (order_id, b.stage, b.round, t.station_id, t.urgency, b.deadline)
+            for order_id, b, t in breaches
         ],
     )
 
 
 async def record_open_breaches(conn: Connection) -> int:
     """Record the breach of every stage whose deadline has passed on an open order while the
-    stage is still not done; return how many are new."""
-    status = await conn.execute(
+    stage is still not done (a redo's too), and of every follow-up not made by the end of its
+    due day (UTC), open order or not; return how many are new."""
+    new = 0
+    for statement in (
         f"""INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
             SELECT o.order_id, s.stage, o.station_id, o.urgency, s.deadline
             FROM orders o CROSS JOIN LATERAL (VALUES {_STAGE_DEADLINE_DONE})
                  AS s(stage, deadline, done_at)
             WHERE o.ended_at IS NULL AND s.done_at IS NULL AND s.deadline < now()
-            ON CONFLICT DO NOTHING"""  # noqa: S608
-    )
-    return int(status.split()[-1])
+            ON CONFLICT DO NOTHING""",  # noqa: S608
+        """INSERT INTO breaches (order_id, stage, round, station_id, urgency, deadline)
+           SELECT o.order_id, s.stage, r.send_back_no, o.station_id, o.urgency, s.deadline
+           FROM orders o JOIN redos r USING (order_id)
+                CROSS JOIN LATERAL (VALUES ('accept', r.accept_by, r.accepted_at),
+                                           ('complete', r.complete_by, r.completed_at))
+                AS s(stage, deadline, done_at)
+           WHERE o.ended_at IS NULL AND s.done_at IS NULL AND s.deadline < now()
+           ON CONFLICT DO NOTHING""",
+        f"""INSERT INTO breaches (order_id, stage, round, station_id, urgency, deadline)
+            SELECT o.order_id, '{FOLLOW_UP}', f.n, f.station_id, o.urgency,
+                   (f.due_on + 1)::timestamp AT TIME ZONE 'UTC'
+            FROM orders o JOIN follow_ups f USING (order_id)
+            WHERE f.done_on IS NULL AND (f.due_on + 1)::timestamp AT TIME ZONE 'UTC' < now()
+            ON CONFLICT DO NOTHING""",  # noqa: S608
+    ):
+        new += int((await conn.execute(statement)).split()[-1])
+    return new
 
 
 async def load_timelines(

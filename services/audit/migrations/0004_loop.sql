@@ -27,6 +27,12 @@ ALTER TABLE orders
     ADD COLUMN review_record_completeness smallint;
 ALTER TABLE dispatches ADD COLUMN send_back_no int; -- set for a redo
 
+-- A breach is of a stage of a round: 0 the first service, n the redo after send-back n (accept,
+-- complete), or, for the stage 'follow_up', the order's n-th follow-up visit owed.
+ALTER TABLE breaches ADD COLUMN round int NOT NULL DEFAULT 0;
+ALTER TABLE breaches DROP CONSTRAINT breaches_pkey;
+ALTER TABLE breaches ADD PRIMARY KEY (order_id, stage, round);
+
 CREATE TABLE feedbacks (
     order_id     uuid NOT NULL REFERENCES orders ON DELETE CASCADE,
     n            int NOT NULL,

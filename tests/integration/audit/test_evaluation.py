@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -28,7 +29,7 @@ from services.audit.domain import (
 from shared.db import connect
 from tests.conftest import RunningStack
 from tests.factories.audit import SECRET, OrderScript
-from tests.helpers import remember_personal_data, swdispatch
+from tests.helpers import eventually, remember_personal_data, swdispatch
 from tests.integration.audit.test_audit import manager_of, publish, supervisor
 
 pytestmark = pytest.mark.integration
@@ -365,3 +366,32 @@ def test_supervisors_are_created_on_the_command_line_with_their_stations(
     made = create("--role", "supervisor", "--stations", f"{A},{B}")
     assert made.returncode == 0, made.stderr
     assert "Authorization: Bearer swda" in made.stdout
+
+
+async def test_a_redos_deadline_and_a_follow_up_passing_count_as_breaches_at_once(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    now = datetime.now(UTC)
+    yesterday = now.date() - timedelta(days=1)
+    order = OrderScript(now - timedelta(minutes=30)).submitted().dispatched(A, 1)
+    order.accepted(A, 2).assigned(A, "w1", 3)
+    order.completed(A, "w1", 4, follow_up_by=yesterday).awaiting_feedback(A, 5)
+    order.feedback(A, 6, resolved=False, satisfaction="dissatisfied")
+    order.sent_back(A, 30, accept_min=0.1)  # the redo: accepted within 6 seconds, or not
+    await publish(stack, [order], seed=2)
+
+    async def breaches() -> list[tuple[str, int]] | None:
+        rows = await db.fetch(
+            "SELECT stage, round FROM audit.breaches WHERE order_id = $1 ORDER BY 1, 2",
+            order.order_id,
+        )
+        found = [(r["stage"], r["round"]) for r in rows]
+        return found if ("accept", 1) in found else None
+
+    assert await eventually(breaches, timeout_s=20) == [("accept", 1), ("follow_up", 1)]
+
+    async def counted() -> bool:
+        metrics = (await http.get(f"{stack.urls['audit']}/metrics")).text
+        return 'swd_sla_breaches_total{stage="follow_up"' in metrics
+
+    await eventually(counted, timeout_s=10)

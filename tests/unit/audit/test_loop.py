@@ -262,3 +262,26 @@ def test_the_loop_projects_the_same_whatever_the_arrival_order_and_duplicates() 
             if event["event_id"] not in trail:
                 trail[event["event_id"]] = event
         assert project(str(script.order_id), list(trail.values())) == reference
+
+
+def test_breaches_of_the_first_service_of_each_redo_and_of_each_follow_up() -> None:
+    deadlines = {Stage.DISPATCH: 240, Stage.ACCEPT: 5, Stage.ASSIGN: 2880, Stage.COMPLETE: 21600}
+    script = OrderScript(BASE, deadlines_min=deadlines)
+    script.submitted().dispatched("st-a", 1).accepted("st-a", 10).assigned("st-a", "w1", 20)
+    script.completed("st-a", "w1", 30, follow_up_by=date(2025, 1, 2))
+    script.awaiting_feedback("st-a", 31).feedback("st-a", 40, resolved=False)
+    script.sent_back("st-a", 50, accept_min=60, complete_min=120)
+    script.accepted("st-a", 200)  # the redo's accept, 90 minutes late; completion pending
+    t = timeline(script)
+    now = at(150)
+    assert [(b.stage, b.round, b.deadline) for b in t.breaches(now)] == [
+        ("accept", 0, at(5)),
+        ("accept", 1, at(110)),
+    ]
+    later = datetime(2025, 1, 3, 0, 1, tzinfo=UTC)  # the redo's completion and the follow-up
+    assert [(b.stage, b.round, b.deadline) for b in t.breaches(later)] == [
+        ("accept", 0, at(5)),
+        ("accept", 1, at(110)),
+        ("complete", 1, at(170)),
+        ("follow_up", 1, datetime(2025, 1, 3, tzinfo=UTC)),
+    ]

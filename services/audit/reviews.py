@@ -9,7 +9,8 @@ close's note), which the trail does not: the entry holds the scores, the row the
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from services.audit import store, trail
@@ -17,13 +18,15 @@ from services.audit.domain import (
     OrderReviewed,
     OrderSupervisionClosed,
     Reader,
+    Review,
     Timeline,
     chain,
     own_entry,
     picked_for_review,
 )
+from services.audit.reports import DEFAULT_SPAN
 from shared.db import Connection, Pool
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, InvalidField, NotFound
 
 
 async def _locked_order(
@@ -54,14 +57,56 @@ class Scores:
     comment: str | None
 
 
+@dataclass(frozen=True)
+class Picked:
+    """An order picked for review, and its review once made."""
+
+    order_id: str
+    station_id: str
+    completed_at: datetime
+    review: Review | None
+
+
+def _picked(t: Timeline, share: float) -> Picked | None:
+    if t.completed_at is None or t.station_id is None:
+        return None
+    if not picked_for_review(t.order_id, share):
+        return None
+    return Picked(t.order_id, t.station_id, t.completed_at, t.review)
+
+
+async def picked(
+    pool: Pool,
+    reader: Reader,
+    share: float,
+    from_: datetime | None,
+    to: datetime | None,
+    *,
+    pending_only: bool,
+) -> list[Picked]:
+    """The orders submitted in ``[from, to)`` (by default the 30 days up to now) at the
+    reader's stations that were picked for review (``pending_only``: not reviewed yet)."""
+    to = to or datetime.now(UTC)
+    from_ = from_ or to - DEFAULT_SPAN
+    if from_ >= to:
+        raise InvalidField(("query", "from"), "must be before 'to'")
+    async with pool.acquire() as conn:
+        orders = await store.load_timelines(
+            conn, submitted_from=from_, submitted_to=to, stations=reader.scope
+        )
+    found = [p for o in orders if reader.sees_station(o.station_id) and (p := _picked(o, share))]
+    return [p for p in found if not (pending_only and p.review)]
+
+
 async def review(
     pool: Pool, key: bytes, share: float, reader: Reader, order_id: uuid.UUID, scores: Scores
-) -> Timeline:
+) -> Picked:
     """Record the supervisor's review of a picked order; Conflict when the order was not
     picked (or is not completed yet) or already has a review."""
     async with pool.acquire() as conn, conn.transaction():
         order, station = await _locked_order(conn, reader, order_id)
-        if order.completed_at is None or not picked_for_review(order.order_id, share):
+        chosen = _picked(order, share)
+        if chosen is None:
             raise Conflict("this order was not picked for review")
         payload = OrderReviewed(
             station_id=station,
@@ -77,12 +122,13 @@ async def review(
         ):
             raise Conflict("this order has been reviewed already")
         await _append(conn, key, entry)
-        return (await store.load_timelines(conn, order_id=order_id))[0]
+        (reviewed,) = await store.load_timelines(conn, order_id=order_id)
+    return replace(chosen, review=reviewed.review)
 
 
 async def close_supervision(
     pool: Pool, key: bytes, reader: Reader, order_id: uuid.UUID, note: str
-) -> Timeline:
+) -> dict[str, Any]:
     """Close the order's supervision with the supervisor's note; Conflict when it is not
     under supervision (never opened, or closed already)."""
     async with pool.acquire() as conn, conn.transaction():
@@ -96,7 +142,8 @@ async def close_supervision(
         ):
             raise Conflict("this order's supervision has been closed already")
         await _append(conn, key, entry)
-        return (await store.load_timelines(conn, order_id=order_id))[0]
+        (closed,) = await store.supervisions(conn, None, open_only=False, order_id=order_id)
+    return closed
 
 
 async def supervisions(pool: Pool, reader: Reader, *, open_only: bool) -> list[dict[str, Any]]:

@@ -490,10 +490,14 @@ async def insert_supervision_close(
 
 
 async def supervisions(
-    conn: Connection, stations: Collection[str] | None, *, open_only: bool
+    conn: Connection,
+    stations: Collection[str] | None,
+    *,
+    open_only: bool,
+    order_id: uuid.UUID | None = None,
 ) -> list[dict[str, Any]]:
     """Orders under supervision (or ever, without ``open_only``) of ``stations`` (None:
-    all), oldest first."""
+    all; ``order_id``: that one only), oldest first."""
     return [
         dict(r)
         for r in await conn.fetch(
@@ -503,9 +507,11 @@ async def supervisions(
                WHERE o.supervision_opened_at IS NOT NULL
                  AND ($1::text[] IS NULL OR o.station_id = ANY($1))
                  AND (NOT $2 OR o.supervision_closed_at IS NULL)
+                 AND ($3::uuid IS NULL OR o.order_id = $3)
                ORDER BY o.supervision_opened_at, o.order_id""",
             None if stations is None else list(stations),
             open_only,
+            order_id,
         )
     ]
 

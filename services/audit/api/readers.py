@@ -134,7 +134,12 @@ async def evaluation_report(
     "/reviews",
     status_code=201,
     response_model=ReviewView,
-    responses={403: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}},
+    responses={
+        403: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem},
+        422: {"model": Problem},
+    },
 )
 async def post_review(body: ReviewRequest, reader: Supervisor, runtime: AuditRuntime) -> ReviewView:
     """The supervisor of the order's station scores an order picked for review (1-5 each);
@@ -142,7 +147,7 @@ async def post_review(body: ReviewRequest, reader: Supervisor, runtime: AuditRun
     scores = reviews.Scores(
         body.timeliness, body.professional_quality, body.record_completeness, body.comment
     )
-    t = await reviews.review(
+    done = await reviews.review(
         runtime.pool,
         runtime.settings.hmac_key,
         runtime.settings.audit_review_share,
@@ -150,16 +155,37 @@ async def post_review(body: ReviewRequest, reader: Supervisor, runtime: AuditRun
         body.order_id,
         scores,
     )
-    assert t.review is not None
-    return ReviewView(
-        order_id=body.order_id,
-        station_id=t.station_id or "",
-        reviewer_id=t.review.reviewer_id,
-        reviewed_at=t.review.at,
-        timeliness=t.review.timeliness,
-        professional_quality=t.review.professional_quality,
-        record_completeness=t.review.record_completeness,
+    return ReviewView.of(done)
+
+
+@router.get(
+    "/reviews",
+    response_model=list[ReviewView],
+    responses={422: {"model": Problem}},
+)
+async def get_reviews(
+    reader: CurrentReader,
+    runtime: AuditRuntime,
+    from_: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="orders submitted at or after (default: to - 30 days)"),
+    ] = None,
+    to: Annotated[
+        AwareDatetime | None, Query(description="orders submitted before (default: now)")
+    ] = None,
+    pending: Annotated[bool, Query(description="only those not reviewed yet")] = False,
+) -> list[ReviewView]:
+    """The orders of the reader's stations picked for review (``SWD_AUDIT_REVIEW_SHARE`` of
+    the completed ones, by a fixed function of the order id), with their review once made."""
+    found = await reviews.picked(
+        runtime.pool,
+        reader,
+        runtime.settings.audit_review_share,
+        from_,
+        to,
+        pending_only=pending,
     )
+    return [ReviewView.of(p) for p in found]
 
 
 @router.get("/supervisions", response_model=list[SupervisionView])
@@ -176,23 +202,19 @@ async def get_supervisions(
 @router.post(
     "/supervisions/{order_id}/close",
     response_model=SupervisionView,
-    responses={403: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}},
+    responses={
+        403: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem},
+        422: {"model": Problem},
+    },
 )
 async def close_supervision(
     order_id: uuid.UUID, body: CloseSupervision, reader: Supervisor, runtime: AuditRuntime
 ) -> SupervisionView:
     """The station's supervisor closes the order's supervision with a note (kept off the
     trail; the close is an entry in it). 409 when it is not under supervision."""
-    t = await reviews.close_supervision(
+    closed = await reviews.close_supervision(
         runtime.pool, runtime.settings.hmac_key, reader, order_id, body.note
     )
-    assert t.supervision_opened_at is not None
-    return SupervisionView(
-        order_id=order_id,
-        station_id=t.station_id,
-        status=t.status,
-        send_backs=t.send_backs,
-        supervision_opened_at=t.supervision_opened_at,
-        supervision_closed_at=t.supervision_closed_at,
-        supervisor_id=reader.id,
-    )
+    return SupervisionView(**closed)

@@ -17,6 +17,7 @@ from services.audit.domain import (
     StationEvaluation,
     Timeline,
 )
+from services.audit.reviews import Picked
 from shared.domain import Stage
 
 
@@ -205,13 +206,31 @@ class ReviewRequest(BaseModel):
 
 
 class ReviewView(BaseModel):
+    """An order picked for review, with its scores once reviewed (the comment stays with
+    the audit)."""
+
     order_id: uuid.UUID
     station_id: str
-    reviewer_id: str
-    reviewed_at: datetime
-    timeliness: int
-    professional_quality: int
-    record_completeness: int
+    completed_at: datetime
+    reviewer_id: str | None
+    reviewed_at: datetime | None
+    timeliness: int | None
+    professional_quality: int | None
+    record_completeness: int | None
+
+    @classmethod
+    def of(cls, picked: Picked) -> ReviewView:
+        r = picked.review
+        return cls(
+            order_id=uuid.UUID(picked.order_id),
+            station_id=picked.station_id,
+            completed_at=picked.completed_at,
+            reviewer_id=r and r.reviewer_id,
+            reviewed_at=r and r.at,
+            timeliness=r and r.timeliness,
+            professional_quality=r and r.professional_quality,
+            record_completeness=r and r.record_completeness,
+        )
 
 
 class CloseSupervision(BaseModel):

@@ -258,6 +258,13 @@ async def test_the_evaluation_report_figure_by_figure_and_from_the_trail_alone(
     assert (await http.post(reviews, json=unpicked, headers=sup_a)).status_code == 409
     open_a4 = {"order_id": str(orders["a4"].order_id)} | scores  # not completed: not picked
     assert (await http.post(reviews, json=open_a4, headers=sup_a)).status_code == 409
+    picked = (await http.get(reviews, params=window, headers=sup_a)).json()
+    assert sorted((p["order_id"], p["timeliness"] or 0) for p in picked) == sorted(
+        [(str(orders["a1"].order_id), 4), (str(orders["a2"].order_id), 0)]
+    )
+    pending = await http.get(reviews, params=window | {"pending": "true"}, headers=sup_a)
+    assert [p["order_id"] for p in pending.json()] == [str(orders["a2"].order_id)]
+    assert (await http.get(reviews, params=window, headers=sup_b)).json() == []
 
     report = (await http.get(url, params=window, headers=evaluator)).json()
     stations = {s["station"]: s for s in report["stations"]}

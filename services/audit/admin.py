@@ -44,11 +44,12 @@ async def create_reader(
 ) -> str:
     """Create a reader (or, with ``reissue``, give an existing one a new token); return the
     bearer token, shown only now. A station manager has one ``station_id``, a supervisor
-    the ``stations`` they supervise, an evaluator neither (every station)."""
+    the ``stations`` they supervise, an evaluator the stations of their county, or none (every
+    station)."""
     if (role == "station_manager") != (station_id is not None):
         raise ValueError("a station is given for a station manager, and only for one")
-    if (role == "supervisor") != bool(stations):
-        raise ValueError("stations are given for a supervisor, and only for one")
+    if (role == "supervisor" and not stations) or (role == "station_manager" and stations):
+        raise ValueError("stations are given for a supervisor (or a county's evaluator) only")
     token, hashed = _new_token()
     if await store.insert_reader(conn, (reader_id, name, role, station_id, stations), hashed):
         return token

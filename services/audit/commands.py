@@ -80,8 +80,10 @@ def _create_reader(args: argparse.Namespace) -> None:
     if (args.role == "station_manager") != (args.station is not None):
         sys.exit("--station is required for a station_manager, and only for one")
     stations = [s.strip() for s in (args.stations or "").split(",") if s.strip()]
-    if (args.role == "supervisor") != bool(stations):
-        sys.exit("--stations is required for a supervisor, and only for one")
+    if args.role == "supervisor" and not stations:
+        sys.exit("--stations is required for a supervisor")
+    if args.role == "station_manager" and stations:
+        sys.exit("--stations is for a supervisor or an evaluator, not a station_manager")
     reader_id = args.id or new_reader_id()
     _print_token(
         reader_id,
@@ -124,7 +126,7 @@ def add_commands(sub: Any) -> None:
         "--role",
         choices=("evaluator", "supervisor", "station_manager"),
         required=True,
-        help="evaluator: every station (county-wide); supervisor: --stations; "
+        help="evaluator: every station, or a county's (--stations); supervisor: --stations; "
         "station_manager: --station",
     )
     create.add_argument("--station", help="the station a station_manager reads")

@@ -523,7 +523,9 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
     at = datetime.fromisoformat(event["occurred_at"])
     p: dict[str, Any] = event["payload"]
     t = replace(t, events=t.events + 1)
-    if "deadlines" in p and not p.get("redo"):
+    if "deadlines" in p and not p.get("redo") and not t.redos:
+        # The first service's deadlines; a redo carries its own (and so does a redispatch
+        # during one), kept by its RedoRound.
         t = replace(t, deadlines=_deadlines(p))
     if "category" in p:
         t = replace(t, category=p["category"], urgency=p["urgency"])
@@ -757,15 +759,15 @@ READER_ROLES: tuple[ReaderRole, ...] = ("evaluator", "supervisor", "station_mana
 
 @dataclass(frozen=True)
 class Reader:
-    """An evaluator sees every station (county-wide); a supervisor the stations they are
-    bound to (一站一督导); a station manager only their own."""
+    """An evaluator sees every station (or, bound to a county, its ``stations``); a
+    supervisor the stations they are bound to (一站一督导); a station manager their own."""
 
     id: str
     role: ReaderRole
     station_id: str | None = None
     """A station manager's station."""
     stations: tuple[str, ...] = ()
-    """A supervisor's stations."""
+    """A supervisor's stations; an evaluator's when bound to a county (none: all)."""
 
     @property
     def is_evaluator(self) -> bool:
@@ -776,11 +778,16 @@ class Reader:
         return self.role == "supervisor"
 
     @property
+    def sees_everything(self) -> bool:
+        """An evaluator bound to no stations: the whole deployment (may verify the trail)."""
+        return self.is_evaluator and not self.stations
+
+    @property
     def scope(self) -> frozenset[str] | None:
-        """The stations the reader is limited to; None for an evaluator (every station)."""
-        if self.is_evaluator:
+        """The stations the reader is limited to; None for every station."""
+        if self.sees_everything:
             return None
-        if self.is_supervisor:
+        if self.is_evaluator or self.is_supervisor:
             return frozenset(self.stations)
         return frozenset() if self.station_id is None else frozenset({self.station_id})
 

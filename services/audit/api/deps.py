@@ -20,8 +20,8 @@ CurrentReader = Annotated[Reader, Depends(current_reader)]
 
 
 async def evaluator(reader: CurrentReader) -> Reader:
-    if not reader.is_evaluator:
-        raise Forbidden("verification covers every station: county-wide evaluators only")
+    if not reader.sees_everything:
+        raise Forbidden("verification covers every station: evaluators of all stations only")
     return reader
 
 

@@ -1,8 +1,9 @@
 -- The loop after the service (issue 14): return visits, send-backs for redo, follow-ups,
 -- supervision and reviews in the projection; supervisors bound to stations.
 
--- Readers: the county-wide reader that was called a supervisor is an evaluator now; a
--- supervisor is bound to the stations they supervise (一站一督导).
+-- Readers: the county-wide reader that was called a supervisor is an evaluator now (bound to
+-- the stations of a county, or to none: all); a supervisor is bound to the stations they
+-- supervise (一站一督导).
 ALTER TABLE readers DROP CONSTRAINT readers_role_check;
 ALTER TABLE readers DROP CONSTRAINT readers_check;
 UPDATE readers SET role = 'evaluator' WHERE role = 'supervisor';
@@ -12,7 +13,11 @@ ALTER TABLE readers ADD CONSTRAINT readers_role_check
 ALTER TABLE readers ADD CONSTRAINT readers_station_check
     CHECK ((role = 'station_manager') = (station_id IS NOT NULL));
 ALTER TABLE readers ADD CONSTRAINT readers_stations_check
-    CHECK ((role = 'supervisor') = (coalesce(cardinality(stations), 0) > 0));
+    CHECK (CASE role
+               WHEN 'supervisor' THEN coalesce(cardinality(stations), 0) > 0
+               WHEN 'station_manager' THEN stations IS NULL
+               ELSE true
+           END);
 
 -- The projection of the loop (recomputed from the trail like the rest).
 ALTER TABLE orders

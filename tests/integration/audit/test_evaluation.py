@@ -301,6 +301,11 @@ async def test_the_evaluation_report_figure_by_figure_and_from_the_trail_alone(
     assert own == [stations[A]]
     theirs = (await http.get(url, params=window, headers=sup_b)).json()["stations"]
     assert theirs == [stations[B]]
+    county_b = await reader_token(stack, "evaluator", [B])  # an evaluator of B's county
+    assert (await http.get(url, params=window, headers=county_b)).json()["stations"] == [
+        stations[B]
+    ]
+    assert (await http.get(f"{audit}/v1/audit/verify", headers=county_b)).status_code == 403
     assert (
         await http.get(url, params=window | {"station": B}, headers=manager_a)
     ).status_code == 404
@@ -369,7 +374,9 @@ def test_supervisors_are_created_on_the_command_line_with_their_stations(
         return swdispatch(stack, "audit", "readers", "create", "--name", "督导", *args)
 
     assert create("--role", "supervisor").returncode != 0
-    assert create("--role", "evaluator", "--stations", A).returncode != 0
+    assert create("--role", "station_manager", "--station", A, "--stations", A).returncode != 0
+    county = create("--role", "evaluator", "--stations", f"{A},{B}")
+    assert county.returncode == 0, county.stderr
     made = create("--role", "supervisor", "--stations", f"{A},{B}")
     assert made.returncode == 0, made.stderr
     assert "Authorization: Bearer swda" in made.stdout

@@ -225,6 +225,10 @@ def test_readers_see_the_evaluation_of_their_stations_only() -> None:
     assert [s.station for s in evaluation(supervisor, both, at(DAY), DEFAULT_TARGETS, 0.2)] == [
         "st-a"
     ]
+    county = Reader("rdr-c", "evaluator", stations=("st-b",))
+    assert [s.station for s in evaluation(county, both, at(DAY), DEFAULT_TARGETS, 0.2)] == ["st-b"]
+    assert (county.sees_everything, EVALUATOR.sees_everything) == (False, True)
+    assert not county.supervises("st-b")
     assert supervisor.supervises("st-a")
     assert not supervisor.supervises("st-b")
     assert not manager.supervises("st-b")
@@ -285,3 +289,17 @@ def test_breaches_of_the_first_service_of_each_redo_and_of_each_follow_up() -> N
         ("complete", 1, at(170)),
         ("follow_up", 1, datetime(2025, 1, 3, tzinfo=UTC)),
     ]
+
+
+def test_a_redispatch_during_a_redo_leaves_the_first_services_deadlines_alone() -> None:
+    script = served().awaiting_feedback("st-a", 101).feedback("st-a", 200, resolved=False)
+    script.sent_back("st-a", 300, accept_min=60)
+    script.escalated("st-a", 360)
+    script.dispatched("st-b", 360)  # with the deadlines the script knows: make them the redo's
+    events = script.redacted()
+    events[-1]["payload"]["deadlines"] = events[-3]["payload"]["deadlines"]
+    t = project(str(script.order_id), events)
+    assert t.deadlines[Stage.ACCEPT] == at(DAY)
+    assert t.accepted_at == at(10)
+    assert t.stage_outcome(Stage.ACCEPT, at(DAY * 30)) == "met"
+    assert (t.station_id, t.redispatches, t.redos[0].accept_by) == ("st-b", 1, at(360))

@@ -26,6 +26,7 @@ from services.station_worker.admin import create_staff, create_worker
 from shared.db import transaction_in
 from shared.domain import BeneficiaryGroup, Category, ReporterRole, Urgency
 from swdispatch.console import say
+from swdispatch.demo_loop import around_the_loop
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,8 @@ def write_credentials(path: Path, credentials: dict[str, Any]) -> None:
 async def run_traffic(
     urls: dict[str, str], credentials: dict[str, Any], *, interval_s: float, count: int | None
 ) -> None:
-    """Submit a request every ``interval_s`` and report when it reaches station and audit."""
+    """Submit a request every ``interval_s``, report when it reaches station and audit, then
+    take it around the loop (served, return visit, closed; some sent back for redo)."""
     rng = random.Random()
     sent = 0
     following: set[asyncio.Task[None]] = set()
@@ -238,6 +240,8 @@ async def run_traffic(
                 following.add(task)
                 task.add_done_callback(following.discard)
             await asyncio.sleep(interval_s)
+        # A counted run ends once its orders have gone around the loop.
+        await asyncio.gather(*list(following))
 
 
 async def _submit(
@@ -297,6 +301,8 @@ async def _follow(
         f"order {order_id[:8]} -> {station_id}: at station after "
         f"{_ms(at_station, started)}, audit trail of 3 events after {_ms(trail, started)}"
     )
+    if at_station is not None:
+        await around_the_loop(http, urls, credentials, order_id, station_id, random.Random())
 
 
 async def _poll(

@@ -22,7 +22,10 @@ def handlers(settings: CenterSettings) -> dict[type[EventPayload], Handler]:
     async def rejected(conn: Connection, event: Envelope[Any]) -> None:
         await flows.rejected(conn, settings, event)
 
-    progress: dict[type[EventPayload], Handler] = dict.fromkeys(PROGRESS, flows.progressed)
+    async def progressed(conn: Connection, event: Envelope[Any]) -> None:
+        await flows.progressed(conn, settings, event)
+
+    progress: dict[type[EventPayload], Handler] = dict.fromkeys(PROGRESS, progressed)
     return {
         OrderReceived: flows.received,
         OrderAccepted: flows.accepted,

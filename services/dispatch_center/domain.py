@@ -21,6 +21,7 @@ from shared.domain import (
     BeneficiaryGroup,
     Category,
     OrderStatus,
+    Satisfaction,
     Stage,
     Urgency,
     current_deadline,
@@ -35,21 +36,34 @@ from shared.events import (
     Location,
     OrderAccepted,
     OrderAssigned,
+    OrderAwaitingFeedback,
     OrderCancelled,
+    OrderClosed,
     OrderCompleted,
     OrderDispatched,
     OrderEscalated,
+    OrderFeedbackReceived,
     OrderRejected,
+    OrderSentBack,
     OrderStarted,
     OrderSubmitted,
+    OrderSupervisionOpened,
     OrderUnroutable,
+    Redo,
     new_event,
 )
 
 CENTER = Actor(kind="system", id="dispatch_center")
 
 # Statuses after which nothing changes any more.
-FINAL = frozenset({OrderStatus.COMPLETED, OrderStatus.CLOSED, OrderStatus.CANCELLED})
+FINAL = frozenset({OrderStatus.CLOSED, OrderStatus.CLOSED_WITHOUT_FEEDBACK, OrderStatus.CANCELLED})
+# The service was delivered (the order waits for its return visit) or the order has ended: a
+# completion changes nothing, nor may an operator redispatch or cancel it (a send-back is the
+# way back to a station).
+SERVED = FINAL | {OrderStatus.COMPLETED, OrderStatus.AWAITING_FEEDBACK}
+
+# The third send-back of one order opens supervision (督办).
+SUPERVISION_AT_SEND_BACKS = 3
 
 
 # --- who calls the center --------------------------------------------------------------------
@@ -125,6 +139,27 @@ class Order:
     hold_reason: str | None = None
     escalated_station_id: str | None = None
     escalated_accept_due_at: datetime | None = None
+    feedback_due_at: datetime | None = None
+    feedback_at: datetime | None = None
+    feedback_resolved: bool | None = None
+    feedback_satisfaction: Satisfaction | None = None
+    send_backs: int = 0
+    send_back_reason: str | None = None
+    deadlines_from: datetime | None = None
+    """When accept_by, assign_by and complete_by were counted from: the submission (None)
+    or the last send-back."""
+
+    @property
+    def redo(self) -> Redo | None:
+        """What a dispatch of the order says of its last send-back; None: never sent back."""
+        if self.send_backs == 0:
+            return None
+        return Redo(
+            send_back_no=self.send_backs,
+            reason=self.send_back_reason or "",
+            resolved=self.feedback_resolved,
+            satisfaction=self.feedback_satisfaction,
+        )
 
     @property
     def deadlines(self) -> Deadlines:
@@ -339,6 +374,7 @@ def _dispatched_payload(
         dispatch_no=dispatch_no,
         reason=reason,
         accepted_at=accepted_at,
+        redo=order.redo,
         submitted_at=order.submitted_at,
         case=CaseDetails.model_validate(order.case_details),
         **order.described(),
@@ -349,8 +385,9 @@ def accept_due(order: Order, now: datetime) -> datetime:
     """When this dispatch escalates: the order's acceptance window (accept_by - submitted_at)
     from now. For the first dispatch, at submission, that is accept_by; a redispatched order (or
     one an operator dispatches late) gives its station the whole window again, or it would
-    escalate at once. Derived from the row, so every replica agrees."""
-    window: timedelta = order.accept_by - order.submitted_at
+    escalate at once. After a send-back the window is counted from the send-back
+    (``deadlines_from``). Derived from the row, so every replica agrees."""
+    window: timedelta = order.accept_by - (order.deadlines_from or order.submitted_at)
     return now + window
 
 
@@ -607,10 +644,13 @@ PROGRESS: dict[type[EventPayload], tuple[OrderStatus, frozenset[OrderStatus]]] =
 }
 
 
-def complete_change(order: Order, event: Envelope[OrderCompleted]) -> Change:
+def complete_change(
+    settings: CenterSettings, order: Order, event: Envelope[OrderCompleted]
+) -> Change:
     """The service was delivered, whatever the center did meanwhile: an operator's redispatch
     that crossed the completion is void (the station worker keeps a completed order and never
-    queues such a redispatch); the order is the completing station's."""
+    queues such a redispatch); the order is the completing station's. Completed, the order
+    awaits its return visit."""
     station_id = event.payload.station_id
     columns: dict[str, Any] = {}
     if order.station_id != station_id:
@@ -621,20 +661,44 @@ def complete_change(order: Order, event: Envelope[OrderCompleted]) -> Change:
             "awaiting_operator": False,
             "hold_reason": None,
         }
-    return Change(columns) + status_change(
+    completed = Change(columns) + status_change(
         OrderStatus.COMPLETED,
         station_id=station_id,
         reason=None,
         actor=event.actor,
         at=event.occurred_at,
     )
+    return completed + awaiting_feedback_change(settings, order, station_id, event.occurred_at)
 
 
-def progress_change(order: Order, event: Envelope[Any]) -> Change | None:
+def awaiting_feedback_change(
+    settings: CenterSettings, order: Order, station_id: str, completed_at: datetime
+) -> Change:
+    """After a completion: the center waits for the return visit until ``feedback_due_at``
+    (counted from the completion); this round's feedback is still to come."""
+    due = completed_at + timedelta(seconds=settings.feedback_timeout_s)
+    awaiting = OrderAwaitingFeedback(station_id=station_id, feedback_due_at=due)
+    columns = {
+        "feedback_due_at": due,
+        "feedback_at": None,
+        "feedback_resolved": None,
+        "feedback_satisfaction": None,
+    }
+    return Change(columns, events=(_event(order, awaiting, CENTER, completed_at),)) + status_change(
+        OrderStatus.AWAITING_FEEDBACK,
+        station_id=station_id,
+        reason=None,
+        actor=CENTER,
+        at=completed_at,
+    )
+
+
+def progress_change(settings: CenterSettings, order: Order, event: Envelope[Any]) -> Change | None:
     """What an order.assigned, order.started or order.completed does; None: nothing (another
-    station's, or a status it does not follow)."""
-    if isinstance(event.payload, OrderCompleted) and order.status not in FINAL:
-        return complete_change(order, event)
+    station's, or a status it does not follow). A completion applies in any status until the
+    order was served or has ended."""
+    if isinstance(event.payload, OrderCompleted):
+        return None if order.status in SERVED else complete_change(settings, order, event)
     status, after = PROGRESS[type(event.payload)]
     if order.station_id != event.payload.station_id or order.status not in after:
         return None
@@ -643,16 +707,183 @@ def progress_change(order: Order, event: Envelope[Any]) -> Change | None:
     )
 
 
+# --- the return visit (回访), closing, the send-back for redo (发回重办) -----------------------
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A return visit's result. ``reached`` false (an operator reached nobody): no answer."""
+
+    source: str
+    """integration or operator"""
+    reached: bool
+    resolved: bool | None
+    satisfaction: Satisfaction | None
+    comment: str | None
+    """Personal data: never logged."""
+
+    @property
+    def closes(self) -> bool:
+        """Resolved and not dissatisfied: the order closes."""
+        return (
+            self.resolved is True
+            and self.satisfaction is not None
+            and not self.satisfaction.dissatisfied
+        )
+
+
+def return_visit(
+    reached: bool, resolved: bool | None, satisfaction: Satisfaction | None, comment: str | None
+) -> Feedback:
+    """An operator's visit or call: reached, it has both answers; not reached, neither."""
+    for loc, value in (("resolved", resolved), ("satisfaction", satisfaction)):
+        if reached and value is None:
+            raise InvalidField(("body", loc), "required when the visit reached the resident")
+        if not reached and value is not None:
+            raise InvalidField(
+                ("body", loc), "a visit that reached nobody has no answer", type="unexpected"
+            )
+    return Feedback("operator", reached, resolved, satisfaction, comment)
+
+
+def _current(order: Order) -> dict[str, Any]:
+    return {"status": order.status.value, "version": order.version}
+
+
+def takes_feedback(order: Order) -> Order:
+    """An order awaiting its return visit whose feedback has not come yet; 409 otherwise."""
+    if order.status is not OrderStatus.AWAITING_FEEDBACK:
+        raise Conflict(
+            f"the order is {order.status}, not awaiting feedback", current=_current(order)
+        )
+    if order.feedback_at is not None:
+        raise Conflict("the order's feedback was given already", current=_current(order))
+    return order
+
+
+def _feedback_hold_reason(feedback: Feedback) -> str:
+    found = []
+    if feedback.resolved is not True:
+        found.append("not resolved")
+    if feedback.satisfaction is not None and feedback.satisfaction.dissatisfied:
+        found.append(str(feedback.satisfaction))
+    return "return visit: " + ", ".join(found) + "; send it back for redo"
+
+
+def feedback_change(order: Order, feedback: Feedback, *, actor: Actor, at: datetime) -> Change:
+    """The first answered feedback of the round counts: resolved and not dissatisfied closes
+    the order; otherwise it waits for an operator to send it back. A visit that reached
+    nobody is recorded and changes nothing."""
+    takes_feedback(order)
+    assert order.station_id is not None  # a completed order has its station
+    received = OrderFeedbackReceived(
+        station_id=order.station_id,
+        source="operator" if feedback.source == "operator" else "integration",
+        reached=feedback.reached,
+        resolved=feedback.resolved,
+        satisfaction=feedback.satisfaction,
+        comment=feedback.comment,
+    )
+    change = Change(events=(_event(order, received, actor, at),))
+    if not feedback.reached:
+        return change
+    change += Change(
+        {
+            "feedback_at": at,
+            "feedback_resolved": feedback.resolved,
+            "feedback_satisfaction": feedback.satisfaction,
+            "feedback_due_at": None,
+        }
+    )
+    if feedback.closes:
+        return change + close_change(order, without_feedback=False, actor=actor, at=at)
+    reason = _feedback_hold_reason(feedback)
+    return change + hold_change(order, OrderStatus.AWAITING_FEEDBACK, reason, actor=actor, at=at)
+
+
+def close_change(order: Order, *, without_feedback: bool, actor: Actor, at: datetime) -> Change:
+    """The order is closed: resolved at the return visit, or no feedback came in time."""
+    status = OrderStatus.CLOSED_WITHOUT_FEEDBACK if without_feedback else OrderStatus.CLOSED
+    closed = OrderClosed(station_id=order.station_id, without_feedback=without_feedback)
+    return Change(
+        {"feedback_due_at": None, "awaiting_operator": False, "hold_reason": None},
+        events=(_event(order, closed, actor, at),),
+    ) + status_change(status, station_id=order.station_id, reason=None, actor=actor, at=at)
+
+
+def unanswered_change(order: Order, now: datetime) -> Change:
+    """The feedback timer fired: closed without feedback while it is still awaited (else
+    the timer is only cleared)."""
+    if order.status is OrderStatus.AWAITING_FEEDBACK and order.feedback_at is None:
+        return close_change(order, without_feedback=True, actor=CENTER, at=now)
+    return Change({"feedback_due_at": None})
+
+
+def send_back_change(
+    settings: CenterSettings,
+    order: Order,
+    station_id: str,
+    station_active: bool,
+    *,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+) -> Change:
+    """Send the order back for redo (发回重办) after a negative return visit: sent_back, then a
+    dispatch marked ``redo`` to ``station_id`` with the accept, assign and complete deadlines
+    counted from now (dispatch_by stays). The third send-back opens supervision."""
+    if not (
+        order.status is OrderStatus.AWAITING_FEEDBACK
+        and order.feedback_at is not None
+        and order.awaiting_operator
+    ):
+        raise Conflict(
+            "only an order waiting after a negative return visit may be sent back",
+            current=_current(order),
+        )
+    if not station_active:
+        raise InvalidField(
+            ("body", "station_id"), "no active station with this id", type="unknown_station"
+        )
+    served = order.station_id
+    assert served is not None
+    send_back_no = order.send_backs + 1
+    fresh = deadlines_for(settings, order.urgency, now)
+    columns = {
+        "send_backs": send_back_no,
+        "send_back_reason": reason,
+        "deadlines_from": now,
+        "accept_by": fresh.accept_by,
+        "assign_by": fresh.assign_by,
+        "complete_by": fresh.complete_by,
+        "redispatches": 0,
+        "feedback_due_at": None,
+    }
+    sent_back = OrderSentBack(
+        station_id=served, to_station_id=station_id, send_back_no=send_back_no, reason=reason
+    )
+    events = [_event(order, sent_back, actor, now)]
+    if send_back_no == SUPERVISION_AT_SEND_BACKS:
+        opened = OrderSupervisionOpened(station_id=served, send_backs=send_back_no, reason=reason)
+        events.append(_event(order, opened, actor, now))
+    first = Change(columns, events=tuple(events)) + status_change(
+        OrderStatus.SENT_BACK, station_id=served, reason=reason, actor=actor, at=now
+    )
+    return then(
+        order,
+        first,
+        lambda o: dispatch_change(settings, o, station_id, reason=reason, actor=actor, now=now),
+    )
+
+
 # --- what operators do -----------------------------------------------------------------------
 
 
 def still_open(order: Order) -> Order:
-    """An order an operator may still change; 409 once it has ended."""
-    if order.status in FINAL:
-        raise Conflict(
-            f"the order is {order.status}",
-            current={"status": order.status.value, "version": order.version},
-        )
+    """An order an operator may still redispatch or cancel; 409 once it was served (a
+    send-back is the way back to a station) or has ended."""
+    if order.status in SERVED:
+        raise Conflict(f"the order is {order.status}", current=_current(order))
     return order
 
 

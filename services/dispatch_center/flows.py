@@ -45,12 +45,12 @@ async def accepted(conn: Connection, event: Envelope[Any]) -> None:
         await store.write(conn, order, change)
 
 
-async def progressed(conn: Connection, event: Envelope[Any]) -> None:
-    """order.assigned, order.started, order.completed."""
+async def progressed(conn: Connection, settings: CenterSettings, event: Envelope[Any]) -> None:
+    """order.assigned, order.started, order.completed (then awaiting feedback)."""
     order = await store.lock(conn, event.order_id)
     if order is None:
         return
-    change = domain.progress_change(order, event)
+    change = domain.progress_change(settings, order, event)
     if change is not None:
         await store.write(conn, order, change)
 
@@ -75,3 +75,10 @@ async def escalate(conn: Connection, settings: CenterSettings, order: Order, now
     """A locked order not accepted in time: escalated, then redispatched or held."""
     stations = await _next_stations(conn, settings, order)
     await store.write(conn, order, domain.escalate_change(settings, order, stations, now))
+
+
+async def close_unanswered(
+    conn: Connection, settings: CenterSettings, order: Order, now: datetime
+) -> None:
+    """A locked order whose return visit did not come in time: closed without feedback."""
+    await store.write(conn, order, domain.unanswered_change(order, now))

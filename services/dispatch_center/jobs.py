@@ -58,6 +58,12 @@ TIMERS = (
         lambda conn, order, when: store.postpone_escalation(conn, order.id, when),
         flows.escalate,
     ),
+    Timer(
+        "close_without_feedback",
+        store.due_feedback,
+        lambda conn, order, when: store.postpone_feedback(conn, order.id, when),
+        flows.close_unanswered,
+    ),
 )
 
 

@@ -46,6 +46,9 @@ class CenterSettings(Settings):
     timer_interval_s: float = 1.0
     resend_interval_s: float = 60.0
     max_redispatches: int = 3
+    # The return visit: a completed order waiting this long for feedback closes without it
+    # (closed_without_feedback). SWD_FEEDBACK_TIMEOUT_S; default 7 days.
+    feedback_timeout_s: float = 7 * 24 * 3600.0
 
     # Intake: requests per integration per minute, unless the integration has its own limit.
     rate_limit_per_minute: int = 600

@@ -15,6 +15,7 @@ import uuid
 from collections import Counter as Tally
 from dataclasses import fields
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -39,6 +40,7 @@ from shared.domain import (
     BeneficiaryGroup,
     Category,
     OrderStatus,
+    Satisfaction,
     Stage,
     Urgency,
     current_deadline_sql,
@@ -55,13 +57,15 @@ def order_of(row: asyncpg.Record) -> Order:
     values["urgency"] = Urgency(values["urgency"])
     values["beneficiary_group"] = BeneficiaryGroup(values["beneficiary_group"])
     values["tried_stations"] = tuple(values["tried_stations"])
+    if values["feedback_satisfaction"] is not None:
+        values["feedback_satisfaction"] = Satisfaction(values["feedback_satisfaction"])
     return Order(**values)
 
 
 def _column(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
-    if isinstance(value, OrderStatus):
+    if isinstance(value, StrEnum):
         return value.value
     return value
 
@@ -154,6 +158,8 @@ async def write(conn: Connection, order: Order, change: Change) -> None:
     ]
     if change.statuses:
         assignments.append("updated_at = now()")
+    if not assignments:  # events only (a return visit that reached nobody)
+        assignments.append("version = version")
     sets = ", ".join(assignments)
     write_order = f"UPDATE orders SET {sets} WHERE id = {p(order.id)}"  # noqa: S608
     await conn.execute(_statement(write_order, p, change), *p.values)
@@ -553,6 +559,21 @@ async def due_escalations(conn: Connection, now: datetime) -> list[Order]:
 
 async def postpone_escalation(conn: Connection, order_id: uuid.UUID, when: datetime) -> None:
     await conn.execute("UPDATE orders SET accept_due_at = $2 WHERE id = $1", order_id, when)
+
+
+async def due_feedback(conn: Connection, now: datetime) -> list[Order]:
+    """Orders whose return visit did not come in time, locked."""
+    rows = await conn.fetch(
+        """SELECT * FROM orders
+           WHERE feedback_due_at <= $1 AND status = 'awaiting_feedback'
+           ORDER BY feedback_due_at LIMIT 100 FOR UPDATE SKIP LOCKED""",
+        now,
+    )
+    return [order_of(r) for r in rows]
+
+
+async def postpone_feedback(conn: Connection, order_id: uuid.UUID, when: datetime) -> None:
+    await conn.execute("UPDATE orders SET feedback_due_at = $2 WHERE id = $1", order_id, when)
 
 
 # --- status callbacks ----------------------------------------------------------------------

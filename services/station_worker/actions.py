@@ -9,7 +9,7 @@ of two staff acting at once, exactly one wins and the other gets 409.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +24,10 @@ from services.station_worker.domain import (
     arrival_status,
     authorize,
     check_assignable,
+    check_follow_up,
     check_transition,
     require_order,
+    today,
 )
 from services.station_worker.queue import order_view
 from shared import outbox, topics
@@ -56,6 +58,8 @@ class Attempt:
 
 
 MakeEvent = Callable[[Order], EventPayload]
+Then = Callable[[Connection, Order, datetime], Awaitable[None]]
+"""More of the action's work, in its transaction (an error there undoes the action)."""
 
 
 async def act(
@@ -66,6 +70,7 @@ async def act(
     *,
     worker_id: str | None = None,
     note: str | None = None,
+    then: Then | None = None,
 ) -> StationOrder:
     """Apply ``action`` to the order, or raise the domain error that says why. ``worker_id``
     (assign, reassign) is checked against the station's workers; None keeps the order's."""
@@ -83,6 +88,8 @@ async def act(
         actor = Actor(kind="station_staff", id=staff.id)
         await store.move_order(conn, order.order_id, to, worker_id, now)
         await store.add_history(conn, order.order_id, staff.station_id, to, now, actor.text, note)
+        if then is not None:
+            await then(conn, order, now)
         await outbox.add(
             conn,
             topics.STATION_EVENTS,
@@ -131,17 +138,35 @@ async def start(pool: Pool, attempt: Attempt) -> StationOrder:
 
 
 async def complete(pool: Pool, attempt: Attempt, body: CompleteBody) -> StationOrder:
+    """Complete the service; with ``follow_up_by``, the completing worker gets a follow-up task
+    due that day (the completion's ``follow_up_needed`` is then true)."""
+
     def event(o: Order) -> EventPayload:
         return OrderCompleted(
             station_id=o.station_id,
             worker_id=o.worker_id or "",
             outcome=body.outcome,
             service_minutes=body.service_minutes,
-            follow_up_needed=body.follow_up_needed,
+            follow_up_needed=body.follow_up_needed or body.follow_up_by is not None,
             summary=body.summary,
+            follow_up_by=body.follow_up_by,
+            follow_up_plan=body.follow_up_plan,
         )
 
-    return await act(pool, attempt, Action.COMPLETE, event, note=body.outcome)
+    async def open_follow_up(conn: Connection, o: Order, now: datetime) -> None:
+        check_follow_up(body.follow_up_by, body.follow_up_plan, today(now))
+        if body.follow_up_by is not None and o.worker_id is not None:
+            await store.open_follow_up(
+                conn,
+                o.order_id,
+                o.station_id,
+                o.worker_id,
+                body.follow_up_by,
+                body.follow_up_plan,
+                now,
+            )
+
+    return await act(pool, attempt, Action.COMPLETE, event, note=body.outcome, then=open_follow_up)
 
 
 # --------------------------------------------------------------------- what the center sends
@@ -156,13 +181,22 @@ async def receive(conn: Connection, event: Envelope[OrderDispatched]) -> None:
     re-sends because it never heard the first acknowledgement (lost with a broker restart).
     A redispatch that crossed the order's completion (or closing, or cancellation) changes
     nothing and is not acknowledged: the center learns of the completion and keeps it.
+
+    A redo (发回重办: ``redo`` set, after the return visit) is the exception: it reopens the
+    completed order, here or at another station, as a new dispatch with its fresh deadlines
+    and no worker; the earlier steps stay in the order's history, and an open follow-up task
+    of the earlier completion ends as superseded.
     """
     p = event.payload
     now = datetime.now(UTC)
     status = arrival_status(p.accepted_at is not None)
     if await store.queue_dispatch(conn, event.order_id, p, status, now, event.correlation_id):
+        note = p.reason
+        if p.redo is not None:
+            note = f"redo {p.redo.send_back_no}: {p.redo.reason}"
+            await store.supersede_follow_up(conn, event.order_id, now)
         await store.add_history(
-            conn, event.order_id, p.station_id, status, now, event.actor.text, p.reason
+            conn, event.order_id, p.station_id, status, now, event.actor.text, note
         )
     elif not await store.holds_dispatch(conn, event.order_id, p.station_id, p.dispatch_no):
         return

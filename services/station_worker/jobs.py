@@ -1,5 +1,5 @@
-"""The station's background jobs: live queue changes for the dashboards, and erasing case
-details a while after an order ended.
+"""The station's background jobs: live queue changes for the dashboards, erasing case
+details a while after an order ended, and the overdue follow-ups gauge.
 
 Live queue changes for the dashboards: PostgreSQL NOTIFY to each station's SSE streams.
 
@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from prometheus_client import Gauge
 
 from services.station_worker import store
 from services.station_worker.settings import StationSettings
@@ -116,4 +117,28 @@ async def erase_personal_data(runtime: Runtime[StationSettings]) -> None:
         await asyncio.sleep(runtime.settings.station_erasure_interval_s)
 
 
-ALL = [listen_for_queue_changes, erase_personal_data]
+FOLLOW_UPS_OVERDUE = Gauge(
+    "swd_follow_ups_overdue",
+    "Open follow-up tasks (跟进回访) whose due day has passed, by station",
+    ["station"],
+)
+
+
+async def measure_follow_ups(runtime: Runtime[StationSettings]) -> dict[str, int]:
+    """Set the overdue follow-ups gauge from the database (every replica reports the same
+    figures, like the outbox backlog: dashboards take ``max`` over instances)."""
+    overdue = await store.overdue_follow_ups(runtime.pool)
+    FOLLOW_UPS_OVERDUE.clear()
+    for station, n in overdue.items():
+        FOLLOW_UPS_OVERDUE.labels(station).set(n)
+    return overdue
+
+
+async def report_follow_ups_overdue(runtime: Runtime[StationSettings]) -> None:
+    """Background job: :func:`measure_follow_ups` every ``SWD_OPS_METRICS_INTERVAL_S``."""
+    while True:
+        await measure_follow_ups(runtime)
+        await asyncio.sleep(runtime.settings.ops_metrics_interval_s)
+
+
+ALL = [listen_for_queue_changes, erase_personal_data, report_follow_ups_overdue]

@@ -4,13 +4,28 @@ may see it."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
 
 from services.station_worker import store
-from services.station_worker.api.schemas import HistoryEntry, QueueItem, QueuePage, StationOrder
-from services.station_worker.domain import NO_SUCH_ORDER, QueueFilter, StaffMember, sees_case
+from services.station_worker.api.schemas import (
+    FollowUpDue,
+    HistoryEntry,
+    QueueItem,
+    QueuePage,
+    StationOrder,
+)
+from services.station_worker.domain import (
+    NO_SUCH_ORDER,
+    QueueFilter,
+    StaffMember,
+    follow_up_overdue,
+    sees_case,
+    today,
+)
+from services.station_worker.follow_ups import task_view
 from shared.db import Connection, Pool
 from shared.errors import NotFound
 from shared.events import CaseDetails, Deadlines
@@ -18,8 +33,15 @@ from shared.paging import decode_cursor, encode_cursor
 
 
 def _queue_item(row: asyncpg.Record) -> dict[str, Any]:
+    due = row["follow_up"]
     return {
-        **{k: row[k] for k in QueueItem.model_fields if k != "deadlines"},
+        **{k: row[k] for k in QueueItem.model_fields if k not in ("deadlines", "follow_up")},
+        "follow_up": None
+        if due is None
+        else FollowUpDue(
+            **due,
+            overdue=follow_up_overdue(date.fromisoformat(due["due_on"]), today(datetime.now(UTC))),
+        ),
         "deadlines": Deadlines(
             dispatch_by=row["dispatch_by"],
             accept_by=row["accept_by"],
@@ -52,7 +74,8 @@ async def order_view(
     if row is None:
         raise NotFound(NO_SUCH_ORDER)
     history = await store.history(conn, staff.station_id, order_id)
-    entitled = sees_case(staff, row["worker_id"])
+    due = row["follow_up"]
+    entitled = sees_case(staff, row["worker_id"], None if due is None else due["worker_id"])
     return StationOrder(
         **_queue_item(row),
         case=(
@@ -63,4 +86,5 @@ async def order_view(
         case_withheld=not entitled,
         case_erased_at=row["case_erased_at"],
         history=[HistoryEntry(**dict(h)) for h in history],
+        follow_up_task=await task_view(conn, staff, order_id, entitled),
     )

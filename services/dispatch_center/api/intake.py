@@ -6,14 +6,16 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from services.dispatch_center import intake
+from services.dispatch_center import feedback, intake
 from services.dispatch_center.api.deps import CenterRuntime, CurrentIntegration
 from services.dispatch_center.api.schemas import (
+    FeedbackBody,
     IntakeRequest,
     IntakeResponse,
     RequestView,
     TimelineEntry,
 )
+from services.dispatch_center.domain import Feedback
 from shared.runtime import PoolDep
 
 router = APIRouter(prefix="/v1/requests", tags=["intake"])
@@ -42,6 +44,28 @@ async def submit_request(
 async def get_request(
     order_id: uuid.UUID, integration: CurrentIntegration, pool: PoolDep
 ) -> RequestView:
+    return await _view(pool, integration, order_id)
+
+
+@router.post(
+    "/{order_id}/feedback",
+    response_model=RequestView,
+    responses={
+        404: {"description": "no such order of this integration"},
+        409: {"description": "the order is not awaiting feedback, or its feedback was given"},
+    },
+)
+async def give_feedback(
+    order_id: uuid.UUID, body: FeedbackBody, integration: CurrentIntegration, pool: PoolDep
+) -> RequestView:
+    """The return visit's answer (回访): resolved and not dissatisfied closes the order;
+    otherwise an operator may send it back for redo. The first answer counts."""
+    answer = Feedback("integration", True, body.resolved, body.satisfaction, body.comment)
+    await feedback.integration_feedback(pool, integration, order_id, answer)
+    return await _view(pool, integration, order_id)
+
+
+async def _view(pool: PoolDep, integration: CurrentIntegration, order_id: uuid.UUID) -> RequestView:
     order, timeline = await intake.get_request(pool, integration, order_id)
     return RequestView(
         order_id=order.id,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from services.dispatch_center import domain, operations
+from services.dispatch_center import domain, feedback, operations
 from services.dispatch_center.api.deps import ActingOperator, CenterRuntime, CurrentOperator
 from services.dispatch_center.api.schemas import (
     CommunityBody,
@@ -26,6 +26,8 @@ from services.dispatch_center.api.schemas import (
     OverrideView,
     ReasonBody,
     RedispatchBody,
+    ReturnVisitBody,
+    SendBackBody,
     StationBody,
     StationView,
 )
@@ -123,6 +125,37 @@ async def cancel(
 ) -> OrderDetail:
     await operations.cancel(pool, operator, order_id, body.reason)
     return await _detail(pool, order_id)
+
+
+@router.post(
+    "/orders/{order_id}/return-visit",
+    response_model=OrderDetail,
+    responses={404: {}, 409: {}, 422: {}},
+)
+async def return_visit(
+    order_id: uuid.UUID, body: ReturnVisitBody, operator: ActingOperator, pool: PoolDep
+) -> OrderDetail:
+    """The operator's return visit or call (回访): reached, its answers count as the order's
+    feedback; not reached, it is recorded and changes nothing."""
+    visit = domain.return_visit(body.reached, body.resolved, body.satisfaction, body.comment)
+    await feedback.return_visit(pool, operator, order_id, visit)
+    return await _detail(pool, order_id)
+
+
+@router.post(
+    "/orders/{order_id}/send-back",
+    response_model=OrderDetail,
+    responses={404: {}, 409: {}, 422: {}},
+)
+async def send_back(
+    order_id: uuid.UUID, body: SendBackBody, operator: ActingOperator, runtime: CenterRuntime
+) -> OrderDetail:
+    """Send an order back for redo (发回重办) after a negative return visit: to the station
+    that served it or the one named, with fresh accept, assign and complete deadlines."""
+    await feedback.send_back(
+        runtime.pool, runtime.settings, operator, order_id, body.reason, body.station_id
+    )
+    return await _detail(runtime.pool, order_id)
 
 
 @router.get("/stations", response_model=list[StationView])

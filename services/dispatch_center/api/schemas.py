@@ -13,11 +13,19 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    StrictBool,
     StringConstraints,
     field_validator,
 )
 
-from shared.domain import BeneficiaryGroup, Category, OrderStatus, ReporterRole, Urgency
+from shared.domain import (
+    BeneficiaryGroup,
+    Category,
+    OrderStatus,
+    ReporterRole,
+    Satisfaction,
+    Urgency,
+)
 from shared.events import Deadlines
 from shared.strings import FreeText, SingleLine
 
@@ -97,6 +105,18 @@ class RequestView(BaseModel):
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
 
+# The return visit's comment: personal data (never logged; the audit redacts it).
+Comment = Annotated[FreeText, StringConstraints(max_length=2000)]
+
+
+class FeedbackBody(Strict):
+    """The reporter's answer at the return visit (回访)."""
+
+    resolved: StrictBool = Field(description="was the need met")
+    satisfaction: Satisfaction
+    comment: Comment | None = None
+
+
 # --- Operator API ---------------------------------------------------------------------------
 
 Reason = Annotated[FreeText, StringConstraints(min_length=1, max_length=500)]
@@ -123,6 +143,10 @@ class OrderSummary(BaseModel):
     hold_reason: str | None
     redispatches: int
     resends: int
+    feedback_due_at: datetime | None = Field(
+        description="awaiting feedback: closed without feedback then"
+    )
+    send_backs: int
 
 
 class OperatorTimelineEntry(TimelineEntry):
@@ -146,6 +170,22 @@ class RedispatchBody(Strict):
 
 class ReasonBody(Strict):
     reason: Reason
+
+
+class ReturnVisitBody(Strict):
+    """An operator's return visit or call: whom it reached, and then the answers."""
+
+    reached: StrictBool
+    resolved: StrictBool | None = Field(default=None, description="required when reached")
+    satisfaction: Satisfaction | None = Field(default=None, description="required when reached")
+    comment: Comment | None = None
+
+
+class SendBackBody(Strict):
+    reason: Reason
+    station_id: Code | None = Field(
+        default=None, description="the station that redoes the order; null: the one that served it"
+    )
 
 
 class StationBody(Strict):

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.types import DecoratedCallable
 
-from services.station_worker import actions, queue, store, workers
+from services.station_worker import actions, follow_ups, queue, store, workers
 from services.station_worker.api.deps import (
     Acting,
     CurrentStaff,
@@ -24,11 +24,15 @@ from services.station_worker.api.deps import (
 from services.station_worker.api.schemas import (
     AssignBody,
     CompleteBody,
+    FollowUpsPage,
+    FollowUpTask,
+    FollowUpWorkerBody,
     Me,
     QueuePage,
     RejectBody,
     StationOrder,
     SuggestedWorker,
+    VisitBody,
     Worker,
     WorkerBody,
 )
@@ -121,6 +125,52 @@ async def complete(body: CompleteBody, act: Acting) -> StationOrder:
 @_action("start")
 async def start(act: Acting) -> StationOrder:
     return act.done(await actions.start(act.pool, act.attempt))
+
+
+@router.get(
+    "/stations/{station_id}/follow-ups",
+    response_model=FollowUpsPage,
+    responses={**ERRORS, 403: ACTION_ERRORS[403]},
+)
+async def list_follow_ups(
+    staff: StationStaff,
+    pool: PoolDep,
+    worker_id: Annotated[
+        str | None, Query(max_length=200, description="a manager's filter; a worker's own")
+    ] = None,
+    unattended: Annotated[
+        bool | None, Query(description="true: tasks whose worker is gone (a manager decides)")
+    ] = None,
+    overdue: Annotated[bool | None, Query(description="past the due day")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> FollowUpsPage:
+    """The station's open follow-up tasks, soonest due first: a social worker's own, or for a
+    manager all of them."""
+    return await follow_ups.list_follow_ups(pool, staff, worker_id, unattended, overdue, limit)
+
+
+@router.post(
+    "/orders/{order_id}/follow-ups",
+    response_model=FollowUpTask,
+    status_code=status.HTTP_201_CREATED,
+    responses=ACTION_ERRORS,
+)
+async def record_follow_up(
+    order_id: uuid.UUID, body: VisitBody, staff: CurrentStaff, pool: PoolDep
+) -> FollowUpTask:
+    """Record a follow-up visit (the task's worker or a manager): the next one is due by
+    `next_follow_up_by`, or the task ends (null). Emits `order.followed_up`."""
+    return await follow_ups.record_visit(pool, staff, order_id, body)
+
+
+@router.post(
+    "/orders/{order_id}/follow-ups/reassign", response_model=FollowUpTask, responses=ACTION_ERRORS
+)
+async def reassign_follow_up(
+    order_id: uuid.UUID, body: FollowUpWorkerBody, staff: CurrentStaff, pool: PoolDep
+) -> FollowUpTask:
+    """A manager gives the open follow-up task to another active social worker of the station."""
+    return await follow_ups.reassign(pool, staff, order_id, body)
 
 
 @router.get(

@@ -3,18 +3,27 @@ changes touch no other test's orders), station events sent as a station would, l
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import httpx
+import uvicorn
 from aiokafka import AIOKafkaProducer
+from starlette.requests import Request
+from starlette.responses import Response
 
 from shared import topics
 from shared.events import Actor, EventPayload, new_event
+from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
 from tests.factories.requests import request_body
+from tests.helpers import eventually
 
 TOWNSHIP = "TS-T3"
 STATIONS = ("st-t3-a", "st-t3-b", "st-t3-c", "st-t3-d", "st-t3-rehab", "st-t3-off")
@@ -126,3 +135,46 @@ async def center_events(db: asyncpg.Pool, order_id: str, event_type: str) -> lis
         event_type,
     )
     return [json.loads(r["body"]) for r in rows]
+
+
+async def new_integration(
+    stack: RunningStack, http: httpx.AsyncClient, **extra: Any
+) -> dict[str, Any]:
+    resp = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/operator/integrations",
+        json={"name": f"test-{uuid.uuid4().hex[:8]}", "reason": "test", **extra},
+        headers=operator_headers(stack),
+    )
+    assert resp.status_code == 201, resp.text
+    created: dict[str, Any] = resp.json()
+    return created
+
+
+@dataclass
+class Receiver:
+    """An integration's callback endpoint: fails the first ``failures`` requests."""
+
+    failures: int
+    calls: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        body = await request.body()
+        code = 500 if len(self.calls) < self.failures else 200
+        self.calls.append((code, dict(request.headers), body))
+        await Response(status_code=code)(scope, receive, send)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Receiver) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: asyncio.sleep(0, server.started))
+    try:
+        yield f"http://127.0.0.1:{port}/swd-callbacks"
+    finally:
+        server.should_exit = True
+        await task

@@ -22,23 +22,22 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from cryptography.fernet import Fernet
-from starlette.requests import Request
-from starlette.responses import Response
 
 from services.dispatch_center import callbacks
 from shared.db import schema_settings
 from shared.events import OrderAccepted, OrderAssigned, OrderCompleted, OrderRejected, OrderStarted
-from swdispatch.embedded import free_port
 from tests.conftest import RunningStack
 from tests.factories.requests import request_body
 from tests.helpers import eventually, post_request, remember_personal_data
 from tests.integration.dispatch_center.center_support import (
+    Receiver,
     center_events,
     center_order,
+    new_integration,
     operator_headers,
     send_station_events,
+    serving,
     set_up_township,
     submit,
     t3_request,
@@ -55,19 +54,6 @@ remember_personal_data(NOTE, SUMMARY)
 @pytest.fixture(scope="module")
 async def township(stack: RunningStack, http: httpx.AsyncClient) -> None:
     await set_up_township(stack, http)
-
-
-async def new_integration(
-    stack: RunningStack, http: httpx.AsyncClient, **extra: Any
-) -> dict[str, Any]:
-    resp = await http.post(
-        f"{stack.urls['dispatch_center']}/v1/operator/integrations",
-        json={"name": f"test-{uuid.uuid4().hex[:8]}", "reason": "test", **extra},
-        headers=operator_headers(stack),
-    )
-    assert resp.status_code == 201, resp.text
-    created: dict[str, Any] = resp.json()
-    return created
 
 
 # --- intake ---------------------------------------------------------------------------------
@@ -587,36 +573,6 @@ async def test_order_list_pages_with_a_cursor(stack: RunningStack, http: httpx.A
 # --- status callbacks -----------------------------------------------------------------------
 
 
-@dataclass
-class Receiver:
-    """An integration's callback endpoint: fails the first ``failures`` requests."""
-
-    failures: int
-    calls: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
-        body = await request.body()
-        code = 500 if len(self.calls) < self.failures else 200
-        self.calls.append((code, dict(request.headers), body))
-        await Response(status_code=code)(scope, receive, send)
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Receiver) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    await eventually(lambda: asyncio.sleep(0, server.started))
-    try:
-        yield f"http://127.0.0.1:{port}/swd-callbacks"
-    finally:
-        server.should_exit = True
-        await task
-
-
 @pytest.mark.usefixtures("township")
 async def test_callbacks_are_signed_retried_and_delivered_once_per_status_change(
     stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
@@ -650,7 +606,7 @@ async def test_callbacks_are_signed_retried_and_delivered_once_per_status_change
         def delivered() -> list[dict[str, Any]]:
             return [json.loads(body) for code, _, body in receiver.calls if code == 200]
 
-        await eventually(lambda: asyncio.sleep(0, len(delivered()) >= 6), timeout_s=20)
+        await eventually(lambda: asyncio.sleep(0, len(delivered()) >= 7), timeout_s=20)
         await asyncio.sleep(0.5)  # nothing more may come
 
     assert [c["status"] for c in delivered()] == [
@@ -660,14 +616,15 @@ async def test_callbacks_are_signed_retried_and_delivered_once_per_status_change
         "assigned",
         "in_service",
         "completed",
+        "awaiting_feedback",  # the return visit is next
     ]
     assert all(c["order_id"] == order_id for c in delivered())
     assert_callbacks_follow_the_timeline(await intake_rows(db, order_id))
-    assert [code for code, _, _ in receiver.calls] == [500, 500] + [200] * 6
+    assert [code for code, _, _ in receiver.calls] == [500, 500] + [200] * 7
     # The two failures were retries of the first callback, not callbacks of their own.
     deliveries = [headers["x-swd-delivery"] for _, headers, _ in receiver.calls]
     assert deliveries[0] == deliveries[1] == deliveries[2]
-    assert len(set(deliveries)) == 6
+    assert len(set(deliveries)) == 7
     for _, headers, body in receiver.calls:
         expected = hmac.new(
             integration["callback_secret"].encode(),
@@ -684,7 +641,7 @@ async def test_callbacks_are_signed_retried_and_delivered_once_per_status_change
            WHERE c.order_id = $1 ORDER BY a.id""",
         uuid.UUID(order_id),
     )
-    assert [a["outcome"] for a in attempts] == ["failed", "failed"] + ["delivered"] * 6
+    assert [a["outcome"] for a in attempts] == ["failed", "failed"] + ["delivered"] * 7
     metrics = (await http.get(f"{stack.urls['dispatch_center']}/metrics")).text
     assert 'swd_status_callback_attempts_total{outcome="failed"}' in metrics
     assert 'swd_status_callback_attempts_total{outcome="delivered"}' in metrics

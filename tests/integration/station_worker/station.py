@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,10 +20,15 @@ from services.dispatch_center.admin import upsert_community, upsert_station
 from services.station_worker.admin import create_staff, create_worker
 from shared import topics
 from shared.db import transaction_in
+from shared.domain import Satisfaction
 from shared.events import (
     SYSTEM,
+    Deadlines,
+    Envelope,
     EventPayload,
     Location,
+    OrderDispatched,
+    Redo,
     new_event,
 )
 from tests.conftest import RunningStack
@@ -94,6 +99,54 @@ def dispatched(
         dispatch_no=dispatch_no,
         location=Location(township_code="TS-T", community_code="T-VILLAGE"),
     )
+
+
+def redo_dispatched(
+    station_id: str,
+    order_id: uuid.UUID | str,
+    dispatch_no: int,
+    *,
+    send_back_no: int = 1,
+    reason: str = "The resident says the meals never came",
+    accept_in: timedelta = timedelta(hours=4),
+) -> Envelope[OrderDispatched]:
+    """The dispatch the center sends after a send-back for redo: a higher ``dispatch_no`` and
+    deadlines counted afresh from now."""
+    now = datetime.now(UTC)
+    event: Envelope[OrderDispatched] = dispatched(
+        station_id, order_id=uuid.UUID(str(order_id)), dispatch_no=dispatch_no
+    )
+    payload = event.payload.model_copy(
+        update={
+            "reason": "sent back for redo",
+            "redo": Redo(
+                send_back_no=send_back_no,
+                reason=reason,
+                resolved=False,
+                satisfaction=Satisfaction.DISSATISFIED,
+            ),
+            "deadlines": Deadlines(
+                dispatch_by=now,
+                accept_by=now + accept_in,
+                assign_by=now + accept_in + timedelta(hours=1),
+                complete_by=now + accept_in + timedelta(days=1),
+            ),
+        }
+    )
+    return new_event(payload, order_id=event.order_id, actor=SYSTEM)
+
+
+async def publish_events(stack: RunningStack, *events: Envelope[Any]) -> None:
+    """Send these very events (their ids too: a redelivery is a duplicate)."""
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(
+                topics.CENTER_EVENTS, event.to_json().encode(), key=str(event.order_id).encode()
+            )
+    finally:
+        await producer.stop()
 
 
 async def publish(stack: RunningStack, *payloads: tuple[uuid.UUID, EventPayload]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -20,7 +21,19 @@ from tests.conftest import RunningStack
 from tests.debian import debian_tool
 from tests.factories.requests import request_body
 from tests.helpers import get_json_when, post_request
-from tests.integration.station_worker.station import routed_station
+from tests.integration.station_worker.station import (
+    dispatch,
+    new_station,
+    order_when,
+    publish_events,
+    redo_dispatched,
+    routed_station,
+)
+from tests.integration.station_worker.test_station_dashboard import (
+    COMPLETION,
+    post,
+    station_events,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +142,58 @@ async def test_staff_see_a_new_order_live_accept_and_assign_it_and_the_audit_see
         "id": f"{station.id}-manager",
     }
     assert steps["order.assigned"]["payload"]["worker_id"] == f"{station.id}-sw1"
+
+
+async def test_a_redo_shows_marked_with_its_reason_and_a_follow_up_visit_is_recorded(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, browser: WebDriver
+) -> None:
+    station = await new_station(stack, db, [("sw1", [], 5, True)])
+    ((worker, token),) = station.workers.items()
+    redone = (await dispatch(stack, http, station))["order_id"]
+    followed = (await dispatch(stack, http, station))["order_id"]
+    due = datetime.now(UTC).date() + timedelta(days=5)
+    for order_id, extra in ((redone, {}), (followed, {"follow_up_by": due.isoformat()})):
+        assert (await post(http, station, order_id, "accept")).status_code == 200
+        assert (
+            await post(http, station, order_id, "assign", {"worker_id": worker})
+        ).status_code == 200
+        assert (await post(http, station, order_id, "start", token=token)).status_code == 200
+        done = await post(http, station, order_id, "complete", COMPLETION | extra, token=token)
+        assert done.status_code == 200, done.text
+    await publish_events(
+        stack, redo_dispatched(station.id, redone, 2, reason="Meals <b>never</b> came")
+    )
+    await order_when(http, station, redone, "dispatched")
+
+    wait = WebDriverWait(browser, 15)
+    browser.get(f"{station.base}/dashboard")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{station.base}/dashboard")
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+    row = f'tr[data-order-id="{redone}"]'
+    badge = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, f'{row} [data-role="redo"]'))
+    )
+    assert badge.text == "发回重办 #1"
+    reason = browser.find_element(By.CSS_SELECTOR, f'{row} [data-role="redo-reason"]')
+    assert reason.text == "Meals <b>never</b> came"  # shown as text, never as HTML
+
+    # The worker's follow-up task is listed with its due day; they record the last visit.
+    task = f'tr[data-follow-up="{followed}"]'
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, task)))
+    assert due.isoformat() in browser.find_element(By.CSS_SELECTOR, task).text
+    browser.find_element(By.CSS_SELECTOR, f'{task} button[data-action="visit"]').click()
+    browser.find_element(By.CSS_SELECTOR, f'{task} textarea[name="summary"]').send_keys(
+        "Meals arrive every day now"
+    )
+    browser.find_element(By.CSS_SELECTOR, f'{task} button[data-action="confirm-visit"]').click()
+    wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, task)))
+    assert browser.find_element(By.ID, "message").text == ""
+    events = await station_events(db, followed)
+    assert events[-1]["type"] == "order.followed_up"
+    assert (events[-1]["payload"]["worker_id"], events[-1]["payload"]["next_follow_up_by"]) == (
+        worker,
+        None,
+    )
+    browser.find_element(By.ID, "signout").click()

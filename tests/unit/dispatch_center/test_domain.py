@@ -335,6 +335,11 @@ def progress(payload_type: type[EventPayload], station: str) -> EventPayload:
         # ... but not an order that has ended.
         (OrderCompleted, OrderStatus.CANCELLED, "st-a", None),
         (OrderCompleted, OrderStatus.COMPLETED, "st-a", None),
+        # ... nor one served already, awaiting its return visit or closed.
+        (OrderCompleted, OrderStatus.AWAITING_FEEDBACK, "st-a", None),
+        (OrderCompleted, OrderStatus.CLOSED, "st-a", None),
+        (OrderCompleted, OrderStatus.CLOSED_WITHOUT_FEEDBACK, "st-a", None),
+        (OrderAssigned, OrderStatus.AWAITING_FEEDBACK, "st-a", None),
     ],
 )
 def test_progress_moves_the_status_it_may_follow(
@@ -344,13 +349,16 @@ def test_progress_moves_the_status_it_may_follow(
     moves_to: OrderStatus | None,
 ) -> None:
     current = order(status, "st-a")
-    change = domain.progress_change(current, event(progress(payload_type, station)))
-    assert (statuses(change) if change else None) == ([moves_to] if moves_to else None)
+    change = domain.progress_change(SETTINGS, current, event(progress(payload_type, station)))
+    expected = [moves_to] if moves_to else None
+    if moves_to is OrderStatus.COMPLETED:  # and at once awaiting the return visit
+        expected = [OrderStatus.COMPLETED, OrderStatus.AWAITING_FEEDBACK]
+    assert (statuses(change) if change else None) == expected
 
 
 def test_a_completion_crossing_a_redispatch_gives_the_order_to_the_completing_station() -> None:
     redispatched = order(OrderStatus.DISPATCHED, "st-b", accept_due_at=DEADLINE, next_resend_at=NOW)
-    change = domain.progress_change(redispatched, event(progress(OrderCompleted, "st-a")))
+    change = domain.progress_change(SETTINGS, redispatched, event(progress(OrderCompleted, "st-a")))
     assert change is not None
     after = apply(redispatched, change)
     assert (after.station_id, after.accept_due_at, after.next_resend_at) == ("st-a", None, None)

@@ -402,6 +402,8 @@ class Timeline:
     feedbacks: tuple[Feedback, ...] = ()
     send_backs: int = 0
     supervision_opened_at: datetime | None = None
+    supervision_station_id: str | None = None
+    """The station whose work was sent back the third time: its supervisor closes it."""
     supervision_closed_at: datetime | None = None
     redos: tuple[RedoRound, ...] = ()
     follow_ups: tuple[FollowUp, ...] = ()
@@ -602,7 +604,8 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
     elif kind == "order.sent_back":
         t = replace(t, send_backs=max(t.send_backs, int(p["send_back_no"])))
     elif kind == "order.supervision_opened":
-        t = replace(t, supervision_opened_at=_first(t.supervision_opened_at, at))
+        if t.supervision_opened_at is None:
+            t = replace(t, supervision_opened_at=at, supervision_station_id=p["station_id"])
     elif kind == SUPERVISION_CLOSED:
         t = replace(t, supervision_closed_at=_first(t.supervision_closed_at, at))
     elif kind == REVIEWED:

@@ -9,6 +9,7 @@ close's note), which the trail does not: the entry holds the scores, the row the
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,14 +31,17 @@ from shared.errors import Conflict, InvalidField, NotFound
 
 
 async def _locked_order(
-    conn: Connection, reader: Reader, order_id: uuid.UUID
+    conn: Connection,
+    reader: Reader,
+    order_id: uuid.UUID,
+    station_of: Callable[[Timeline], str | None],
 ) -> tuple[Timeline, str]:
-    """The order and its station, locked for appending to its chain; NotFound unless the
-    reader supervises the station that holds it."""
+    """The order, locked for appending to its chain, and its station that matters here
+    (``station_of``); NotFound unless the reader supervises that station."""
     await store.hold_off_checkpoints(conn)
     await store.lock_orders(conn, [order_id])
     found = await store.load_timelines(conn, order_id=order_id)
-    station = found[0].station_id if found else None
+    station = station_of(found[0]) if found else None
     if station is None or not reader.supervises(station):
         raise NotFound("no such order")
     return found[0], station
@@ -104,7 +108,7 @@ async def review(
     """Record the supervisor's review of a picked order; Conflict when the order was not
     picked (or is not completed yet) or already has a review."""
     async with pool.acquire() as conn, conn.transaction():
-        order, station = await _locked_order(conn, reader, order_id)
+        order, station = await _locked_order(conn, reader, order_id, lambda t: t.station_id)
         chosen = _picked(order, share)
         if chosen is None:
             raise Conflict("this order was not picked for review")
@@ -129,10 +133,16 @@ async def review(
 async def close_supervision(
     pool: Pool, key: bytes, reader: Reader, order_id: uuid.UUID, note: str
 ) -> dict[str, Any]:
-    """Close the order's supervision with the supervisor's note; Conflict when it is not
-    under supervision (never opened, or closed already)."""
+    """Close the order's supervision with the note of the supervisor of the station whose work
+    was sent back the third time; Conflict when it is not under supervision (never opened, or
+    closed already)."""
     async with pool.acquire() as conn, conn.transaction():
-        order, station = await _locked_order(conn, reader, order_id)
+        order, station = await _locked_order(
+            conn,
+            reader,
+            order_id,
+            lambda t: t.supervision_station_id if t.supervision_opened_at else t.station_id,
+        )
         if not order.under_supervision:
             raise Conflict("this order is not under supervision")
         payload = OrderSupervisionClosed(station_id=station, supervisor_id=reader.id, note=note)

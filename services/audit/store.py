@@ -243,7 +243,13 @@ _ORDER_FIELDS = (
 
 
 # The loop's scalar columns of the orders table, of the timeline's fields of the same name.
-_LOOP_FIELDS = ("feedback_due_at", "send_backs", "supervision_opened_at", "supervision_closed_at")
+_LOOP_FIELDS = (
+    "feedback_due_at",
+    "send_backs",
+    "supervision_opened_at",
+    "supervision_station_id",
+    "supervision_closed_at",
+)
 _REVIEW_FIELDS = ("timeliness", "professional_quality", "record_completeness")
 
 
@@ -259,10 +265,11 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
                submitted_at, dispatched_at, received_at, accepted_at, assigned_at, started_at,
                completed_at, ended_at, dispatch_by, accept_by, assign_by, complete_by,
                dispatches, rejections, escalations, events, feedback_due_at, send_backs,
-               supervision_opened_at, supervision_closed_at, reviewer_id, reviewed_at,
-               review_timeliness, review_professional_quality, review_record_completeness)
+               supervision_opened_at, supervision_station_id, supervision_closed_at,
+               reviewer_id, reviewed_at, review_timeliness, review_professional_quality,
+               review_record_completeness)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-               $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)""",
+               $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)""",
         [
             (
                 order_id,
@@ -496,16 +503,16 @@ async def supervisions(
     open_only: bool,
     order_id: uuid.UUID | None = None,
 ) -> list[dict[str, Any]]:
-    """Orders under supervision (or ever, without ``open_only``) of ``stations`` (None:
-    all; ``order_id``: that one only), oldest first."""
+    """Orders under supervision (or ever, without ``open_only``) whose supervision is of one
+    of ``stations`` (None: all; ``order_id``: that one only), oldest first."""
     return [
         dict(r)
         for r in await conn.fetch(
-            """SELECT o.order_id, o.station_id, o.status, o.send_backs,
+            """SELECT o.order_id, o.supervision_station_id AS station_id, o.status, o.send_backs,
                       o.supervision_opened_at, o.supervision_closed_at, c.supervisor_id
                FROM orders o LEFT JOIN supervision_closes c USING (order_id)
                WHERE o.supervision_opened_at IS NOT NULL
-                 AND ($1::text[] IS NULL OR o.station_id = ANY($1))
+                 AND ($1::text[] IS NULL OR o.supervision_station_id = ANY($1))
                  AND (NOT $2 OR o.supervision_closed_at IS NULL)
                  AND ($3::uuid IS NULL OR o.order_id = $3)
                ORDER BY o.supervision_opened_at, o.order_id""",

@@ -105,6 +105,7 @@ class OrderTimeliness(BaseModel):
     feedbacks: list[FeedbackView] = []
     send_backs: int = 0
     supervision_opened_at: datetime | None = None
+    supervision_station_id: str | None = None
     supervision_closed_at: datetime | None = None
     redos: list[RedoView] = Field(default=[], description="the redos after send-backs")
     follow_ups: list[FollowUpView] = Field(default=[], description="the 'follow-up' stage")
@@ -134,6 +135,7 @@ _LOOP = (
     "feedbacks",
     "send_backs",
     "supervision_opened_at",
+    "supervision_station_id",
     "supervision_closed_at",
     "redos",
     "follow_ups",
@@ -146,6 +148,7 @@ def _loop_of(t: Timeline) -> dict[str, Any]:
         "feedback_due_at": t.feedback_due_at,
         "send_backs": t.send_backs,
         "supervision_opened_at": t.supervision_opened_at,
+        "supervision_station_id": t.supervision_station_id,
         "supervision_closed_at": t.supervision_closed_at,
         "feedbacks": [vars(f) for f in t.feedbacks],
         "redos": [

@@ -24,6 +24,7 @@ ALTER TABLE orders
     ADD COLUMN feedback_due_at timestamptz,
     ADD COLUMN send_backs int NOT NULL DEFAULT 0,
     ADD COLUMN supervision_opened_at timestamptz,
+    ADD COLUMN supervision_station_id text,
     ADD COLUMN supervision_closed_at timestamptz,
     ADD COLUMN reviewer_id text,
     ADD COLUMN reviewed_at timestamptz,

@@ -2,11 +2,13 @@
 visits, send-backs and redos (the station's steps scripted, as in the center's loop tests),
 projected with each redo against its fresh deadlines; the supervision the third send-back
 opened, closed by the supervisor of the station whose work was sent back; the feedback's
-comment never in the trail; the chain verifying."""
+comment never in the trail; the chain verifying. A real station's follow-up visits, timed
+against their due days."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -15,7 +17,7 @@ import pytest
 from services.audit.admin import create_reader
 from shared.db import connect
 from tests.conftest import RunningStack
-from tests.helpers import get_json_when
+from tests.helpers import get_json_when, remember_personal_data
 from tests.integration.dispatch_center.center_support import set_up_township
 from tests.integration.dispatch_center.test_center_loop import (
     COMMENT,
@@ -24,6 +26,8 @@ from tests.integration.dispatch_center.test_center_loop import (
     _send_back,
     _serve,
 )
+from tests.integration.station_worker.station import new_station
+from tests.integration.station_worker.test_loop import PLAN, completed_order, visit, with_follow_up
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +112,38 @@ async def test_the_audit_follows_a_real_order_around_the_loop(
 
     verified = (await http.get(f"{audit}/v1/audit/verify", headers=evaluator)).json()
     assert not [b for b in verified["broken"] if b["order_id"] == order_id]
+
+
+async def test_the_audit_times_a_real_stations_follow_up_visits(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station = await new_station(stack, db, [("a", [], 5, True)])
+    ((worker, token),) = station.workers.items()
+    remember_personal_data(PLAN)
+    today = datetime.now(UTC).date()
+    due, next_by = today + timedelta(days=7), today + timedelta(days=30)
+    order_id = await completed_order(stack, http, station, worker, with_follow_up(due))
+    first = {
+        "visited_on": today.isoformat(),
+        "summary": "Meals arrive",
+        "next_follow_up_by": next_by.isoformat(),
+    }
+    assert (await visit(http, station, order_id, first, token)).status_code == 201
+
+    audit = stack.urls["audit"]
+    evaluator = {"Authorization": f"Bearer {stack.supervisor_token}"}
+    t = await get_json_when(
+        http,
+        f"{audit}/v1/orders/{order_id}/timeliness",
+        evaluator,
+        lambda o: len(o["follow_ups"]) == 2,
+    )
+    assert [(f["worker_id"], f["due_on"], f["done_on"], f["outcome"]) for f in t["follow_ups"]] == [
+        (worker, due.isoformat(), today.isoformat(), "met"),
+        (worker, next_by.isoformat(), None, "pending"),
+    ]
+    trail = await http.get(f"{audit}/v1/orders/{order_id}/trail", headers=evaluator)
+    assert PLAN not in trail.text
+    assert "Meals arrive" not in trail.text
+    followed = [e for e in trail.json() if e["event_type"] == "order.followed_up"]
+    assert followed[0]["event"]["payload"]["next_follow_up_by"] == next_by.isoformat()

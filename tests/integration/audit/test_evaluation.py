@@ -27,6 +27,7 @@ from services.audit.domain import (
     project,
 )
 from shared.db import connect
+from shared.migrations import migration_files, service_migrations
 from tests.conftest import RunningStack
 from tests.factories.audit import SECRET, OrderScript
 from tests.helpers import eventually, remember_personal_data, swdispatch
@@ -409,3 +410,43 @@ async def test_a_redos_deadline_and_a_follow_up_passing_count_as_breaches_at_onc
         return 'swd_sla_breaches_total{stage="follow_up"' in metrics
 
     await eventually(counted, timeout_s=10)
+
+
+async def test_migration_0004_makes_the_county_wide_supervisors_evaluators(
+    stack: RunningStack,
+) -> None:
+    schema = f"audit_upgrade_{uuid.uuid4().hex[:8]}"
+    conn = await connect(stack.database_url, schema)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        files = migration_files(service_migrations("audit"))
+        loop = [v for v, _ in files].index("service/0004_loop")
+        for _, sql in files[:loop]:
+            await conn.execute(sql)
+        await conn.execute(
+            """INSERT INTO readers (id, name, role, station_id, token_hash) VALUES
+               ('old-s', 'County', 'supervisor', NULL, 'h1'),
+               ('old-m', 'Manager', 'station_manager', 'st-a', 'h2')"""
+        )
+        for _, sql in files[loop:]:
+            await conn.execute(sql)
+        roles = {r["id"]: r["role"] for r in await conn.fetch("SELECT id, role FROM readers")}
+        assert roles == {"old-s": "evaluator", "old-m": "station_manager"}
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                """INSERT INTO readers (id, name, role, token_hash)
+                   VALUES ('s', 'S', 'supervisor', 'h3')"""
+            )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                """INSERT INTO readers (id, name, role, station_id, stations, token_hash)
+                   VALUES ('m', 'M', 'station_manager', 'st-a', '{st-b}', 'h4')"""
+            )
+        await conn.execute(
+            """INSERT INTO readers (id, name, role, stations, token_hash) VALUES
+               ('s', 'S', 'supervisor', '{st-a,st-b}', 'h5'),
+               ('e', 'E', 'evaluator', '{st-a}', 'h6')"""
+        )
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()

@@ -439,7 +439,9 @@ class Timeline:
     def stage_outcome(self, stage: Stage, now: datetime) -> Outcome:
         """``met``, ``breached``, ``pending`` (open, deadline ahead) or ``not_applicable``
         (no deadline known, or the order ended before the deadline without this stage)."""
-        return stage_outcome(self.deadlines.get(stage), self.done_at(stage), now, self.ended_at)
+        # The first service ended at its completion at the latest, whatever a redo reopened.
+        end = self.completed_at or self.ended_at
+        return stage_outcome(self.deadlines.get(stage), self.done_at(stage), now, end)
 
     def outcomes(self, stage: Stage, now: datetime) -> list[Outcome]:
         """The stage's outcome of the first service and of every redo (accept, complete)."""

@@ -341,7 +341,8 @@ async def record_open_breaches(conn: Connection) -> int:
             SELECT o.order_id, s.stage, o.station_id, o.urgency, s.deadline
             FROM orders o CROSS JOIN LATERAL (VALUES {_STAGE_DEADLINE_DONE})
                  AS s(stage, deadline, done_at)
-            WHERE o.ended_at IS NULL AND s.done_at IS NULL AND s.deadline < now()
+            WHERE o.ended_at IS NULL AND o.completed_at IS NULL AND s.done_at IS NULL
+              AND s.deadline < now()
             ON CONFLICT DO NOTHING""",  # noqa: S608
         """INSERT INTO breaches (order_id, stage, round, station_id, urgency, deadline)
            SELECT o.order_id, s.stage, r.send_back_no, o.station_id, o.urgency, s.deadline
@@ -524,10 +525,15 @@ async def supervisions(
 
 
 # -- The figures ----------------------------------------------------------------------------
-# Any stage past its deadline and not done (not only the current one).
-OVERDUE = " OR ".join(
+# Any stage past its deadline and not done (not only the current one): of the first service
+# while it is not completed, and of a redo's accept or completion.
+_FIRST_OVERDUE = " OR ".join(
     f"({done} IS NULL AND {stage.value}_by < now())" for stage, done in STAGE_DONE.items()
 )
+OVERDUE = f"""(completed_at IS NULL AND ({_FIRST_OVERDUE})) OR EXISTS (
+    SELECT 1 FROM redos r WHERE r.order_id = orders.order_id
+      AND ((r.accepted_at IS NULL AND r.accept_by < now())
+           OR (r.completed_at IS NULL AND r.complete_by < now())))"""  # noqa: S608
 
 
 async def event_counts(conn: Connection) -> list[Row]:

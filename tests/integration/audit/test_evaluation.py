@@ -27,11 +27,12 @@ from services.audit.domain import (
     project,
 )
 from shared.db import connect
+from shared.domain import Stage
 from shared.migrations import migration_files, service_migrations
 from tests.conftest import RunningStack
 from tests.factories.audit import SECRET, OrderScript
 from tests.helpers import eventually, remember_personal_data, swdispatch
-from tests.integration.audit.test_audit import manager_of, publish, supervisor
+from tests.integration.audit.test_audit import manager_of, metric, publish, supervisor
 
 pytestmark = pytest.mark.integration
 
@@ -388,12 +389,17 @@ async def test_a_redos_deadline_and_a_follow_up_passing_count_as_breaches_at_onc
 ) -> None:
     now = datetime.now(UTC)
     yesterday = now.date() - timedelta(days=1)
-    order = OrderScript(now - timedelta(minutes=30)).submitted().dispatched(A, 1)
-    order.accepted(A, 2).assigned(A, "w1", 3)
-    order.completed(A, "w1", 4, follow_up_by=yesterday).awaiting_feedback(A, 5)
-    order.feedback(A, 6, resolved=False, satisfaction="dissatisfied")
-    order.sent_back(A, 30, accept_min=0.1)  # the redo: accepted within 6 seconds, or not
+    here = f"st-test-{uuid.uuid4().hex[:8]}"  # a station of its own: its gauges are this order's
+    # Assign within 10 minutes, passed by now: the first service skipped it, in time.
+    quick = {Stage.DISPATCH: 240, Stage.ACCEPT: 1440, Stage.ASSIGN: 10, Stage.COMPLETE: 21600}
+    order = OrderScript(now - timedelta(minutes=30), deadlines_min=quick)
+    order.submitted().dispatched(here, 1)
+    order.accepted(here, 2).completed(here, "w1", 4, follow_up_by=yesterday)  # never assigned
+    order.awaiting_feedback(here, 5).feedback(here, 6, resolved=False, satisfaction="dissatisfied")
+    order.sent_back(here, 30, accept_min=0.1)  # the redo: accepted within 6 seconds, or not
     await publish(stack, [order], seed=2)
+    overdue = {"station": here, "status": "dispatched"}
+    metrics_url = f"{stack.urls['audit']}/metrics"
 
     async def breaches() -> list[tuple[str, int]] | None:
         rows = await db.fetch(
@@ -403,7 +409,14 @@ async def test_a_redos_deadline_and_a_follow_up_passing_count_as_breaches_at_onc
         found = [(r["stage"], r["round"]) for r in rows]
         return found if ("accept", 1) in found else None
 
+    # Neither the assign stage the first service skipped nor anything else: the redo's accept.
     assert await eventually(breaches, timeout_s=20) == [("accept", 1), ("follow_up", 1)]
+
+    async def overdue_now() -> bool:
+        text = (await http.get(metrics_url)).text
+        return metric(text, "swd_overdue_open_orders", overdue) == 1
+
+    await eventually(overdue_now, timeout_s=10)
 
     async def counted() -> bool:
         metrics = (await http.get(f"{stack.urls['audit']}/metrics")).text

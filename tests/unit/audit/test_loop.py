@@ -303,3 +303,14 @@ def test_a_redispatch_during_a_redo_leaves_the_first_services_deadlines_alone() 
     assert t.accepted_at == at(10)
     assert t.stage_outcome(Stage.ACCEPT, at(DAY * 30)) == "met"
     assert (t.station_id, t.redispatches, t.redos[0].accept_by) == ("st-b", 1, at(360))
+
+
+def test_a_stage_the_first_service_skipped_is_not_breached_when_a_redo_reopens_it() -> None:
+    script = OrderScript(BASE).submitted().dispatched("st-a", 1).accepted("st-a", 2)
+    script.completed("st-a", "w1", 3)  # never assigned: the assign stage did not apply
+    script.awaiting_feedback("st-a", 3).feedback("st-a", 4, resolved=False)
+    script.sent_back("st-a", 3 * DAY)  # after the assign deadline (48 h)
+    t = timeline(script)
+    assert t.ended_at is None
+    assert t.stage_outcome(Stage.ASSIGN, at(4 * DAY)) == "not_applicable"
+    assert t.breaches(at(3 * DAY + 1)) == []

@@ -645,12 +645,13 @@ PROGRESS: dict[type[EventPayload], tuple[OrderStatus, frozenset[OrderStatus]]] =
 
 
 def complete_change(
-    settings: CenterSettings, order: Order, event: Envelope[OrderCompleted]
+    settings: CenterSettings, order: Order, event: Envelope[OrderCompleted], now: datetime
 ) -> Change:
     """The service was delivered, whatever the center did meanwhile: an operator's redispatch
     that crossed the completion is void (the station worker keeps a completed order and never
     queues such a redispatch); the order is the completing station's. Completed, the order
-    awaits its return visit."""
+    awaits its return visit from when the center learns of it (``now``): never before the
+    completion, so the two statuses and events keep their order wherever they are merged."""
     station_id = event.payload.station_id
     columns: dict[str, Any] = {}
     if order.station_id != station_id:
@@ -668,15 +669,16 @@ def complete_change(
         actor=event.actor,
         at=event.occurred_at,
     )
-    return completed + awaiting_feedback_change(settings, order, station_id, event.occurred_at)
+    awaiting_since = max(now, event.occurred_at)
+    return completed + awaiting_feedback_change(settings, order, station_id, awaiting_since)
 
 
 def awaiting_feedback_change(
-    settings: CenterSettings, order: Order, station_id: str, completed_at: datetime
+    settings: CenterSettings, order: Order, station_id: str, since: datetime
 ) -> Change:
     """After a completion: the center waits for the return visit until ``feedback_due_at``
-    (counted from the completion); this round's feedback is still to come."""
-    due = completed_at + timedelta(seconds=settings.feedback_timeout_s)
+    (counted from ``since``); this round's feedback is still to come."""
+    due = since + timedelta(seconds=settings.feedback_timeout_s)
     awaiting = OrderAwaitingFeedback(station_id=station_id, feedback_due_at=due)
     columns = {
         "feedback_due_at": due,
@@ -684,21 +686,23 @@ def awaiting_feedback_change(
         "feedback_resolved": None,
         "feedback_satisfaction": None,
     }
-    return Change(columns, events=(_event(order, awaiting, CENTER, completed_at),)) + status_change(
+    return Change(columns, events=(_event(order, awaiting, CENTER, since),)) + status_change(
         OrderStatus.AWAITING_FEEDBACK,
         station_id=station_id,
         reason=None,
         actor=CENTER,
-        at=completed_at,
+        at=since,
     )
 
 
-def progress_change(settings: CenterSettings, order: Order, event: Envelope[Any]) -> Change | None:
+def progress_change(
+    settings: CenterSettings, order: Order, event: Envelope[Any], now: datetime
+) -> Change | None:
     """What an order.assigned, order.started or order.completed does; None: nothing (another
     station's, or a status it does not follow). A completion applies in any status until the
     order was served or has ended."""
     if isinstance(event.payload, OrderCompleted):
-        return None if order.status in SERVED else complete_change(settings, order, event)
+        return None if order.status in SERVED else complete_change(settings, order, event, now)
     status, after = PROGRESS[type(event.payload)]
     if order.station_id != event.payload.station_id or order.status not in after:
         return None

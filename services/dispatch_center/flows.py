@@ -50,7 +50,7 @@ async def progressed(conn: Connection, settings: CenterSettings, event: Envelope
     order = await store.lock(conn, event.order_id)
     if order is None:
         return
-    change = domain.progress_change(settings, order, event)
+    change = domain.progress_change(settings, order, event, datetime.now(UTC))
     if change is not None:
         await store.write(conn, order, change)
 

@@ -478,7 +478,7 @@ async def _progress(
     row = await db.fetchrow(
         """SELECT
              (SELECT count(*) FROM dispatch_center.orders
-                WHERE id = ANY($1::uuid[]) AND status = 'completed') AS center_completed,
+                WHERE id = ANY($1::uuid[]) AND status = 'awaiting_feedback') AS center_completed,
              (SELECT count(*) FROM station_worker.station_orders
                 WHERE order_id = ANY($1::uuid[]) AND status = 'completed') AS station_completed,
              (SELECT count(*) FROM dispatch_center.outbox WHERE sent_at IS NULL)
@@ -503,6 +503,12 @@ async def _progress(
         "callbacks undelivered": row["undelivered"],
         "callbacks received": len(receiver.received),
     }
+
+
+def _as_the_station_has_it(center_status: str) -> str:
+    """A completed order waits for its return visit at the center; the station has it as
+    completed."""
+    return "completed" if center_status == "awaiting_feedback" else center_status
 
 
 def _converged(progress: dict[str, int]) -> bool:
@@ -639,9 +645,9 @@ async def _reconcile(
         for r in routed
         if (s := at_station.get(str(r["id"]))) is None
         or (s["status"], s["station_id"], s["dispatch_no"])
-        != (r["status"], r["station_id"], r["dispatch_no"])
+        != (_as_the_station_has_it(r["status"]), r["station_id"], r["dispatch_no"])
     )
-    figures["orders not completed"] = sum(1 for r in center if r["status"] != "completed")
+    figures["orders not completed"] = sum(1 for r in center if r["status"] != "awaiting_feedback")
     figures |= await _duplicated_effects(db, order_ids)
 
     published = await db.fetch(

@@ -38,6 +38,21 @@ from tests.integration.station_worker.test_station_dashboard import (
 pytestmark = pytest.mark.integration
 
 
+def sign_in(browser: WebDriver, base: str, token: str) -> None:
+    """Open the dashboard in a new tab and sign in with ``token``. The browser is the
+    module's, and sessionStorage is per tab: a new tab holds no token of an earlier test (one a
+    sign-in still in flight could write back after it was cleared)."""
+    earlier = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    fresh = browser.current_window_handle
+    browser.switch_to.window(earlier)
+    browser.close()
+    browser.switch_to.window(fresh)
+    browser.get(f"{base}/dashboard")
+    WebDriverWait(browser, 15).until(ec.element_to_be_clickable((By.ID, "token"))).send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     chromium = debian_tool("chromium", "chromium")
@@ -73,9 +88,7 @@ async def test_staff_see_a_new_order_live_accept_and_assign_it_and_the_audit_see
         stack, db, [("sw1", ["elder_care"], 5, True), ("sw2", ["child_protection"], 5, True)]
     )
     wait = WebDriverWait(browser, 15)
-    browser.get(f"{station.base}/dashboard")
-    browser.find_element(By.ID, "token").send_keys(station.manager)
-    browser.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+    sign_in(browser, station.base, station.manager)
     wait.until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
     assert station.id in browser.find_element(By.ID, "who").text
     browser.execute_script("window.notReloaded = true")
@@ -166,11 +179,7 @@ async def test_a_redo_shows_marked_with_its_reason_and_a_follow_up_visit_is_reco
     await order_when(http, station, redone, "dispatched")
 
     wait = WebDriverWait(browser, 15)
-    browser.get(f"{station.base}/dashboard")
-    browser.execute_script("sessionStorage.clear()")
-    browser.get(f"{station.base}/dashboard")
-    browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+    sign_in(browser, station.base, token)
     row = f'tr[data-order-id="{redone}"]'
     badge = wait.until(
         ec.presence_of_element_located((By.CSS_SELECTOR, f'{row} [data-role="redo"]'))

@@ -133,13 +133,14 @@ async def test_an_order_goes_through_every_station_step_and_each_emits_its_event
         http,
         f"{stack.urls['audit']}/v1/orders/{order_id}/trail",
         {"Authorization": f"Bearer {stack.supervisor_token}"},
-        lambda t: len(t) >= 7,
+        lambda t: len(t) >= 8,
     )
-    assert [e["event_type"] for e in trail][-4:] == [
+    assert [e["event_type"] for e in trail][-5:] == [
         "order.accepted",
         "order.assigned",
         "order.started",
         "order.completed",
+        "order.awaiting_feedback",  # the center waits for the return visit
     ]
     assert COMPLETION["summary"] not in json.dumps(trail)
 
@@ -723,7 +724,7 @@ async def test_a_reassignment_reaches_the_center_and_a_completed_order_cannot_be
     assert (await post(http, station, order_id, "start", token=b_token)).status_code == 200
     done = await post(http, station, order_id, "complete", COMPLETION, token=b_token)
     assert done.status_code == 200, done.text
-    await eventually(lambda: center_status("completed"), timeout_s=30)
+    await eventually(lambda: center_status("awaiting_feedback"), timeout_s=30)
     redispatch = await http.post(
         f"{stack.urls['dispatch_center']}/v1/operator/orders/{order_id}/redispatch",
         json={"station_id": "st-liuhe", "reason": "try another station"},
@@ -771,7 +772,7 @@ async def test_a_completion_that_crossed_an_operators_redispatch_is_kept_by_the_
         summary="Visited.",
     )
     await send_station_events(stack, order_id, completed)
-    row = await eventually(lambda: center_row("completed"), timeout_s=30)
+    row = await eventually(lambda: center_row("awaiting_feedback"), timeout_s=30)
     assert (row["station_id"], row["next_resend_at"], row["accept_due_at"]) == (
         station.id,
         None,

@@ -12,7 +12,7 @@ import pytest
 
 from swdispatch import demo, demo_loop
 from tests.conftest import RunningStack
-from tests.helpers import eventually, post_request
+from tests.helpers import post_request
 from tests.integration.dispatch_center.center_support import center_events, center_order
 
 pytestmark = pytest.mark.integration
@@ -72,23 +72,9 @@ async def test_the_demo_sends_a_dissatisfied_order_back_for_redo(
     redo = (await center_events(db, order_id, "order.dispatched"))[-1]["payload"]
     assert redo["redo"]["satisfaction"] == "dissatisfied"
 
-    async def station_has_the_redo() -> bool:
-        dispatch_no = await db.fetchval(
-            "SELECT dispatch_no FROM station_worker.station_orders WHERE order_id = $1",
-            uuid.UUID(order_id),
-        )
-        return bool(dispatch_no == 2)
-
-    # The station's part of the redo (queueing a completed order's redo dispatch) is the
-    # station worker's; once it does, the demo closes the order after the second visit.
-    if not await _eventually_or_false(station_has_the_redo):
-        pytest.xfail("the station worker does not queue a redo dispatch yet")
-    assert row["status"] == "closed"
-
-
-async def _eventually_or_false(probe: object) -> bool:
-    try:
-        await eventually(probe, timeout_s=5)  # type: ignore[arg-type]
-    except AssertionError:
-        return False
-    return True
+    station = await db.fetchrow(
+        "SELECT dispatch_no, status FROM station_worker.station_orders WHERE order_id = $1",
+        uuid.UUID(order_id),
+    )
+    assert (station["dispatch_no"], station["status"]) == (2, "completed")
+    assert (await center_order(db, order_id))["status"] == "closed"

@@ -349,7 +349,7 @@ def test_progress_moves_the_status_it_may_follow(
     moves_to: OrderStatus | None,
 ) -> None:
     current = order(status, "st-a")
-    change = domain.progress_change(SETTINGS, current, event(progress(payload_type, station)))
+    change = domain.progress_change(SETTINGS, current, event(progress(payload_type, station)), NOW)
     expected = [moves_to] if moves_to else None
     if moves_to is OrderStatus.COMPLETED:  # and at once awaiting the return visit
         expected = [OrderStatus.COMPLETED, OrderStatus.AWAITING_FEEDBACK]
@@ -358,7 +358,9 @@ def test_progress_moves_the_status_it_may_follow(
 
 def test_a_completion_crossing_a_redispatch_gives_the_order_to_the_completing_station() -> None:
     redispatched = order(OrderStatus.DISPATCHED, "st-b", accept_due_at=DEADLINE, next_resend_at=NOW)
-    change = domain.progress_change(SETTINGS, redispatched, event(progress(OrderCompleted, "st-a")))
+    change = domain.progress_change(
+        SETTINGS, redispatched, event(progress(OrderCompleted, "st-a")), NOW
+    )
     assert change is not None
     after = apply(redispatched, change)
     assert (after.station_id, after.accept_due_at, after.next_resend_at) == ("st-a", None, None)

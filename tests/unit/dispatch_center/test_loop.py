@@ -52,9 +52,26 @@ def completion(station: str = "st-a") -> OrderCompleted:
 def awaiting(**columns: object) -> Order:
     """An order completed at NOW, awaiting its return visit."""
     served = order(OrderStatus.IN_SERVICE, "st-a")
-    change = domain.progress_change(LOOP_SETTINGS, served, event(completion()))
+    change = domain.progress_change(LOOP_SETTINGS, served, event(completion()), NOW)
     assert change is not None
     return replace(apply(served, change), **columns)
+
+
+@pytest.mark.parametrize(
+    "learnt_after", [timedelta(0), timedelta(seconds=3), -timedelta(seconds=3)]
+)
+def test_the_wait_for_feedback_starts_when_the_center_learns_of_the_completion_never_before_it(
+    learnt_after: timedelta,
+) -> None:
+    # The audit merges both topics by time: an awaiting_feedback stamped before (or with) its
+    # completion could be listed first. A station clock ahead of the center's must not do it.
+    served = order(OrderStatus.IN_SERVICE, "st-a")
+    change = domain.progress_change(LOOP_SETTINGS, served, event(completion()), NOW + learnt_after)
+    assert change is not None
+    completed, awaiting = change.statuses
+    assert awaiting.at == max(NOW + learnt_after, completed.at)
+    assert change.events[0].occurred_at == awaiting.at
+    assert change.events[0].payload.feedback_due_at == awaiting.at + timedelta(hours=1)
 
 
 def answer(resolved: bool, satisfaction: Satisfaction, comment: str | None = None) -> Feedback:
@@ -63,7 +80,7 @@ def answer(resolved: bool, satisfaction: Satisfaction, comment: str | None = Non
 
 def test_a_completion_awaits_the_return_visit_until_the_timeout() -> None:
     served = order(OrderStatus.IN_SERVICE, "st-a")
-    change = domain.progress_change(LOOP_SETTINGS, served, event(completion()))
+    change = domain.progress_change(LOOP_SETTINGS, served, event(completion()), NOW)
     assert change is not None
     assert statuses(change) == [OrderStatus.COMPLETED, OrderStatus.AWAITING_FEEDBACK]
     assert event_types(change) == [OrderAwaitingFeedback]
@@ -278,7 +295,7 @@ def test_the_third_send_back_opens_supervision_and_each_round_takes_feedback_aga
         redone = apply(held, change)
         assert redone.dispatch_no == number + 1
         # The station redoes it; the completion awaits a fresh return visit.
-        progressed = domain.progress_change(LOOP_SETTINGS, redone, event(completion()))
+        progressed = domain.progress_change(LOOP_SETTINGS, redone, event(completion()), NOW)
         assert progressed is not None
         current = apply(redone, progressed)
         assert current.status is OrderStatus.AWAITING_FEEDBACK

@@ -331,13 +331,23 @@ class FollowUp:
     due_on: date
     done_on: date | None = None
     done_at: datetime | None = None
+    superseded_at: datetime | None = None
+    """A redo reopened the order before the visit: it is owed no more (the station ends the
+    task as superseded, and the redo's completion may owe a new one)."""
 
     def outcome(self, now: datetime) -> Outcome:
         """``met`` when visited on or before the due day, ``breached`` when visited later or
-        still not visited after it (overdue), ``pending`` before then."""
+        still not visited after it (overdue), ``pending`` before then; ``not_applicable``
+        when superseded by a redo before it was made."""
         if self.done_on is not None:
             return "met" if self.done_on <= self.due_on else "breached"
+        if self.superseded_at is not None:
+            return "not_applicable"
         return "breached" if now.astimezone(UTC).date() > self.due_on else "pending"
+
+    @property
+    def owed(self) -> bool:
+        return self.done_on is None and self.superseded_at is None
 
     def overdue(self, now: datetime) -> bool:
         return self.done_on is None and self.outcome(now) == "breached"
@@ -561,7 +571,8 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
                 fresh[Stage.ACCEPT],
                 fresh[Stage.COMPLETE],
             )
-            t = replace(t, redos=(*t.redos, round_))
+            superseded = tuple(replace(f, superseded_at=at) if f.owed else f for f in t.follow_ups)
+            t = replace(t, redos=(*t.redos, round_), follow_ups=superseded)
             return _move(t, OrderStatus.DISPATCHED, at, reopen=True)
         if p.get("accepted_at"):
             # Back to a station that accepted an earlier dispatch in time: accepted then.
@@ -651,7 +662,7 @@ def _owe_follow_up(
 def _followed_up(t: Timeline, p: dict[str, Any], at: datetime) -> Timeline:
     """A visit does the earliest follow-up still owed, and may owe the next one."""
     follow_ups = list(t.follow_ups)
-    open_ = [f for f in follow_ups if f.done_on is None]
+    open_ = [f for f in follow_ups if f.owed]
     if open_:
         first = open_[0]
         follow_ups[first.n - 1] = replace(
@@ -1027,9 +1038,9 @@ def figures_for(
 #   rate: of those, resolved at the latest answer;
 # - send-back rate: orders sent back at least once / completed orders; orders under
 #   supervision: opened and not yet closed;
-# - follow-ups: owed (due), visited by the due day (done on time), visited later (done late),
-#   not visited after the due day (overdue); their on-time rate is done on time / (done on
-#   time + done late + overdue);
+# - follow-ups: owed (due; one a redo superseded before its visit is owed no more), visited by
+#   the due day (done on time), visited later (done late), not visited after the due day
+#   (overdue); their on-time rate is done on time / (done on time + done late + overdue);
 # - review coverage: reviewed / picked (completed orders the random share picked); mean
 #   rubric scores of the reviewed ones.
 # A rate or mean with nothing to count is None (null), and neither passes nor fails.
@@ -1125,7 +1136,12 @@ def evaluate_station(
     satisfied = sum(1 for f in answered if f.satisfaction is not None and f.satisfaction.satisfied)
     resolved = sum(1 for f in answered if f.resolved)
     sent_back = sum(1 for o in completed if o.send_backs)
-    follow_ups = [(f, f.outcome(now)) for o in orders for f in o.follow_ups]
+    follow_ups = [
+        (f, f.outcome(now))
+        for o in orders
+        for f in o.follow_ups
+        if f.done_on is not None or f.superseded_at is None
+    ]
     on_time = sum(1 for f, out in follow_ups if out == "met")
     late = sum(1 for f, out in follow_ups if out == "breached" and f.done_on is not None)
     overdue = sum(1 for f, _ in follow_ups if f.overdue(now))

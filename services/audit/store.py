@@ -311,8 +311,8 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
     )
     await conn.executemany(
         """INSERT INTO follow_ups (order_id, n, station_id, worker_id, set_at, due_on, done_on,
-               done_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+               done_at, superseded_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
         [(order_id, *_values(x)) for order_id, t in timelines.items() for x in t.follow_ups],
     )
 
@@ -333,8 +333,8 @@ async def record_breaches(
 
 async def record_open_breaches(conn: Connection) -> int:
     """Record the breach of every stage whose deadline has passed on an open order while the
-    stage is still not done (a redo's too), and of every follow-up not made by the end of its
-    due day (UTC), open order or not; return how many are new."""
+    stage is still not done (a redo's too), and of every follow-up still owed after the end of
+    its due day (UTC), open order or not; return how many are new."""
     new = 0
     for statement in (
         f"""INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
@@ -356,7 +356,8 @@ async def record_open_breaches(conn: Connection) -> int:
             SELECT o.order_id, '{FOLLOW_UP}', f.n, f.station_id, o.urgency,
                    (f.due_on + 1)::timestamp AT TIME ZONE 'UTC'
             FROM orders o JOIN follow_ups f USING (order_id)
-            WHERE f.done_on IS NULL AND (f.due_on + 1)::timestamp AT TIME ZONE 'UTC' < now()
+            WHERE f.done_on IS NULL AND f.superseded_at IS NULL
+              AND (f.due_on + 1)::timestamp AT TIME ZONE 'UTC' < now()
             ON CONFLICT DO NOTHING""",  # noqa: S608
     ):
         new += int((await conn.execute(statement)).split()[-1])

@@ -64,13 +64,14 @@ class RedoView(BaseModel):
 
 class FollowUpView(BaseModel):
     """A follow-up visit owed by ``due_on``: met (visited by then), breached (later, or
-    overdue), pending."""
+    overdue), pending; not_applicable when a redo superseded it before the visit."""
 
     n: int
     station_id: str
     worker_id: str
     due_on: date
     done_on: date | None
+    superseded_at: datetime | None = None
     outcome: Outcome
 
 

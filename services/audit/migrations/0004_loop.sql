@@ -72,6 +72,7 @@ CREATE TABLE follow_ups (
     due_on     date NOT NULL,
     done_on    date,
     done_at    timestamptz,
+    superseded_at timestamptz, -- a redo reopened the order before the visit
     PRIMARY KEY (order_id, n)
 );
 

@@ -282,12 +282,16 @@ def test_breaches_of_the_first_service_of_each_redo_and_of_each_follow_up() -> N
         ("accept", 0, at(5)),
         ("accept", 1, at(110)),
     ]
-    later = datetime(2025, 1, 3, 0, 1, tzinfo=UTC)  # the redo's completion and the follow-up
+    later = datetime(2025, 1, 3, 0, 1, tzinfo=UTC)  # the redo's completion; the follow-up of
+    # the first completion was superseded by the redo
     assert [(b.stage, b.round, b.deadline) for b in t.breaches(later)] == [
         ("accept", 0, at(5)),
         ("accept", 1, at(110)),
         ("complete", 1, at(170)),
-        ("follow_up", 1, datetime(2025, 1, 3, tzinfo=UTC)),
+    ]
+    owed = timeline(served(follow_up_by=date(2025, 1, 2)).awaiting_feedback("st-a", 101))
+    assert [(b.stage, b.round, b.deadline) for b in owed.breaches(later)] == [
+        ("follow_up", 1, datetime(2025, 1, 3, tzinfo=UTC))
     ]
 
 
@@ -314,3 +318,21 @@ def test_a_stage_the_first_service_skipped_is_not_breached_when_a_redo_reopens_i
     assert t.ended_at is None
     assert t.stage_outcome(Stage.ASSIGN, at(4 * DAY)) == "not_applicable"
     assert t.breaches(at(3 * DAY + 1)) == []
+
+
+def test_a_redo_supersedes_the_follow_up_still_owed_and_its_completion_may_owe_another() -> None:
+    script = served(follow_up_by=date(2025, 1, 5)).awaiting_feedback("st-a", 101)
+    script.feedback("st-a", 200, resolved=False).sent_back("st-a", 300)
+    script.accepted("st-a", 310).completed("st-a", "w1", 320, follow_up_by=date(2025, 1, 9))
+    script.followed_up("st-a", "w1", 400, date(2025, 1, 8))
+    first, second = timeline(script).follow_ups
+    now = datetime(2025, 3, 1, tzinfo=UTC)
+    assert (first.superseded_at, first.outcome(now), first.overdue(now)) == (
+        at(300),
+        "not_applicable",
+        False,
+    )
+    assert (second.done_on, second.outcome(now)) == (date(2025, 1, 8), "met")
+    (st,) = evaluation(EVALUATOR, [timeline(script)], now, DEFAULT_TARGETS, 0.2)
+    assert (st.follow_ups_due, st.follow_ups_done_on_time, st.follow_ups_overdue) == (1, 1, 0)
+    assert [b.stage for b in timeline(script).breaches(now)] == []

@@ -98,3 +98,13 @@ CREATE TABLE supervision_closes (
     note          text NOT NULL,
     closed_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- Like the trail, the words of reviews and closes are never changed or removed.
+CREATE TRIGGER reviews_append_only BEFORE UPDATE OR DELETE ON reviews
+    FOR EACH ROW EXECUTE FUNCTION trail_append_only();
+CREATE TRIGGER reviews_no_truncate BEFORE TRUNCATE ON reviews
+    FOR EACH STATEMENT EXECUTE FUNCTION trail_append_only();
+CREATE TRIGGER supervision_closes_append_only BEFORE UPDATE OR DELETE ON supervision_closes
+    FOR EACH ROW EXECUTE FUNCTION trail_append_only();
+CREATE TRIGGER supervision_closes_no_truncate BEFORE TRUNCATE ON supervision_closes
+    FOR EACH STATEMENT EXECUTE FUNCTION trail_append_only();

@@ -468,6 +468,19 @@ async def test_migration_0004_makes_the_county_wide_supervisors_evaluators(
                ('s', 'S', 'supervisor', '{st-a,st-b}', 'h5'),
                ('e', 'E', 'evaluator', '{st-a}', 'h6')"""
         )
+        await conn.execute(
+            """INSERT INTO reviews (order_id, event_id, station_id, reviewer_id, timeliness,
+                   professional_quality, record_completeness)
+               VALUES (gen_random_uuid(), gen_random_uuid(), 'st-a', 's', 3, 3, 3)"""
+        )
+        await conn.execute(
+            """INSERT INTO supervision_closes (order_id, event_id, station_id, supervisor_id,
+                   note)
+               VALUES (gen_random_uuid(), gen_random_uuid(), 'st-a', 's', 'n')"""
+        )
+        for table in ("reviews", "supervision_closes"):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute(f"DELETE FROM {table}")  # noqa: S608
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()

@@ -5,6 +5,7 @@ each reader sees; personal data kept out of the trail."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import random
@@ -390,18 +391,23 @@ async def test_a_redos_deadline_and_a_follow_up_passing_count_as_breaches_at_onc
     now = datetime.now(UTC)
     yesterday = now.date() - timedelta(days=1)
     here = f"st-test-{uuid.uuid4().hex[:8]}"  # a station of its own: its gauges are this order's
-    # Assign within 10 minutes, passed by now: the first service skipped it, in time.
-    quick = {Stage.DISPATCH: 240, Stage.ACCEPT: 1440, Stage.ASSIGN: 10, Stage.COMPLETE: 21600}
-    order = OrderScript(now - timedelta(minutes=30), deadlines_min=quick)
-    order.submitted().dispatched(here, 1)
-    order.accepted(here, 2).completed(here, "w1", 4)  # never assigned
-    order.awaiting_feedback(here, 5).feedback(here, 6, resolved=False, satisfaction="dissatisfied")
-    order.sent_back(here, 30, accept_min=0.1)  # the redo: accepted within 6 seconds, or not
+    # Served, though never assigned, before its assign deadline, 15 s from submission, passes;
+    # sent back at 16 s, the redo to be accepted within 3 s of that.
+    quick = {Stage.DISPATCH: 240, Stage.ACCEPT: 1440, Stage.ASSIGN: 0.25, Stage.COMPLETE: 21600}
+    order = OrderScript(now, deadlines_min=quick).submitted().dispatched(here, 0.01)
+    order.accepted(here, 0.02).completed(here, "w1", 0.03)
     # Another, served with a follow-up due yesterday, never made.
-    owed = OrderScript(now - timedelta(minutes=30)).submitted().dispatched(here, 1)
-    owed.accepted(here, 2).assigned(here, "w1", 3)
-    owed.completed(here, "w1", 4, follow_up_by=yesterday).awaiting_feedback(here, 4)
+    owed = OrderScript(now).submitted().dispatched(here, 0.01)
+    owed.accepted(here, 0.02).assigned(here, "w1", 0.03)
+    owed.completed(here, "w1", 0.04, follow_up_by=yesterday).awaiting_feedback(here, 0.04)
     await publish(stack, [order, owed], seed=2)
+    served = len(order.events)
+    order.awaiting_feedback(here, 0.04).feedback(here, 0.05, resolved=False)
+    order.sent_back(here, 16 / 60, accept_min=0.05)
+    redo = OrderScript(now, order_id=order.order_id)
+    redo.events = order.events[served:]
+    await asyncio.sleep(max((now + timedelta(seconds=16) - datetime.now(UTC)).total_seconds(), 0))
+    await publish(stack, [redo], seed=2)
     overdue = {"station": here, "status": "dispatched"}
     metrics_url = f"{stack.urls['audit']}/metrics"
 

@@ -158,7 +158,7 @@ async def seed(
             stations[station_id] = {"manager_token": manager, "social_worker_tokens": workers}
     async with transaction_in("audit", database_url) as conn:
         supervisor = await create_reader(
-            conn, "sim-supervisor", "Simulation supervisor", "supervisor", reissue=True
+            conn, "sim-supervisor", "Simulation evaluator", "evaluator", reissue=True
         )
     return {
         "integration": {

@@ -181,7 +181,7 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
             stations[st.id] = {"manager_token": manager, "social_worker_tokens": workers}
     async with transaction_in("audit", database_url) as conn:
         supervisor = await create_reader(
-            conn, "county-supervisor", "County supervisor", "supervisor", reissue=True
+            conn, "county-supervisor", "County evaluator", "evaluator", reissue=True
         )
         for st in COUNTY:
             stations[st.id]["audit_token"] = await create_reader(
@@ -190,6 +190,15 @@ async def seed(database_url: str, callback_secret_key: str) -> dict[str, Any]:
                 f"Manager of {st.name}",
                 "station_manager",
                 st.id,
+                reissue=True,
+            )
+            # One station, one supervisor (一站一督导): reviews and supervision in the audit.
+            stations[st.id]["audit_supervisor_token"] = await create_reader(
+                conn,
+                f"{st.id}-supervisor",
+                f"Supervisor of {st.name}",
+                "supervisor",
+                stations=[st.id],
                 reissue=True,
             )
     return {

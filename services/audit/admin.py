@@ -7,6 +7,7 @@ reader keeps their role and station and is refused for a revoked reader.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 from services.audit import store
 from services.audit.domain import ReaderRole
@@ -38,12 +39,19 @@ async def create_reader(
     role: ReaderRole,
     station_id: str | None = None,
     *,
+    stations: Sequence[str] = (),
     reissue: bool = False,
 ) -> str:
     """Create a reader (or, with ``reissue``, give an existing one a new token); return the
-    bearer token, shown only now."""
+    bearer token, shown only now. A station manager has one ``station_id``, a supervisor
+    the ``stations`` they supervise, an evaluator the stations of their county, or none (every
+    station)."""
+    if (role == "station_manager") != (station_id is not None):
+        raise ValueError("a station is given for a station manager, and only for one")
+    if (role == "supervisor" and not stations) or (role == "station_manager" and stations):
+        raise ValueError("stations are given for a supervisor (or a county's evaluator) only")
     token, hashed = _new_token()
-    if await store.insert_reader(conn, (reader_id, name, role, station_id), hashed):
+    if await store.insert_reader(conn, (reader_id, name, role, station_id, stations), hashed):
         return token
     if reissue:
         return await reissue_reader_token(conn, reader_id)

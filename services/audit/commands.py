@@ -79,10 +79,17 @@ def _create_reader(args: argparse.Namespace) -> None:
 
     if (args.role == "station_manager") != (args.station is not None):
         sys.exit("--station is required for a station_manager, and only for one")
+    stations = [s.strip() for s in (args.stations or "").split(",") if s.strip()]
+    if args.role == "supervisor" and not stations:
+        sys.exit("--stations is required for a supervisor")
+    if args.role == "station_manager" and stations:
+        sys.exit("--stations is for a supervisor or an evaluator, not a station_manager")
     reader_id = args.id or new_reader_id()
     _print_token(
         reader_id,
-        lambda c: create_reader(c, reader_id, args.name, args.role, args.station),
+        lambda c: create_reader(
+            c, reader_id, args.name, args.role, args.station, stations=stations
+        ),
         "shown once; store it now",
     )
 
@@ -115,8 +122,15 @@ def add_commands(sub: Any) -> None:
     )
     create = command(readers, "create", _create_reader, "create a reader, print its token once")
     create.add_argument("--name", required=True)
-    create.add_argument("--role", choices=("supervisor", "station_manager"), required=True)
+    create.add_argument(
+        "--role",
+        choices=("evaluator", "supervisor", "station_manager"),
+        required=True,
+        help="evaluator: every station, or a county's (--stations); supervisor: --stations; "
+        "station_manager: --station",
+    )
     create.add_argument("--station", help="the station a station_manager reads")
+    create.add_argument("--stations", help="the stations a supervisor supervises, comma-separated")
     create.add_argument("--id", help="the reader id (default: generated); a taken id is refused")
     reissue = command(
         readers, "reissue-token", _reissue_reader_token, "a new token for a reader (role unchanged)"

@@ -14,14 +14,14 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum, auto
 from typing import Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from shared.domain import OrderStatus, Stage, current_deadline, current_stage
-from shared.events import Envelope
+from shared.domain import OrderStatus, Satisfaction, Stage, current_deadline, current_stage
+from shared.events import Actor, Envelope, EventPayload, personal
 from shared.stats import percentile
 
 # -- The hash chain -------------------------------------------------------------------------
@@ -214,10 +214,24 @@ def fold(digest: str, seq: int, entry_hash: str) -> str:
 # order they arrived in. The trail recomputes an order from its whole trail on every event,
 # and ``swdispatch audit rebuild`` does the same for every order, so both always agree.
 
-ENDED = frozenset({OrderStatus.COMPLETED, OrderStatus.CLOSED, OrderStatus.CANCELLED})
+# The service is over (for now): the order is no station's open work. A completed order waits
+# for its return visit and may still be sent back for redo, which opens it again; a closed or
+# cancelled one is final.
+FINAL = frozenset({OrderStatus.CLOSED, OrderStatus.CLOSED_WITHOUT_FEEDBACK, OrderStatus.CANCELLED})
+ENDED = FINAL | {OrderStatus.COMPLETED, OrderStatus.AWAITING_FEEDBACK}
+# Where a completed order may go next: the loop after the service, nowhere else.
+AFTER_SERVICE = frozenset(
+    {
+        OrderStatus.AWAITING_FEEDBACK,
+        OrderStatus.SENT_BACK,
+        OrderStatus.CLOSED,
+        OrderStatus.CLOSED_WITHOUT_FEEDBACK,
+    }
+)
 
-# The status an event moves an order to; events not listed (received, a re-sent dispatch)
-# leave the status as it is.
+# The status an event moves an order to; events not listed (received, a re-sent dispatch, a
+# return visit, a follow-up, supervision, a review) leave the status as it is. order.closed
+# with ``without_feedback`` moves to closed_without_feedback (see _apply).
 STATUS_AFTER = {
     "order.submitted": OrderStatus.SUBMITTED,
     "order.unroutable": OrderStatus.UNROUTABLE,
@@ -230,6 +244,8 @@ STATUS_AFTER = {
     "order.completed": OrderStatus.COMPLETED,
     "order.closed": OrderStatus.CLOSED,
     "order.cancelled": OrderStatus.CANCELLED,
+    "order.awaiting_feedback": OrderStatus.AWAITING_FEEDBACK,
+    "order.sent_back": OrderStatus.SENT_BACK,
 }
 
 # The timeline's field that says when each stage was done.
@@ -265,6 +281,106 @@ class Dispatch:
     received_at: datetime | None = None
     rejected_at: datetime | None = None
     reject_reason_code: str | None = None
+    send_back_no: int | None = None
+    """Set for a redo (发回重办) after the order's send-back of this number."""
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """An answered return visit (回访); the comment is personal and never in the trail."""
+
+    at: datetime
+    source: str
+    resolved: bool | None
+    satisfaction: Satisfaction | None
+
+
+@dataclass(frozen=True)
+class RedoRound:
+    """A redo after a send-back: its own accept and complete deadlines, counted afresh from the
+    send-back, and when the station accepted and completed it again."""
+
+    send_back_no: int
+    dispatch_no: int
+    station_id: str
+    dispatched_at: datetime
+    reason: str
+    accept_by: datetime
+    complete_by: datetime
+    accepted_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    def outcome(self, stage: Stage, now: datetime, ended_at: datetime | None) -> Outcome:
+        """As :meth:`Timeline.stage_outcome`, for the redo's accept and complete stages."""
+        if stage is Stage.ACCEPT:
+            return stage_outcome(self.accept_by, self.accepted_at, now, ended_at)
+        if stage is Stage.COMPLETE:
+            return stage_outcome(self.complete_by, self.completed_at, now, ended_at)
+        return "not_applicable"
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A follow-up visit (跟进回访) the station owes by ``due_on``: set by a completion's
+    ``follow_up_by`` or a visit's ``next_follow_up_by``; done by the next visit."""
+
+    n: int
+    station_id: str
+    worker_id: str
+    set_at: datetime
+    due_on: date
+    done_on: date | None = None
+    done_at: datetime | None = None
+    superseded_at: datetime | None = None
+    """A redo reopened the order before the visit: it is owed no more (the station ends the
+    task as superseded, and the redo's completion may owe a new one)."""
+
+    def outcome(self, now: datetime) -> Outcome:
+        """``met`` when visited on or before the due day, ``breached`` when visited later or
+        still not visited after it (overdue), ``pending`` before then; ``not_applicable``
+        when superseded by a redo before it was made."""
+        if self.done_on is not None:
+            return "met" if self.done_on <= self.due_on else "breached"
+        if self.superseded_at is not None:
+            return "not_applicable"
+        return "breached" if now.astimezone(UTC).date() > self.due_on else "pending"
+
+    @property
+    def owed(self) -> bool:
+        return self.done_on is None and self.superseded_at is None
+
+    def overdue(self, now: datetime) -> bool:
+        return self.done_on is None and self.outcome(now) == "breached"
+
+    @property
+    def deadline(self) -> datetime:
+        """The end of the due day (UTC)."""
+        return datetime.combine(self.due_on + timedelta(days=1), time(), UTC)
+
+
+@dataclass(frozen=True)
+class Review:
+    """A supervisor's scores of a picked order (1-5 each); the comment is kept off the trail."""
+
+    reviewer_id: str
+    at: datetime
+    timeliness: int
+    professional_quality: int
+    record_completeness: int
+
+
+def stage_outcome(
+    deadline: datetime | None, done: datetime | None, now: datetime, ended_at: datetime | None
+) -> Outcome:
+    """``met``, ``breached``, ``pending`` (open, deadline ahead) or ``not_applicable`` (no
+    deadline known, or the order ended before the deadline without this stage)."""
+    if deadline is None:
+        return "not_applicable"
+    if done is not None:
+        return "met" if done <= deadline else "breached"
+    if deadline < (ended_at or now):
+        return "breached"
+    return "pending" if ended_at is None else "not_applicable"
 
 
 @dataclass(frozen=True)
@@ -276,6 +392,7 @@ class Timeline:
     category: str | None = None
     urgency: str | None = None
     deadlines: dict[Stage, datetime] = field(default_factory=dict)
+    """The deadlines set at submission; a redo's fresh ones are its :class:`RedoRound`'s."""
     submitted_at: datetime | None = None
     """When the order was submitted; the times below are when it first reached each step."""
     dispatched_at: datetime | None = None
@@ -285,14 +402,36 @@ class Timeline:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     ended_at: datetime | None = None
+    """When the service last ended (completed, closed, cancelled); None while it is open,
+    again after a send-back."""
     dispatches: tuple[Dispatch, ...] = ()
     rejections: int = 0
     escalations: int = 0
     events: int = 0
+    feedback_due_at: datetime | None = None
+    feedbacks: tuple[Feedback, ...] = ()
+    send_backs: int = 0
+    supervision_opened_at: datetime | None = None
+    supervision_station_id: str | None = None
+    """The station whose work was sent back the third time: its supervisor closes it."""
+    supervision_closed_at: datetime | None = None
+    redos: tuple[RedoRound, ...] = ()
+    follow_ups: tuple[FollowUp, ...] = ()
+    review: Review | None = None
 
     @property
     def redispatches(self) -> int:
-        return max(len(self.dispatches) - 1, 0)
+        """Dispatches after the first that are not redos (a rejection, an escalation)."""
+        return max(sum(d.send_back_no is None for d in self.dispatches) - 1, 0)
+
+    @property
+    def feedback(self) -> Feedback | None:
+        """The latest answered return visit: after a redo, the resident's last word."""
+        return self.feedbacks[-1] if self.feedbacks else None
+
+    @property
+    def under_supervision(self) -> bool:
+        return self.supervision_opened_at is not None and self.supervision_closed_at is None
 
     @property
     def current_stage(self) -> Stage | None:
@@ -310,18 +449,45 @@ class Timeline:
     def stage_outcome(self, stage: Stage, now: datetime) -> Outcome:
         """``met``, ``breached``, ``pending`` (open, deadline ahead) or ``not_applicable``
         (no deadline known, or the order ended before the deadline without this stage)."""
-        deadline = self.deadlines.get(stage)
-        if deadline is None:
-            return "not_applicable"
-        done = self.done_at(stage)
-        if done is not None:
-            return "met" if done <= deadline else "breached"
-        if deadline < (self.ended_at or now):
-            return "breached"
-        return "pending" if self.ended_at is None else "not_applicable"
+        # The first service ended at its completion at the latest, whatever a redo reopened.
+        end = self.completed_at or self.ended_at
+        return stage_outcome(self.deadlines.get(stage), self.done_at(stage), now, end)
+
+    def outcomes(self, stage: Stage, now: datetime) -> list[Outcome]:
+        """The stage's outcome of the first service and of every redo (accept, complete)."""
+        return [
+            self.stage_outcome(stage, now),
+            *(r.outcome(stage, now, self.ended_at) for r in self.redos),
+        ]
 
     def breached(self, now: datetime) -> list[Stage]:
         return [stage for stage in Stage if self.stage_outcome(stage, now) == "breached"]
+
+    def breaches(self, now: datetime) -> list[Breach]:
+        """Every breach: of the first service's stages (round 0), of each redo's accept and
+        complete (round: its send-back), of each follow-up owed (stage ``follow_up``)."""
+        found = [Breach(s.value, 0, self.deadlines[s]) for s in self.breached(now)]
+        for r in self.redos:
+            for stage, deadline in ((Stage.ACCEPT, r.accept_by), (Stage.COMPLETE, r.complete_by)):
+                if r.outcome(stage, now, self.ended_at) == "breached":
+                    found.append(Breach(stage.value, r.send_back_no, deadline))
+        found += [
+            Breach(FOLLOW_UP, f.n, f.deadline)
+            for f in self.follow_ups
+            if f.outcome(now) == "breached"
+        ]
+        return found
+
+
+FOLLOW_UP = "follow_up"
+
+
+@dataclass(frozen=True)
+class Breach:
+    stage: str
+    """A :class:`Stage`'s value, or :data:`FOLLOW_UP`."""
+    round: int
+    deadline: datetime
 
 
 def _first(current: datetime | None, at: datetime) -> datetime:
@@ -334,15 +500,22 @@ LIFECYCLE_RANK: dict[str, float] = {
     "order.received": 2.5,
     # The center escalates and redispatches in one transaction: the escalation comes first.
     "order.escalated": 1.5,
+    # The loop after completion (8): awaiting feedback, the answer, the send-back, supervision,
+    # the redo's dispatch (see _sort_key), then closing (9).
+    "order.awaiting_feedback": 8.2,
+    "order.feedback_received": 8.3,
+    "order.sent_back": 8.4,
+    "order.supervision_opened": 8.5,
 }
+REDO_DISPATCH_RANK = 8.6
 
 
 def _sort_key(event: dict[str, Any]) -> tuple[datetime, float, str]:
-    return (
-        datetime.fromisoformat(event["occurred_at"]),
-        LIFECYCLE_RANK.get(event["type"], 99),
-        str(event["event_id"]),
-    )
+    kind = event["type"]
+    rank = LIFECYCLE_RANK.get(kind, 99)
+    if kind == "order.dispatched" and event["payload"].get("redo"):
+        rank = REDO_DISPATCH_RANK
+    return (datetime.fromisoformat(event["occurred_at"]), rank, str(event["event_id"]))
 
 
 def project(order_id: str, events: Iterable[dict[str, Any]]) -> Timeline:
@@ -355,19 +528,19 @@ def project(order_id: str, events: Iterable[dict[str, Any]]) -> Timeline:
     return replace(t, dispatches=tuple(dispatches[n] for n in sorted(dispatches)))
 
 
+def _deadlines(p: dict[str, Any]) -> dict[Stage, datetime]:
+    return {stage: datetime.fromisoformat(p["deadlines"][f"{stage.value}_by"]) for stage in Stage}
+
+
 def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) -> Timeline:
     kind: str = event["type"]
     at = datetime.fromisoformat(event["occurred_at"])
     p: dict[str, Any] = event["payload"]
     t = replace(t, events=t.events + 1)
-    if "deadlines" in p:
-        t = replace(
-            t,
-            deadlines={
-                stage: datetime.fromisoformat(p["deadlines"][f"{stage.value}_by"])
-                for stage in Stage
-            },
-        )
+    if "deadlines" in p and not p.get("redo") and not t.redos:
+        # The first service's deadlines; a redo carries its own (and so does a redispatch
+        # during one), kept by its RedoRound.
+        t = replace(t, deadlines=_deadlines(p))
     if "category" in p:
         t = replace(t, category=p["category"], urgency=p["urgency"])
 
@@ -381,8 +554,26 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
         no = int(p["dispatch_no"])
         if no in dispatches:
             return t  # a re-send (``resend_of``) of a dispatch: not a redispatch
-        dispatches[no] = Dispatch(no, p["station_id"], at, reason=p.get("reason"))
+        redo = p.get("redo")
+        send_back_no = int(redo["send_back_no"]) if redo else None
+        dispatches[no] = Dispatch(
+            no, p["station_id"], at, reason=p.get("reason"), send_back_no=send_back_no
+        )
         t = replace(t, dispatched_at=_first(t.dispatched_at, at), station_id=p["station_id"])
+        if redo:
+            fresh = _deadlines(p)
+            round_ = RedoRound(
+                int(redo["send_back_no"]),
+                no,
+                p["station_id"],
+                at,
+                redo["reason"],
+                fresh[Stage.ACCEPT],
+                fresh[Stage.COMPLETE],
+            )
+            superseded = tuple(replace(f, superseded_at=at) if f.owed else f for f in t.follow_ups)
+            t = replace(t, redos=(*t.redos, round_), follow_ups=superseded)
+            return _move(t, OrderStatus.DISPATCHED, at, reopen=True)
         if p.get("accepted_at"):
             # Back to a station that accepted an earlier dispatch in time: accepted then.
             accepted_at = datetime.fromisoformat(p["accepted_at"])
@@ -404,14 +595,83 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
         t = replace(t, escalations=t.escalations + 1)
     elif kind == "order.accepted":
         t = replace(t, accepted_at=_first(t.accepted_at, at), station_id=p["station_id"])
+        t = _redo_done(t, "accepted_at", at)
     elif kind == "order.assigned":
         t = replace(t, assigned_at=_first(t.assigned_at, at), worker_id=p["worker_id"])
     elif kind == "order.started":
         t = replace(t, started_at=_first(t.started_at, at), worker_id=p["worker_id"])
     elif kind == "order.completed":
+        if t.status in ENDED:
+            return t  # the same service reported done again
         t = replace(t, completed_at=_first(t.completed_at, at), worker_id=p["worker_id"])
+        t = _redo_done(t, "completed_at", at)
+        if p.get("follow_up_by"):
+            t = _owe_follow_up(t, p["station_id"], p["worker_id"], at, p["follow_up_by"])
+    elif kind == "order.awaiting_feedback":
+        t = replace(t, feedback_due_at=datetime.fromisoformat(p["feedback_due_at"]))
+    elif kind == "order.feedback_received":
+        if p.get("reached", True) and (p.get("resolved") is not None or p.get("satisfaction")):
+            satisfaction = Satisfaction(p["satisfaction"]) if p.get("satisfaction") else None
+            answer = Feedback(at, p["source"], p.get("resolved"), satisfaction)
+            t = replace(t, feedbacks=(*t.feedbacks, answer))
+    elif kind == "order.sent_back":
+        t = replace(t, send_backs=max(t.send_backs, int(p["send_back_no"])))
+    elif kind == "order.supervision_opened":
+        if t.supervision_opened_at is None:
+            t = replace(t, supervision_opened_at=at, supervision_station_id=p["station_id"])
+    elif kind == SUPERVISION_CLOSED:
+        t = replace(t, supervision_closed_at=_first(t.supervision_closed_at, at))
+    elif kind == REVIEWED:
+        if t.review is None:
+            review = Review(
+                p["reviewer_id"],
+                at,
+                int(p["timeliness"]),
+                int(p["professional_quality"]),
+                int(p["record_completeness"]),
+            )
+            t = replace(t, review=review)
+    elif kind == "order.followed_up":
+        t = _followed_up(t, p, at)
+    elif kind == "order.closed" and p.get("without_feedback"):
+        return _move(t, OrderStatus.CLOSED_WITHOUT_FEEDBACK, at)
 
     return _move(t, STATUS_AFTER.get(kind), at)
+
+
+def _redo_done(t: Timeline, step: Literal["accepted_at", "completed_at"], at: datetime) -> Timeline:
+    """A station's accept or completion after a redo dispatch is the redo's (the latest)."""
+    if not t.redos:
+        return t
+    last = t.redos[-1]
+    if getattr(last, step) is not None or at < last.dispatched_at:
+        return t
+    done = (
+        replace(last, accepted_at=at) if step == "accepted_at" else replace(last, completed_at=at)
+    )
+    return replace(t, redos=(*t.redos[:-1], done))
+
+
+def _owe_follow_up(
+    t: Timeline, station_id: str, worker_id: str, at: datetime, due: str
+) -> Timeline:
+    owed = FollowUp(len(t.follow_ups) + 1, station_id, worker_id, at, date.fromisoformat(due))
+    return replace(t, follow_ups=(*t.follow_ups, owed))
+
+
+def _followed_up(t: Timeline, p: dict[str, Any], at: datetime) -> Timeline:
+    """A visit does the earliest follow-up still owed, and may owe the next one."""
+    follow_ups = list(t.follow_ups)
+    open_ = [f for f in follow_ups if f.owed]
+    if open_:
+        first = open_[0]
+        follow_ups[first.n - 1] = replace(
+            first, done_on=date.fromisoformat(p["visited_on"]), done_at=at
+        )
+    t = replace(t, follow_ups=tuple(follow_ups))
+    if p.get("next_follow_up_by"):
+        t = _owe_follow_up(t, p["station_id"], p["worker_id"], at, p["next_follow_up_by"])
+    return t
 
 
 # What a station reports about the dispatch it holds.
@@ -432,44 +692,128 @@ def _of_a_superseded_dispatch(
     return False
 
 
-def _move(t: Timeline, status: OrderStatus | None, at: datetime) -> Timeline:
-    """Move to ``status``; an ended order stays ended (only a completed one can be closed)."""
-    if status is None:
+def _move(
+    t: Timeline, status: OrderStatus | None, at: datetime, *, reopen: bool = False
+) -> Timeline:
+    """Move to ``status``. A final order (closed, cancelled) stays as it is; a completed one
+    goes on only through the loop after the service (:data:`AFTER_SERVICE`), or, sent back,
+    to its redo (``reopen``)."""
+    if status is None or t.status in FINAL:
         return t
-    if t.status in ENDED and not (
-        t.status is OrderStatus.COMPLETED and status is OrderStatus.CLOSED
-    ):
+    if t.status in ENDED and status not in AFTER_SERVICE and status not in FINAL:
         return t
-    ended_at = t.ended_at
-    if status in ENDED and ended_at is None:
-        ended_at = at
+    if t.status is OrderStatus.SENT_BACK and status is OrderStatus.DISPATCHED and not reopen:
+        return t
+    ended_at = (t.ended_at or at) if status in ENDED else None
     return replace(t, status=status, ended_at=ended_at)
+
+
+# -- The audit's own entries ----------------------------------------------------------------
+# A supervisor's review and the close of a supervision are appended by the audit itself to
+# the order's chain (same HMAC, same transaction as the table that keeps their free text).
+# They come from no topic, so the inbox does not account for them (verify.py knows).
+
+REVIEWED = "order.reviewed"
+SUPERVISION_CLOSED = "order.supervision_closed"
+
+
+class OrderReviewed(EventPayload):
+    """A supervisor scored an order picked for review (1-5 each)."""
+
+    event_type = REVIEWED
+    station_id: str
+    reviewer_id: str
+    timeliness: int = Field(ge=1, le=5)
+    professional_quality: int = Field(ge=1, le=5)
+    record_completeness: int = Field(ge=1, le=5)
+    comment: str | None = personal(default=None)
+
+
+class OrderSupervisionClosed(EventPayload):
+    """The station's supervisor closed the supervision (督办) of an order, with a note."""
+
+    event_type = SUPERVISION_CLOSED
+    station_id: str
+    supervisor_id: str
+    note: str = personal()
+
+
+AUDIT_OWN = frozenset({REVIEWED, SUPERVISION_CLOSED})
+_OWN_ENVELOPES: dict[type[EventPayload], type[Envelope[Any]]] = {
+    OrderReviewed: Envelope[OrderReviewed],
+    OrderSupervisionClosed: Envelope[OrderSupervisionClosed],
+}
+
+
+def own_entry(
+    payload: OrderReviewed | OrderSupervisionClosed, order_id: uuid.UUID, reader_id: str
+) -> Envelope[Any]:
+    return _OWN_ENVELOPES[type(payload)](
+        event_id=uuid.uuid4(),
+        type=payload.event_type,
+        schema_version=payload.schema_version,
+        occurred_at=datetime.now(UTC),
+        order_id=order_id,
+        actor=Actor(kind="system", id=f"audit:{reader_id}"),
+        correlation_id=str(order_id),
+        payload=payload,
+    )
+
+
+def picked_for_review(order_id: str, share: float) -> bool:
+    """Whether a completed order is among the ``share`` picked for review: a fixed function of
+    the order id (so a replay, a rebuild, another replica picks the same) that nobody chooses."""
+    digest = hashlib.sha256(f"review:{order_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
 # -- Readers and what they see --------------------------------------------------------------
 
-ReaderRole = Literal["supervisor", "station_manager"]
+ReaderRole = Literal["evaluator", "supervisor", "station_manager"]
+READER_ROLES: tuple[ReaderRole, ...] = ("evaluator", "supervisor", "station_manager")
 
 
 @dataclass(frozen=True)
 class Reader:
-    """Supervisors see every station, a station manager only their own."""
+    """An evaluator sees every station (or, bound to a county, its ``stations``); a
+    supervisor the stations they are bound to (一站一督导); a station manager their own."""
 
     id: str
     role: ReaderRole
-    station_id: str | None
+    station_id: str | None = None
+    """A station manager's station."""
+    stations: tuple[str, ...] = ()
+    """A supervisor's stations; an evaluator's when bound to a county (none: all)."""
+
+    @property
+    def is_evaluator(self) -> bool:
+        return self.role == "evaluator"
 
     @property
     def is_supervisor(self) -> bool:
         return self.role == "supervisor"
 
     @property
-    def own_station(self) -> str | None:
-        """The one station the reader is limited to; None for a supervisor (every station)."""
-        return None if self.is_supervisor else self.station_id
+    def sees_everything(self) -> bool:
+        """An evaluator bound to no stations: the whole deployment (may verify the trail)."""
+        return self.is_evaluator and not self.stations
+
+    @property
+    def scope(self) -> frozenset[str] | None:
+        """The stations the reader is limited to; None for every station."""
+        if self.sees_everything:
+            return None
+        if self.is_evaluator or self.is_supervisor:
+            return frozenset(self.stations)
+        return frozenset() if self.station_id is None else frozenset({self.station_id})
 
     def sees_station(self, station_id: str | None) -> bool:
-        return self.is_supervisor or (station_id is not None and station_id == self.station_id)
+        scope = self.scope
+        return scope is None or (station_id is not None and station_id in scope)
+
+    def supervises(self, station_id: str | None) -> bool:
+        """May review the station's orders and close their supervision."""
+        return self.is_supervisor and station_id is not None and station_id in self.stations
 
 
 RowT = TypeVar("RowT", bound=Row)
@@ -669,17 +1013,197 @@ def figures(
 def figures_for(
     reader: Reader, orders: Sequence[Timeline], group_by: GroupBy, now: datetime
 ) -> list[GroupFigures]:
-    """The figures a reader sees: a station manager's cover the orders their station holds
-    and the dispatches sent to it."""
-    own = reader.own_station
+    """The figures a reader sees: a station manager's (a supervisor's) cover the orders their
+    station (stations) hold and the dispatches sent to it (them)."""
     return figures(
-        [o for o in orders if own is None or o.station_id == own],
+        [o for o in orders if reader.sees_station(o.station_id)],
         [
             DispatchRow(o.order_id, d.station_id, d.rejected_at is not None)
             for o in orders
             for d in o.dispatches
-            if own is None or d.station_id == own
+            if reader.sees_station(d.station_id)
         ],
         group_by,
         now,
     )
+
+
+# -- Evaluation indicators ------------------------------------------------------------------
+# Per station (the one holding the order), of the orders submitted in the period:
+# - on-time acceptance / completion: stages done by their deadline / stages on time or
+#   breached (as above), the first service and every redo (against the redo's fresh
+#   deadlines) each counting once;
+# - return-visit rate: completed orders with an answered return visit / completed orders;
+# - satisfaction rate: of those, satisfied or very satisfied at the latest answer; resolved
+#   rate: of those, resolved at the latest answer;
+# - send-back rate: orders sent back at least once / completed orders; orders under
+#   supervision: opened and not yet closed;
+# - follow-ups: owed (due; one a redo superseded before its visit is owed no more), visited by
+#   the due day (done on time), visited later (done late), not visited after the due day
+#   (overdue); their on-time rate is done on time / (done on time + done late + overdue);
+# - review coverage: reviewed / picked (completed orders the random share picked); mean
+#   rubric scores of the reviewed ones.
+# A rate or mean with nothing to count is None (null), and neither passes nor fails.
+
+Direction = Literal["at_least", "at_most"]
+
+INDICATORS: dict[str, Direction] = {
+    "on_time_acceptance_rate": "at_least",
+    "on_time_completion_rate": "at_least",
+    "return_visit_rate": "at_least",
+    "satisfaction_rate": "at_least",
+    "resolved_rate": "at_least",
+    "send_back_rate": "at_most",
+    "follow_up_on_time_rate": "at_least",
+    "review_coverage": "at_least",
+    "mean_timeliness_score": "at_least",
+    "mean_professional_quality_score": "at_least",
+    "mean_record_completeness_score": "at_least",
+}
+
+DEFAULT_TARGETS: dict[str, float] = {
+    "on_time_acceptance_rate": 0.95,
+    "on_time_completion_rate": 0.9,
+    "return_visit_rate": 0.8,
+    "satisfaction_rate": 0.9,
+    "resolved_rate": 0.9,
+    "send_back_rate": 0.05,
+    "follow_up_on_time_rate": 0.9,
+    "review_coverage": 1.0,
+    "mean_timeliness_score": 3.5,
+    "mean_professional_quality_score": 3.5,
+    "mean_record_completeness_score": 3.5,
+}
+
+
+@dataclass(frozen=True)
+class Indicator:
+    value: float | None
+    target: float
+    direction: Direction
+    passed: bool | None
+    """None when the value is (nothing to count)."""
+
+
+def indicator(value: float | None, target: float, direction: Direction) -> Indicator:
+    if value is None:
+        return Indicator(None, target, direction, None)
+    passed = value >= target if direction == "at_least" else value <= target
+    return Indicator(value, target, direction, passed)
+
+
+@dataclass(frozen=True)
+class StationEvaluation:
+    station: str
+    orders: int
+    completed: int
+    accepts_on_time: int
+    accepts_late: int
+    completions_on_time: int
+    completions_late: int
+    with_feedback: int
+    satisfied: int
+    resolved: int
+    sent_back_orders: int
+    send_backs: int
+    supervision_opened: int
+    under_supervision: int
+    follow_ups_due: int
+    follow_ups_done_on_time: int
+    follow_ups_done_late: int
+    follow_ups_overdue: int
+    picked_for_review: int
+    reviewed: int
+    indicators: dict[str, Indicator]
+
+
+def _mean(values: Sequence[int]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def evaluate_station(
+    station: str,
+    orders: Sequence[Timeline],
+    now: datetime,
+    targets: Mapping[str, float],
+    review_share: float,
+) -> StationEvaluation:
+    def count(stage: Stage, outcome: Outcome) -> int:
+        return sum(o.outcomes(stage, now).count(outcome) for o in orders)
+
+    completed = [o for o in orders if o.completed_at is not None]
+    answered = [f for o in completed if (f := o.feedback) is not None]
+    satisfied = sum(1 for f in answered if f.satisfaction is not None and f.satisfaction.satisfied)
+    resolved = sum(1 for f in answered if f.resolved)
+    sent_back = sum(1 for o in completed if o.send_backs)
+    follow_ups = [
+        (f, f.outcome(now))
+        for o in orders
+        for f in o.follow_ups
+        if f.done_on is not None or f.superseded_at is None
+    ]
+    on_time = sum(1 for f, out in follow_ups if out == "met")
+    late = sum(1 for f, out in follow_ups if out == "breached" and f.done_on is not None)
+    overdue = sum(1 for f, _ in follow_ups if f.overdue(now))
+    picked = [o for o in completed if picked_for_review(o.order_id, review_share)]
+    reviews = [o.review for o in picked if o.review is not None]
+    accepts = (count(Stage.ACCEPT, "met"), count(Stage.ACCEPT, "breached"))
+    completions = (count(Stage.COMPLETE, "met"), count(Stage.COMPLETE, "breached"))
+    values: dict[str, float | None] = {
+        "on_time_acceptance_rate": _rate(accepts[0], sum(accepts)),
+        "on_time_completion_rate": _rate(completions[0], sum(completions)),
+        "return_visit_rate": _rate(len(answered), len(completed)),
+        "satisfaction_rate": _rate(satisfied, len(answered)),
+        "resolved_rate": _rate(resolved, len(answered)),
+        "send_back_rate": _rate(sent_back, len(completed)),
+        "follow_up_on_time_rate": _rate(on_time, on_time + late + overdue),
+        "review_coverage": _rate(len(reviews), len(picked)),
+        "mean_timeliness_score": _mean([r.timeliness for r in reviews]),
+        "mean_professional_quality_score": _mean([r.professional_quality for r in reviews]),
+        "mean_record_completeness_score": _mean([r.record_completeness for r in reviews]),
+    }
+    return StationEvaluation(
+        station=station,
+        orders=len(orders),
+        completed=len(completed),
+        accepts_on_time=accepts[0],
+        accepts_late=accepts[1],
+        completions_on_time=completions[0],
+        completions_late=completions[1],
+        with_feedback=len(answered),
+        satisfied=satisfied,
+        resolved=resolved,
+        sent_back_orders=sent_back,
+        send_backs=sum(o.send_backs for o in orders),
+        supervision_opened=sum(1 for o in orders if o.supervision_opened_at is not None),
+        under_supervision=sum(1 for o in orders if o.under_supervision),
+        follow_ups_due=len(follow_ups),
+        follow_ups_done_on_time=on_time,
+        follow_ups_done_late=late,
+        follow_ups_overdue=overdue,
+        picked_for_review=len(picked),
+        reviewed=len(reviews),
+        indicators={
+            name: indicator(values[name], targets[name], direction)
+            for name, direction in INDICATORS.items()
+        },
+    )
+
+
+def evaluation(
+    reader: Reader,
+    orders: Iterable[Timeline],
+    now: datetime,
+    targets: Mapping[str, float],
+    review_share: float,
+    station: str | None = None,
+) -> list[StationEvaluation]:
+    """Each station's evaluation the reader may see (``station``: that one only)."""
+    by_station: dict[str, list[Timeline]] = defaultdict(list)
+    for o in orders:
+        if reader.sees_station(o.station_id) and (station is None or o.station_id == station):
+            by_station[group_of(o, GroupBy.STATION)].append(o)
+    return [
+        evaluate_station(name, by_station[name], now, targets, review_share)
+        for name in sorted(by_station)
+    ]

@@ -78,7 +78,9 @@ COUNTERS: tuple[tuple[str, str, list[str], Callable[[Connection], Awaitable[list
     ),
     (
         "swd_sla_breaches",
-        "Stage deadlines breached (counted when first seen), by stage, urgency and station",
+        "Stage deadlines breached (counted when first seen), by stage, urgency and station; "
+        "a redo's accept and complete count too, and a follow-up not made by its due day "
+        "(stage follow_up)",
         ["stage", "urgency", "station"],
         store.breach_counts,
     ),
@@ -93,7 +95,32 @@ def _counted(name: str, documentation: str, labels: list[str], rows: list[Row]) 
     return family
 
 
-async def compute(conn: Connection) -> list[Metric]:
+def satisfaction_families(rows: Sequence[Row], target: float) -> list[Metric]:
+    """swd_satisfaction_rate{station} (stations with an answer in the window only: no answer
+    is no rate), swd_return_visits_answered{station} and swd_satisfaction_target."""
+    rate = GaugeMetricFamily(
+        "swd_satisfaction_rate",
+        "Satisfied or very satisfied / answered, at the latest return visit of the orders "
+        "answered in SWD_AUDIT_SATISFACTION_WINDOW_DAYS, by station",
+        labels=["station"],
+    )
+    answered = GaugeMetricFamily(
+        "swd_return_visits_answered",
+        "Orders whose latest answered return visit is in the satisfaction window, by station",
+        labels=["station"],
+    )
+    for r in rows:
+        rate.add_metric([r["station"]], r["satisfied"] / r["answered"])
+        answered.add_metric([r["station"]], r["answered"])
+    goal = GaugeMetricFamily(
+        "swd_satisfaction_target",
+        "The satisfaction rate a station should reach (SWD_AUDIT_EVALUATION_TARGETS)",
+        value=target,
+    )
+    return [rate, answered, goal]
+
+
+async def compute(conn: Connection, settings: AuditSettings) -> list[Metric]:
     events, breaches = [
         _counted(name, documentation, labels, await rows(conn))
         for name, documentation, labels, rows in COUNTERS
@@ -139,7 +166,11 @@ async def compute(conn: Connection) -> list[Metric]:
             open_orders.add_metric([station, status], n)
             overdue.add_metric([station, status], late)
         oldest.add_metric([station], max(ages.get(station, 0.0), 0.0))
-    return [events, durations, breaches, open_orders, overdue, oldest]
+    satisfaction = satisfaction_families(
+        await store.satisfaction_by_station(conn, settings.audit_satisfaction_window_days * 86400),
+        settings.audit_evaluation_targets["satisfaction_rate"],
+    )
+    return [events, durations, breaches, open_orders, overdue, oldest, *satisfaction]
 
 
 async def refresh_figures(runtime: Runtime[AuditSettings]) -> None:
@@ -147,7 +178,7 @@ async def refresh_figures(runtime: Runtime[AuditSettings]) -> None:
     interval = runtime.settings.audit_metrics_refresh_interval_s
     while True:
         async with runtime.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            FIGURES.families = await compute(conn)
+            FIGURES.families = await compute(conn, runtime.settings)
         await asyncio.sleep(interval)
 
 

@@ -13,7 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.audit import store
-from services.audit.domain import GroupBy, GroupFigures, Reader, SeenTimeline, figures_for, seen_by
+from services.audit.domain import (
+    INDICATORS,
+    GroupBy,
+    GroupFigures,
+    Reader,
+    SeenTimeline,
+    StationEvaluation,
+    evaluation,
+    figures_for,
+    seen_by,
+)
 from shared.db import Pool
 from shared.domain import Stage
 from shared.errors import InvalidField, NotFound
@@ -58,9 +68,96 @@ async def timeliness(
         raise InvalidField(("query", "from"), "must be before 'to'")
     async with pool.acquire() as conn:
         orders = await store.load_timelines(
-            conn, submitted_from=from_, submitted_to=to, station_id=reader.own_station
+            conn, submitted_from=from_, submitted_to=to, stations=reader.scope
         )
     return Report(from_, to, group_by, now, figures_for(reader, orders, group_by, now))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    from_: datetime
+    to: datetime
+    as_of: datetime
+    review_share: float
+    stations: list[StationEvaluation]
+
+
+async def evaluation_report(
+    pool: Pool,
+    reader: Reader,
+    from_: datetime | None,
+    to: datetime | None,
+    station: str | None,
+    targets: dict[str, float],
+    review_share: float,
+) -> Evaluation:
+    """Each station's indicators beside their targets, of the orders submitted in
+    ``[from, to)`` (by default the 30 days up to now); the rules are in domain.py. A reader
+    asking for a station they do not see gets NotFound."""
+    now = datetime.now(UTC)
+    to = to or now
+    from_ = from_ or to - DEFAULT_SPAN
+    if from_ >= to:
+        raise InvalidField(("query", "from"), "must be before 'to'")
+    if station is not None and not reader.sees_station(station):
+        raise NotFound("no such station")
+    scope = reader.scope if station is None else {station}
+    async with pool.acquire() as conn:
+        orders = await store.load_timelines(
+            conn, submitted_from=from_, submitted_to=to, stations=scope
+        )
+    stations = evaluation(reader, orders, now, targets, review_share, station)
+    return Evaluation(from_, to, now, review_share, stations)
+
+
+_COUNT_COLUMNS = (
+    "orders",
+    "completed",
+    "accepts_on_time",
+    "accepts_late",
+    "completions_on_time",
+    "completions_late",
+    "with_feedback",
+    "satisfied",
+    "resolved",
+    "sent_back_orders",
+    "send_backs",
+    "supervision_opened",
+    "under_supervision",
+    "follow_ups_due",
+    "follow_ups_done_on_time",
+    "follow_ups_done_late",
+    "follow_ups_overdue",
+    "picked_for_review",
+    "reviewed",
+)
+
+
+def evaluation_csv(report: Evaluation) -> str:
+    """One row per station: the counts, then each indicator's value, target and pass."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "station",
+            *_COUNT_COLUMNS,
+            *(f"{name}{part}" for name in INDICATORS for part in ("", "_target", "_pass")),
+        ]
+    )
+    for s in report.stations:
+        indicators = [
+            cell
+            for name in INDICATORS
+            for cell in (
+                s.indicators[name].value,
+                s.indicators[name].target,
+                s.indicators[name].passed,
+            )
+        ]
+        writer.writerow(
+            _cells([s.station, *(getattr(s, name) for name in _COUNT_COLUMNS), *indicators])
+        )
+    return out.getvalue()
 
 
 _STAGE_COLUMNS = ("on_time_rate", "breached", "p50_seconds", "p90_seconds")
@@ -105,6 +202,12 @@ def to_csv(report: Report) -> str:
 
 
 def _cells(values: Iterable[Any]) -> list[str]:
-    return [
-        "" if v is None else str(round(v, 6)) if isinstance(v, float) else str(v) for v in values
-    ]
+    return [_cell(v) for v in values]
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "pass" if v else "fail"
+    return str(round(v, 6)) if isinstance(v, float) else str(v)

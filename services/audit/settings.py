@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
+from services.audit.domain import DEFAULT_TARGETS, INDICATORS
 from shared.settings import Settings
+
+_TARGETS_DOC = ", ".join(
+    f"{name} {'>=' if INDICATORS[name] == 'at_least' else '<='} {target}"
+    for name, target in DEFAULT_TARGETS.items()
+)
 
 
 class AuditSettings(Settings):
@@ -21,6 +27,33 @@ class AuditSettings(Settings):
     # storage the database's writers cannot reach; written at least once a minute.
     audit_checkpoint_file: Path
     audit_checkpoint_interval_s: float = Field(default=60.0, gt=0, le=60)
+
+    audit_evaluation_targets: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_TARGETS),
+        description="SWD_AUDIT_EVALUATION_TARGETS, JSON: the target of each evaluation "
+        "indicator (GET /v1/reports/evaluation); the ones not given keep their default. "
+        f"Defaults: {_TARGETS_DOC}.",
+    )
+    audit_review_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="SWD_AUDIT_REVIEW_SHARE: the share of completed orders picked at random "
+        "for a supervisor's review (a fixed function of the order id: a replay picks the same).",
+    )
+    audit_satisfaction_window_days: float = Field(
+        default=30,
+        gt=0,
+        description="SWD_AUDIT_SATISFACTION_WINDOW_DAYS: the gauge swd_satisfaction_rate covers "
+        "the return visits answered in this many days up to now.",
+    )
+
+    @field_validator("audit_evaluation_targets")
+    @classmethod
+    def _known_targets(cls, targets: dict[str, float]) -> dict[str, float]:
+        if unknown := set(targets) - set(DEFAULT_TARGETS):
+            raise ValueError(f"no such indicator: {sorted(unknown)}; known: {list(INDICATORS)}")
+        return DEFAULT_TARGETS | targets
 
     @property
     def hmac_key(self) -> bytes:

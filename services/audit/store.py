@@ -16,18 +16,25 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.audit.domain import (
+    AUDIT_OWN,
+    FOLLOW_UP,
     LEGACY_SHA256,
     STAGE_DONE,
     STEP_TIMES,
+    Breach,
     Checkpoint,
     Dispatch,
+    Feedback,
+    FollowUp,
     Link,
     ReaderRole,
+    RedoRound,
+    Review,
     Row,
     Timeline,
 )
 from shared.db import Connection, Pool
-from shared.domain import OrderStatus, Stage
+from shared.domain import OrderStatus, Satisfaction, Stage
 from shared.locks import LockNamespace
 
 NONE = "none"  # the station label of what belongs to no station (yet)
@@ -35,22 +42,26 @@ _CHECKPOINT_LOCK = f"{int(LockNamespace.AUDIT_CHECKPOINT)}, 0"
 
 # -- Readers --------------------------------------------------------------------------------
 
-ACTIVE_READER = (
-    "SELECT id, role, station_id FROM readers WHERE token_hash = $1 AND revoked_at IS NULL"
-)
+ACTIVE_READER = """SELECT id, role, station_id, coalesce(stations, '{}') AS stations
+                   FROM readers WHERE token_hash = $1 AND revoked_at IS NULL"""
 
 
 async def insert_reader(
     conn: Connection,
-    reader: tuple[str, str, ReaderRole, str | None],
+    reader: tuple[str, str, ReaderRole, str | None, Sequence[str] | None],
     token_hash: str,
 ) -> bool:
-    """Add the reader (id, name, role, station); False, and nothing changed, when the id is
-    taken."""
+    """Add the reader (id, name, role, station, supervised stations); False, and nothing
+    changed, when the id is taken."""
+    reader_id, name, role, station_id, stations = reader
     added = await conn.fetchval(
-        """INSERT INTO readers (id, name, role, station_id, token_hash)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id""",
-        *reader,
+        """INSERT INTO readers (id, name, role, station_id, stations, token_hash)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id""",
+        reader_id,
+        name,
+        role,
+        station_id,
+        list(stations) if stations else None,
         token_hash,
     )
     return added is not None
@@ -186,14 +197,20 @@ async def applied_but_missing(conn: Connection, consumer: str) -> list[uuid.UUID
 
 
 async def not_in_inbox(conn: Connection, consumer: str) -> list[Row]:
-    """Entries no applied event accounts for."""
+    """Entries no applied event accounts for (the audit's own entries, a review or a closed
+    supervision, come from no topic: their record is the audit's table of them)."""
     return list(
         await conn.fetch(
             """SELECT t.order_id, t.seq, t.event_id FROM trail t
                WHERE NOT EXISTS (
                    SELECT 1 FROM inbox i WHERE i.consumer = $1 AND i.event_id = t.event_id)
+                 AND NOT (t.event_type = ANY($2::text[]) AND (
+                     EXISTS (SELECT 1 FROM reviews r WHERE r.event_id = t.event_id)
+                     OR EXISTS (SELECT 1 FROM supervision_closes c
+                                WHERE c.event_id = t.event_id)))
                ORDER BY t.seq""",
             consumer,
+            sorted(AUDIT_OWN),
         )
     )
 
@@ -225,7 +242,18 @@ _ORDER_FIELDS = (
 )
 
 
-def _values(row: Link | Dispatch) -> tuple[Any, ...]:
+# The loop's scalar columns of the orders table, of the timeline's fields of the same name.
+_LOOP_FIELDS = (
+    "feedback_due_at",
+    "send_backs",
+    "supervision_opened_at",
+    "supervision_station_id",
+    "supervision_closed_at",
+)
+_REVIEW_FIELDS = ("timeliness", "professional_quality", "record_completeness")
+
+
+def _values(row: Link | Dispatch | Feedback | RedoRound | FollowUp) -> tuple[Any, ...]:
     """A dataclass's fields in order: its table's columns in order."""
     return tuple(getattr(row, f.name) for f in fields(row))
 
@@ -236,9 +264,12 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
         """INSERT INTO orders (order_id, status, station_id, worker_id, category, urgency,
                submitted_at, dispatched_at, received_at, accepted_at, assigned_at, started_at,
                completed_at, ended_at, dispatch_by, accept_by, assign_by, complete_by,
-               dispatches, rejections, escalations, events)
+               dispatches, rejections, escalations, events, feedback_due_at, send_backs,
+               supervision_opened_at, supervision_station_id, supervision_closed_at,
+               reviewer_id, reviewed_at, review_timeliness, review_professional_quality,
+               review_record_completeness)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-               $18, $19, $20, $21, $22)""",
+               $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)""",
         [
             (
                 order_id,
@@ -249,44 +280,88 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
                 t.rejections,
                 t.escalations,
                 t.events,
+                *(getattr(t, name) for name in _LOOP_FIELDS),
+                t.review and t.review.reviewer_id,
+                t.review and t.review.at,
+                *(t.review and getattr(t.review, name) for name in _REVIEW_FIELDS),
             )
             for order_id, t in timelines.items()
         ],
     )
     await conn.executemany(
         """INSERT INTO dispatches (order_id, dispatch_no, station_id, dispatched_at, reason,
-               received_at, rejected_at, reject_reason_code)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+               received_at, rejected_at, reject_reason_code, send_back_no)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
         [(order_id, *_values(x)) for order_id, t in timelines.items() for x in t.dispatches],
+    )
+    await conn.executemany(
+        """INSERT INTO feedbacks (order_id, n, at, source, resolved, satisfaction)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        [
+            (order_id, n, *_values(x))
+            for order_id, t in timelines.items()
+            for n, x in enumerate(t.feedbacks, 1)
+        ],
+    )
+    await conn.executemany(
+        """INSERT INTO redos (order_id, send_back_no, dispatch_no, station_id, dispatched_at,
+               reason, accept_by, complete_by, accepted_at, completed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        [(order_id, *_values(x)) for order_id, t in timelines.items() for x in t.redos],
+    )
+    await conn.executemany(
+        """INSERT INTO follow_ups (order_id, n, station_id, worker_id, set_at, due_on, done_on,
+               done_at, superseded_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        [(order_id, *_values(x)) for order_id, t in timelines.items() for x in t.follow_ups],
     )
 
 
 async def record_breaches(
-    conn: Connection, breaches: Sequence[tuple[uuid.UUID, Stage, Timeline]]
+    conn: Connection, breaches: Sequence[tuple[uuid.UUID, Breach, Timeline]]
 ) -> None:
-    """Record each (order, stage) breach once, when first seen."""
+    """Record each (order, stage, round) breach once, when first seen."""
     await conn.executemany(
-        """INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+        """INSERT INTO breaches (order_id, stage, round, station_id, urgency, deadline)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
         [
-            (order_id, stage.value, t.station_id, t.urgency, t.deadlines[stage])
-            for order_id, stage, t in breaches
+            (order_id, b.stage, b.round, t.station_id, t.urgency, b.deadline)
+            for order_id, b, t in breaches
         ],
     )
 
 
 async def record_open_breaches(conn: Connection) -> int:
     """Record the breach of every stage whose deadline has passed on an open order while the
-    stage is still not done; return how many are new."""
-    status = await conn.execute(
+    stage is still not done (a redo's too), and of every follow-up still owed after the end of
+    its due day (UTC), open order or not; return how many are new."""
+    new = 0
+    for statement in (
         f"""INSERT INTO breaches (order_id, stage, station_id, urgency, deadline)
             SELECT o.order_id, s.stage, o.station_id, o.urgency, s.deadline
             FROM orders o CROSS JOIN LATERAL (VALUES {_STAGE_DEADLINE_DONE})
                  AS s(stage, deadline, done_at)
-            WHERE o.ended_at IS NULL AND s.done_at IS NULL AND s.deadline < now()
-            ON CONFLICT DO NOTHING"""  # noqa: S608
-    )
-    return int(status.split()[-1])
+            WHERE o.ended_at IS NULL AND o.completed_at IS NULL AND s.done_at IS NULL
+              AND s.deadline < now()
+            ON CONFLICT DO NOTHING""",  # noqa: S608
+        """INSERT INTO breaches (order_id, stage, round, station_id, urgency, deadline)
+           SELECT o.order_id, s.stage, r.send_back_no, o.station_id, o.urgency, s.deadline
+           FROM orders o JOIN redos r USING (order_id)
+                CROSS JOIN LATERAL (VALUES ('accept', r.accept_by, r.accepted_at),
+                                           ('complete', r.complete_by, r.completed_at))
+                AS s(stage, deadline, done_at)
+           WHERE o.ended_at IS NULL AND s.done_at IS NULL AND s.deadline < now()
+           ON CONFLICT DO NOTHING""",
+        f"""INSERT INTO breaches (order_id, stage, round, station_id, urgency, deadline)
+            SELECT o.order_id, '{FOLLOW_UP}', f.n, f.station_id, o.urgency,
+                   (f.due_on + 1)::timestamp AT TIME ZONE 'UTC'
+            FROM orders o JOIN follow_ups f USING (order_id)
+            WHERE f.done_on IS NULL AND f.superseded_at IS NULL
+              AND (f.due_on + 1)::timestamp AT TIME ZONE 'UTC' < now()
+            ON CONFLICT DO NOTHING""",  # noqa: S608
+    ):
+        new += int((await conn.execute(statement)).split()[-1])
+    return new
 
 
 async def load_timelines(
@@ -295,50 +370,171 @@ async def load_timelines(
     order_id: uuid.UUID | None = None,
     submitted_from: datetime | None = None,
     submitted_to: datetime | None = None,
-    station_id: str | None = None,
+    stations: Collection[str] | None = None,
 ) -> list[Timeline]:
     """Projected orders: one, or those submitted in ``[submitted_from, submitted_to)``; with
-    ``station_id``, only the orders that station holds or was ever sent."""
+    ``stations``, only the orders those stations hold or were ever sent."""
     rows = await conn.fetch(
         """SELECT * FROM orders o
            WHERE ($1::uuid IS NULL OR o.order_id = $1)
              AND ($2::timestamptz IS NULL OR o.submitted_at >= $2)
              AND ($3::timestamptz IS NULL OR o.submitted_at < $3)
-             AND ($4::text IS NULL OR o.station_id = $4 OR EXISTS (
-                 SELECT 1 FROM dispatches d WHERE d.order_id = o.order_id AND d.station_id = $4))
+             AND ($4::text[] IS NULL OR o.station_id = ANY($4) OR EXISTS (
+                 SELECT 1 FROM dispatches d
+                 WHERE d.order_id = o.order_id AND d.station_id = ANY($4)))
            ORDER BY o.submitted_at, o.order_id""",
         order_id,
         submitted_from,
         submitted_to,
-        station_id,
+        None if stations is None else list(stations),
     )
+    ids = [r["order_id"] for r in rows]
     sent: dict[uuid.UUID, list[Dispatch]] = {}
     for d in await conn.fetch(
         """SELECT order_id, dispatch_no, station_id, dispatched_at, reason, received_at,
-                  rejected_at, reject_reason_code
+                  rejected_at, reject_reason_code, send_back_no
            FROM dispatches WHERE order_id = ANY($1::uuid[]) ORDER BY dispatch_no""",
-        [r["order_id"] for r in rows],
+        ids,
     ):
-        fields = dict(d)
-        sent.setdefault(fields.pop("order_id"), []).append(Dispatch(**fields))
-    return [_timeline(r, tuple(sent.get(r["order_id"], ()))) for r in rows]
+        values = dict(d)
+        sent.setdefault(values.pop("order_id"), []).append(Dispatch(**values))
+    answers: dict[uuid.UUID, list[Feedback]] = {}
+    for f in await conn.fetch(
+        """SELECT order_id, at, source, resolved, satisfaction FROM feedbacks
+           WHERE order_id = ANY($1::uuid[]) ORDER BY n""",
+        ids,
+    ):
+        satisfaction = Satisfaction(f["satisfaction"]) if f["satisfaction"] else None
+        answers.setdefault(f["order_id"], []).append(
+            Feedback(f["at"], f["source"], f["resolved"], satisfaction)
+        )
+    redos: dict[uuid.UUID, list[RedoRound]] = {}
+    for r in await conn.fetch(
+        "SELECT * FROM redos WHERE order_id = ANY($1::uuid[]) ORDER BY send_back_no", ids
+    ):
+        values = dict(r)
+        redos.setdefault(values.pop("order_id"), []).append(RedoRound(**values))
+    follow_ups: dict[uuid.UUID, list[FollowUp]] = {}
+    for f in await conn.fetch(
+        "SELECT * FROM follow_ups WHERE order_id = ANY($1::uuid[]) ORDER BY n", ids
+    ):
+        values = dict(f)
+        follow_ups.setdefault(values.pop("order_id"), []).append(FollowUp(**values))
+    return [
+        _timeline(
+            r,
+            dispatches=tuple(sent.get(r["order_id"], ())),
+            feedbacks=tuple(answers.get(r["order_id"], ())),
+            redos=tuple(redos.get(r["order_id"], ())),
+            follow_ups=tuple(follow_ups.get(r["order_id"], ())),
+        )
+        for r in rows
+    ]
 
 
-def _timeline(r: Row, dispatches: tuple[Dispatch, ...]) -> Timeline:
+def _timeline(r: Row, **children: Any) -> Timeline:
+    review = None
+    if r["reviewed_at"] is not None:
+        review = Review(
+            r["reviewer_id"],
+            r["reviewed_at"],
+            *(r[f"review_{name}"] for name in _REVIEW_FIELDS),
+        )
     return Timeline(
         order_id=str(r["order_id"]),
         status=OrderStatus(r["status"]) if r["status"] else None,
-        **{name: r[name] for name in (*_ORDER_FIELDS, "rejections", "escalations", "events")},
+        **{
+            name: r[name]
+            for name in (*_ORDER_FIELDS, "rejections", "escalations", "events", *_LOOP_FIELDS)
+        },
         deadlines={stage: r[f"{stage.value}_by"] for stage in Stage if r[f"{stage.value}_by"]},
-        dispatches=dispatches,
+        review=review,
+        **children,
     )
 
 
+# -- Reviews and supervision (the audit's own records) --------------------------------------
+
+
+async def insert_review(
+    conn: Connection, order_id: uuid.UUID, event_id: uuid.UUID, review: dict[str, Any]
+) -> bool:
+    """False, and nothing written, when the order has a review already."""
+    added = await conn.fetchval(
+        """INSERT INTO reviews (order_id, event_id, station_id, reviewer_id, timeliness,
+               professional_quality, record_completeness, comment)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (order_id) DO NOTHING
+           RETURNING true""",
+        order_id,
+        event_id,
+        review["station_id"],
+        review["reviewer_id"],
+        review["timeliness"],
+        review["professional_quality"],
+        review["record_completeness"],
+        review.get("comment"),
+    )
+    return added is not None
+
+
+async def insert_supervision_close(
+    conn: Connection,
+    order_id: uuid.UUID,
+    event_id: uuid.UUID,
+    station_id: str,
+    supervisor_id: str,
+    note: str,
+) -> bool:
+    """False, and nothing written, when the order's supervision was closed already."""
+    added = await conn.fetchval(
+        """INSERT INTO supervision_closes (order_id, event_id, station_id, supervisor_id, note)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING RETURNING true""",
+        order_id,
+        event_id,
+        station_id,
+        supervisor_id,
+        note,
+    )
+    return added is not None
+
+
+async def supervisions(
+    conn: Connection,
+    stations: Collection[str] | None,
+    *,
+    open_only: bool,
+    order_id: uuid.UUID | None = None,
+) -> list[dict[str, Any]]:
+    """Orders under supervision (or ever, without ``open_only``) whose supervision is of one
+    of ``stations`` (None: all; ``order_id``: that one only), oldest first."""
+    return [
+        dict(r)
+        for r in await conn.fetch(
+            """SELECT o.order_id, o.supervision_station_id AS station_id, o.status, o.send_backs,
+                      o.supervision_opened_at, o.supervision_closed_at, c.supervisor_id
+               FROM orders o LEFT JOIN supervision_closes c USING (order_id)
+               WHERE o.supervision_opened_at IS NOT NULL
+                 AND ($1::text[] IS NULL OR o.supervision_station_id = ANY($1))
+                 AND (NOT $2 OR o.supervision_closed_at IS NULL)
+                 AND ($3::uuid IS NULL OR o.order_id = $3)
+               ORDER BY o.supervision_opened_at, o.order_id""",
+            None if stations is None else list(stations),
+            open_only,
+            order_id,
+        )
+    ]
+
+
 # -- The figures ----------------------------------------------------------------------------
-# Any stage past its deadline and not done (not only the current one).
-OVERDUE = " OR ".join(
+# Any stage past its deadline and not done (not only the current one): of the first service
+# while it is not completed, and of a redo's accept or completion.
+_FIRST_OVERDUE = " OR ".join(
     f"({done} IS NULL AND {stage.value}_by < now())" for stage, done in STAGE_DONE.items()
 )
+OVERDUE = f"""(completed_at IS NULL AND ({_FIRST_OVERDUE})) OR EXISTS (
+    SELECT 1 FROM redos r WHERE r.order_id = orders.order_id
+      AND ((r.accepted_at IS NULL AND r.accept_by < now())
+           OR (r.completed_at IS NULL AND r.complete_by < now())))"""  # noqa: S608
 
 
 async def event_counts(conn: Connection) -> list[Row]:
@@ -413,6 +609,28 @@ async def oldest_open_ages(conn: Connection) -> dict[str, float]:
                 GROUP BY 1"""  # noqa: S608
         )
     }
+
+
+SATISFIED = sorted(s.value for s in Satisfaction if s.satisfied)
+
+
+async def satisfaction_by_station(conn: Connection, window_s: float) -> list[Row]:
+    """``station, answered, satisfied``: of the orders whose latest answered return visit came
+    in the last ``window_s`` seconds, by the station holding them."""
+    return list(
+        await conn.fetch(
+            f"""SELECT coalesce(o.station_id, '{NONE}') AS station, count(*) AS answered,
+                       count(*) FILTER (WHERE f.satisfaction = ANY($2::text[])) AS satisfied
+                FROM orders o
+                JOIN LATERAL (SELECT at, satisfaction FROM feedbacks
+                              WHERE feedbacks.order_id = o.order_id
+                              ORDER BY n DESC LIMIT 1) f ON true
+                WHERE f.at >= now() - make_interval(secs => $1)
+                GROUP BY 1""",  # noqa: S608
+            window_s,
+            SATISFIED,
+        )
+    )
 
 
 # -- The checkpoint file --------------------------------------------------------------------

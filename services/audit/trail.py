@@ -36,7 +36,7 @@ async def refresh_orders(conn: Connection, order_ids: Collection[uuid.UUID]) -> 
     now = datetime.now(UTC)
     await store.record_breaches(
         conn,
-        [(order_id, stage, t) for order_id, t in timelines.items() for stage in t.breached(now)],
+        [(order_id, b, t) for order_id, t in timelines.items() for b in t.breaches(now)],
     )
 
 

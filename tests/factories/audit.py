@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from shared import topics
@@ -18,21 +18,30 @@ from shared.events import (
     Location,
     OrderAccepted,
     OrderAssigned,
+    OrderAwaitingFeedback,
     OrderCancelled,
     OrderClosed,
     OrderCompleted,
     OrderDispatched,
     OrderEscalated,
+    OrderFeedbackReceived,
+    OrderFollowedUp,
     OrderReceived,
     OrderRejected,
+    OrderSentBack,
     OrderStarted,
     OrderSubmitted,
+    OrderSupervisionOpened,
+    Redo,
     new_event,
 )
 from tests.factories.events import case_details
 
 LOCATION = Location(township_code="TS-LH", community_code="LH-HAIYUN")
 STAFF = Actor(kind="station_staff", id="test-staff")
+OPERATOR = Actor(kind="operator", id="test-operator")
+# Personal text the tests look for in the trail (it must never be there).
+SECRET = "PERSONAL-DO-NOT-STORE"
 
 
 @dataclass
@@ -53,6 +62,7 @@ class OrderScript:
     order_id: uuid.UUID = field(default_factory=uuid.uuid4)
     events: list[tuple[str, Envelope[Any]]] = field(default_factory=list)
     dispatch_no: int = 0
+    send_back_no: int = 0
 
     @property
     def deadlines(self) -> Deadlines:
@@ -179,7 +189,9 @@ class OrderScript:
             topics.STATION_EVENTS, OrderStarted(station_id=station, worker_id=worker), minutes
         )
 
-    def completed(self, station: str, worker: str, minutes: float) -> OrderScript:
+    def completed(
+        self, station: str, worker: str, minutes: float, *, follow_up_by: date | None = None
+    ) -> OrderScript:
         return self._add(
             topics.STATION_EVENTS,
             OrderCompleted(
@@ -187,14 +199,137 @@ class OrderScript:
                 worker_id=worker,
                 outcome="served",
                 service_minutes=60,
-                follow_up_needed=False,
-                summary="private summary",
+                follow_up_needed=follow_up_by is not None,
+                summary=f"summary {SECRET}",
+                follow_up_by=follow_up_by,
+                follow_up_plan=None if follow_up_by is None else f"plan {SECRET}",
             ),
             minutes,
         )
 
-    def closed(self, station: str, minutes: float) -> OrderScript:
-        return self._add(topics.CENTER_EVENTS, OrderClosed(station_id=station), minutes)
+    def closed(
+        self, station: str, minutes: float, *, without_feedback: bool = False
+    ) -> OrderScript:
+        return self._add(
+            topics.CENTER_EVENTS,
+            OrderClosed(station_id=station, without_feedback=without_feedback),
+            minutes,
+        )
+
+    def awaiting_feedback(self, station: str, minutes: float, days: float = 7) -> OrderScript:
+        due = self.submitted_at + timedelta(minutes=minutes, days=days)
+        return self._add(
+            topics.CENTER_EVENTS,
+            OrderAwaitingFeedback(station_id=station, feedback_due_at=due),
+            minutes,
+        )
+
+    def feedback(
+        self,
+        station: str,
+        minutes: float,
+        *,
+        resolved: bool | None = True,
+        satisfaction: str | None = "satisfied",
+        source: str = "integration",
+        reached: bool = True,
+    ) -> OrderScript:
+        return self._add(
+            topics.CENTER_EVENTS,
+            OrderFeedbackReceived(
+                station_id=station,
+                source=source,
+                reached=reached,
+                resolved=resolved if reached else None,
+                satisfaction=satisfaction if reached else None,
+                comment=f"comment {SECRET}",
+            ),
+            minutes,
+            OPERATOR if source == "operator" else SYSTEM,
+        )
+
+    def sent_back(
+        self,
+        station: str,
+        minutes: float,
+        *,
+        to_station: str | None = None,
+        accept_min: float = 60,
+        complete_min: float = 1440,
+        supervision: bool = False,
+    ) -> OrderScript:
+        """The send-back and, at the same time, the redo's dispatch with deadlines counted
+        from now (and, with ``supervision``, its opening)."""
+        self.send_back_no += 1
+        to = to_station or station
+        reason = "the resident was not satisfied"
+        self._add(
+            topics.CENTER_EVENTS,
+            OrderSentBack(
+                station_id=station, to_station_id=to, send_back_no=self.send_back_no, reason=reason
+            ),
+            minutes,
+            OPERATOR,
+        )
+        if supervision:
+            self._add(
+                topics.CENTER_EVENTS,
+                OrderSupervisionOpened(
+                    station_id=station, send_backs=self.send_back_no, reason=reason
+                ),
+                minutes,
+            )
+        self.dispatch_no += 1
+        at = self.submitted_at + timedelta(minutes=minutes)
+        fresh = self.deadlines.model_copy(
+            update={
+                "accept_by": at + timedelta(minutes=accept_min),
+                "complete_by": at + timedelta(minutes=complete_min),
+            }
+        )
+        return self._add(
+            topics.CENTER_EVENTS,
+            OrderDispatched(
+                station_id=to,
+                dispatch_no=self.dispatch_no,
+                reason="sent back for redo",
+                redo=Redo(
+                    send_back_no=self.send_back_no,
+                    reason=reason,
+                    resolved=False,
+                    satisfaction="dissatisfied",
+                ),
+                category=self.category,
+                urgency=self.urgency,
+                beneficiary_group="elderly_in_hardship",
+                location=LOCATION,
+                submitted_at=self.submitted_at,
+                deadlines=fresh,
+                case=case_details(),
+            ),
+            minutes,
+        )
+
+    def followed_up(
+        self,
+        station: str,
+        worker: str,
+        minutes: float,
+        visited_on: date,
+        next_by: date | None = None,
+    ) -> OrderScript:
+        return self._add(
+            topics.STATION_EVENTS,
+            OrderFollowedUp(
+                station_id=station,
+                worker_id=worker,
+                visited_on=visited_on,
+                summary=f"visit {SECRET}",
+                next_follow_up_by=next_by,
+            ),
+            minutes,
+            STAFF,
+        )
 
     def cancelled(self, station: str | None, minutes: float) -> OrderScript:
         return self._add(

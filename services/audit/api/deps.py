@@ -13,15 +13,24 @@ from shared.bearer import bearer_principal
 from shared.errors import Forbidden
 from shared.runtime import Runtime, current_runtime
 
-current_reader = bearer_principal(ACTIVE_READER, lambda row: Reader(**dict(row)))
+current_reader = bearer_principal(
+    ACTIVE_READER, lambda row: Reader(**dict(row) | {"stations": tuple(row["stations"])})
+)
 CurrentReader = Annotated[Reader, Depends(current_reader)]
+
+
+async def evaluator(reader: CurrentReader) -> Reader:
+    if not reader.sees_everything:
+        raise Forbidden("verification covers every station: evaluators of all stations only")
+    return reader
 
 
 async def supervisor(reader: CurrentReader) -> Reader:
     if not reader.is_supervisor:
-        raise Forbidden("verification covers every station: supervisors only")
+        raise Forbidden("reviews and supervision are for the stations' supervisors only")
     return reader
 
 
+Evaluator = Annotated[Reader, Depends(evaluator)]
 Supervisor = Annotated[Reader, Depends(supervisor)]
 AuditRuntime = Annotated[Runtime[AuditSettings], Depends(current_runtime)]

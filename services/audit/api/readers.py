@@ -1,4 +1,4 @@
-"""The audit API of its readers: supervisors and station managers."""
+"""The audit API of its readers: evaluators, supervisors and station managers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
-from services.audit import reports, trail
-from services.audit.api.deps import AuditRuntime, CurrentReader, Supervisor
-from services.audit.api.schemas import OrderTimeliness, TimelinessReport, TrailEntry
+from services.audit import reports, reviews, trail
+from services.audit.api.deps import AuditRuntime, CurrentReader, Evaluator, Supervisor
+from services.audit.api.schemas import (
+    CloseSupervision,
+    EvaluationReport,
+    OrderTimeliness,
+    ReviewRequest,
+    ReviewView,
+    SupervisionView,
+    TimelinessReport,
+    TrailEntry,
+)
 from services.audit.domain import GroupBy, Verification
 from services.audit.verify import verify
 from shared.http import Problem
@@ -43,7 +52,7 @@ async def get_order_timeliness(
 
 
 @router.get("/audit/verify", response_model=Verification, responses={403: {"model": Problem}})
-async def verify_trail(_: Supervisor, runtime: AuditRuntime) -> Verification:
+async def verify_trail(_: Evaluator, runtime: AuditRuntime) -> Verification:
     """Check every order's keyed hash chain, the inbox both ways and the checkpoints kept
     outside the database; ``broken`` lists everything that does not hold."""
     settings = runtime.settings
@@ -76,3 +85,136 @@ async def timeliness_report(
         return Response(reports.to_csv(report), media_type="text/csv; charset=utf-8")
     body = TimelinessReport(**vars(report)).model_dump_json(by_alias=True)
     return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/reports/evaluation",
+    response_model=EvaluationReport,
+    responses={
+        200: {"content": {"text/csv": {}}},
+        404: {"model": Problem},
+        422: {"model": Problem},
+    },
+)
+async def evaluation_report(
+    reader: CurrentReader,
+    runtime: AuditRuntime,
+    request: Request,
+    from_: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="orders submitted at or after (default: to - 30 days)"),
+    ] = None,
+    to: Annotated[
+        AwareDatetime | None, Query(description="orders submitted before (default: now)")
+    ] = None,
+    station: Annotated[str | None, Query(description="one station only")] = None,
+) -> Response:
+    """Per station: on-time acceptance and completion, return-visit, satisfaction, resolved
+    and send-back rates, orders under supervision, follow-ups, review coverage and mean rubric
+    scores, each beside its target (``SWD_AUDIT_EVALUATION_TARGETS``) with pass or fail; a
+    rate with nothing to count is null. ``Accept: text/csv`` for CSV. A station manager sees
+    their station, a supervisor theirs, an evaluator every one; another station is a 404."""
+    settings = runtime.settings
+    report = await reports.evaluation_report(
+        runtime.pool,
+        reader,
+        from_,
+        to,
+        station,
+        settings.audit_evaluation_targets,
+        settings.audit_review_share,
+    )
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(reports.evaluation_csv(report), media_type="text/csv; charset=utf-8")
+    body = EvaluationReport(**vars(report)).model_dump_json(by_alias=True)
+    return Response(body, media_type="application/json")
+
+
+@router.post(
+    "/reviews",
+    status_code=201,
+    response_model=ReviewView,
+    responses={
+        403: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem},
+        422: {"model": Problem},
+    },
+)
+async def post_review(body: ReviewRequest, reader: Supervisor, runtime: AuditRuntime) -> ReviewView:
+    """The supervisor of the order's station scores an order picked for review (1-5 each);
+    409 when it was not picked, or is reviewed already. An entry in the order's trail."""
+    scores = reviews.Scores(
+        body.timeliness, body.professional_quality, body.record_completeness, body.comment
+    )
+    done = await reviews.review(
+        runtime.pool,
+        runtime.settings.hmac_key,
+        runtime.settings.audit_review_share,
+        reader,
+        body.order_id,
+        scores,
+    )
+    return ReviewView.of(done)
+
+
+@router.get(
+    "/reviews",
+    response_model=list[ReviewView],
+    responses={422: {"model": Problem}},
+)
+async def get_reviews(
+    reader: CurrentReader,
+    runtime: AuditRuntime,
+    from_: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="orders submitted at or after (default: to - 30 days)"),
+    ] = None,
+    to: Annotated[
+        AwareDatetime | None, Query(description="orders submitted before (default: now)")
+    ] = None,
+    pending: Annotated[bool, Query(description="only those not reviewed yet")] = False,
+) -> list[ReviewView]:
+    """The orders of the reader's stations picked for review (``SWD_AUDIT_REVIEW_SHARE`` of
+    the completed ones, by a fixed function of the order id), with their review once made."""
+    found = await reviews.picked(
+        runtime.pool,
+        reader,
+        runtime.settings.audit_review_share,
+        from_,
+        to,
+        pending_only=pending,
+    )
+    return [ReviewView.of(p) for p in found]
+
+
+@router.get("/supervisions", response_model=list[SupervisionView])
+async def get_supervisions(
+    reader: CurrentReader,
+    pool: PoolDep,
+    include_closed: Annotated[bool, Query(description="closed ones too")] = False,
+) -> list[SupervisionView]:
+    """Orders under supervision (督办) at the reader's stations, oldest first."""
+    rows = await reviews.supervisions(pool, reader, open_only=not include_closed)
+    return [SupervisionView(**r) for r in rows]
+
+
+@router.post(
+    "/supervisions/{order_id}/close",
+    response_model=SupervisionView,
+    responses={
+        403: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem},
+        422: {"model": Problem},
+    },
+)
+async def close_supervision(
+    order_id: uuid.UUID, body: CloseSupervision, reader: Supervisor, runtime: AuditRuntime
+) -> SupervisionView:
+    """The station's supervisor closes the order's supervision with a note (kept off the
+    trail; the close is an entry in it). 409 when it is not under supervision."""
+    closed = await reviews.close_supervision(
+        runtime.pool, runtime.settings.hmac_key, reader, order_id, body.note
+    )
+    return SupervisionView(**closed)

@@ -4,12 +4,20 @@ domain's own dataclasses)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.audit.domain import GroupBy, GroupFigures, Outcome, SeenTimeline
+from services.audit.domain import (
+    GroupBy,
+    GroupFigures,
+    Outcome,
+    SeenTimeline,
+    StationEvaluation,
+    Timeline,
+)
+from services.audit.reviews import Picked
 from shared.domain import Stage
 
 
@@ -39,6 +47,39 @@ class DispatchView(BaseModel):
     received_at: datetime | None
     rejected_at: datetime | None
     reject_reason_code: str | None
+    send_back_no: int | None = Field(description="set for a redo after that send-back")
+
+
+class RedoView(BaseModel):
+    """A redo after a send-back, against its own fresh deadlines."""
+
+    send_back_no: int
+    dispatch_no: int
+    station_id: str
+    dispatched_at: datetime
+    reason: str
+    accept: StageView
+    complete: StageView
+
+
+class FollowUpView(BaseModel):
+    """A follow-up visit owed by ``due_on``: met (visited by then), breached (later, or
+    overdue), pending; not_applicable when a redo superseded it before the visit."""
+
+    n: int
+    station_id: str
+    worker_id: str
+    due_on: date
+    done_on: date | None
+    superseded_at: datetime | None = None
+    outcome: Outcome
+
+
+class FeedbackView(BaseModel):
+    at: datetime
+    source: str
+    resolved: bool | None
+    satisfaction: str | None
 
 
 class OrderTimeliness(BaseModel):
@@ -61,18 +102,79 @@ class OrderTimeliness(BaseModel):
     redispatches: int
     rejections: int
     escalations: int
+    feedback_due_at: datetime | None = None
+    feedbacks: list[FeedbackView] = []
+    send_backs: int = 0
+    supervision_opened_at: datetime | None = None
+    supervision_station_id: str | None = None
+    supervision_closed_at: datetime | None = None
+    redos: list[RedoView] = Field(default=[], description="the redos after send-backs")
+    follow_ups: list[FollowUpView] = Field(default=[], description="the 'follow-up' stage")
+    reviewed_at: datetime | None = None
 
     @classmethod
     def of(cls, seen: SeenTimeline) -> OrderTimeliness:
         t = seen.timeline
-        fields = {name: getattr(t, name) for name in cls.model_fields if hasattr(t, name)}
+        fields = {
+            name: getattr(t, name)
+            for name in cls.model_fields
+            if hasattr(t, name) and name not in _LOOP
+        }
+        loop = _loop_of(t) if seen.stages else {}  # nothing of it for a station it left
         return cls.model_validate(
             fields
+            | loop
             | {
                 "stages": {stage: vars(r) for stage, r in seen.stages.items()},
                 "dispatches": [vars(d) for d in seen.dispatches],
             }
         )
+
+
+_LOOP = (
+    "feedback_due_at",
+    "feedbacks",
+    "send_backs",
+    "supervision_opened_at",
+    "supervision_station_id",
+    "supervision_closed_at",
+    "redos",
+    "follow_ups",
+)
+
+
+def _loop_of(t: Timeline) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "feedback_due_at": t.feedback_due_at,
+        "send_backs": t.send_backs,
+        "supervision_opened_at": t.supervision_opened_at,
+        "supervision_station_id": t.supervision_station_id,
+        "supervision_closed_at": t.supervision_closed_at,
+        "feedbacks": [vars(f) for f in t.feedbacks],
+        "redos": [
+            {
+                **{k: getattr(r, k) for k in RedoView.model_fields if hasattr(r, k)},
+                "accept": StageView(
+                    deadline=r.accept_by,
+                    done_at=r.accepted_at,
+                    outcome=r.outcome(Stage.ACCEPT, now, t.ended_at),
+                ),
+                "complete": StageView(
+                    deadline=r.complete_by,
+                    done_at=r.completed_at,
+                    outcome=r.outcome(Stage.COMPLETE, now, t.ended_at),
+                ),
+            }
+            for r in t.redos
+        ],
+        "follow_ups": [
+            {**{k: getattr(f, k) for k in FollowUpView.model_fields if hasattr(f, k)}}
+            | {"outcome": f.outcome(now)}
+            for f in t.follow_ups
+        ],
+        "reviewed_at": t.review.at if t.review else None,
+    }
 
 
 class TimelinessReport(BaseModel):
@@ -83,3 +185,69 @@ class TimelinessReport(BaseModel):
     group_by: GroupBy
     as_of: datetime
     groups: list[GroupFigures]
+
+
+class EvaluationReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: datetime = Field(alias="from")
+    to: datetime
+    as_of: datetime
+    review_share: float
+    stations: list[StationEvaluation]
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: uuid.UUID
+    timeliness: int = Field(ge=1, le=5)
+    professional_quality: int = Field(ge=1, le=5)
+    record_completeness: int = Field(ge=1, le=5)
+    comment: str | None = Field(
+        default=None, max_length=2000, description="kept by the audit, not in the trail"
+    )
+
+
+class ReviewView(BaseModel):
+    """An order picked for review, with its scores once reviewed (the comment stays with
+    the audit)."""
+
+    order_id: uuid.UUID
+    station_id: str
+    completed_at: datetime
+    reviewer_id: str | None
+    reviewed_at: datetime | None
+    timeliness: int | None
+    professional_quality: int | None
+    record_completeness: int | None
+
+    @classmethod
+    def of(cls, picked: Picked) -> ReviewView:
+        r = picked.review
+        return cls(
+            order_id=uuid.UUID(picked.order_id),
+            station_id=picked.station_id,
+            completed_at=picked.completed_at,
+            reviewer_id=r and r.reviewer_id,
+            reviewed_at=r and r.at,
+            timeliness=r and r.timeliness,
+            professional_quality=r and r.professional_quality,
+            record_completeness=r and r.record_completeness,
+        )
+
+
+class CloseSupervision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=2000, description="kept off the trail")
+
+
+class SupervisionView(BaseModel):
+    order_id: uuid.UUID
+    station_id: str | None
+    status: str | None
+    send_backs: int
+    supervision_opened_at: datetime
+    supervision_closed_at: datetime | None
+    supervisor_id: str | None

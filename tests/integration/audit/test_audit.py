@@ -440,7 +440,7 @@ async def test_a_reader_created_on_the_command_line_can_read_reports(
     stack: RunningStack, http: httpx.AsyncClient
 ) -> None:
     created = swdispatch(
-        stack, "audit", "readers", "create", "--name", "CLI reader", "--role", "supervisor"
+        stack, "audit", "readers", "create", "--name", "CLI reader", "--role", "evaluator"
     )
     assert created.returncode == 0, created.stderr
     token = created.stdout.split("Authorization: Bearer ")[1].split()[0]

@@ -282,7 +282,7 @@ async def test_audit_readers_created_on_the_command_line_never_replace_another(
     reader_id = f"cli-{uuid.uuid4().hex[:6]}"
     create = ("create", "--id", reader_id, "--role", "station_manager", "--station", "st-liuhe")
     first = _token(readers(*create, "--name", "王芳"), "Bearer ")
-    repeated = readers("create", "--id", reader_id, "--name", "李娜", "--role", "supervisor")
+    repeated = readers("create", "--id", reader_id, "--name", "李娜", "--role", "evaluator")
     assert repeated.returncode != 0
     assert "already exists" in repeated.stderr
     auth = {"Authorization": f"Bearer {first}"}

@@ -32,7 +32,7 @@ from tests.factories.audit import OrderScript
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
 KEY = b"k" * 32
-SUPERVISOR = Reader("rdr-s", "supervisor", None)
+SUPERVISOR = Reader("rdr-s", "evaluator", None)
 MANAGER_A = Reader("rdr-a", "station_manager", "st-a")
 MANAGER_B = Reader("rdr-b", "station_manager", "st-b")
 
@@ -166,7 +166,7 @@ def test_who_sees_which_station() -> None:
     assert not MANAGER_A.sees_station("st-b")
     assert not MANAGER_A.sees_station(None)  # the center's own events
     assert not Reader("rdr-x", "station_manager", None).sees_station(None)
-    assert (SUPERVISOR.own_station, MANAGER_A.own_station) == (None, "st-a")
+    assert (SUPERVISOR.scope, MANAGER_A.scope) == (None, frozenset({"st-a"}))
     entries = [{"station_id": s} for s in (None, "st-a", "st-b")]
     assert visible_entries(MANAGER_A, entries) == [{"station_id": "st-a"}]
     assert visible_entries(SUPERVISOR, entries) == entries

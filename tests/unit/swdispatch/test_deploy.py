@@ -38,6 +38,9 @@ KNOWN_METRICS = {
     "swd_outbox_published_events_total",
     "swd_http_requests_total",
     "swd_http_request_duration_seconds",
+    "swd_satisfaction_rate",
+    "swd_satisfaction_target",
+    "swd_return_visits_answered",
 }
 
 
@@ -79,7 +82,7 @@ def promtool() -> str:
 
 def test_prometheus_config_and_rules_are_valid(promtool: str) -> None:
     run(promtool, "check", "config", "prometheus/prometheus.yml")
-    assert "10 rules found" in run(promtool, "check", "rules", "prometheus/alerts.yml")
+    assert "11 rules found" in run(promtool, "check", "rules", "prometheus/alerts.yml")
 
 
 def test_alert_unit_tests_pass(promtool: str) -> None:
@@ -99,6 +102,7 @@ def test_every_alert_has_guidance_and_a_unit_test() -> None:
         "ServiceDown",
         "InstanceDown",
         "StatusCallbacksFailing",
+        "SatisfactionBelowTarget",
     }
     tests = load_all(PROMETHEUS / "alerts.test.yml")[0]["tests"]
     firing = {
@@ -114,6 +118,20 @@ def test_every_alert_has_guidance_and_a_unit_test() -> None:
         assert rule["annotations"]["summary"], name
         assert len(rule["annotations"]["description"]) > 80, name
         assert metric_names(rule["expr"]) <= KNOWN_METRICS, name
+
+
+def test_the_audits_satisfaction_metrics_the_alert_uses_are_exported() -> None:
+    from services.audit.jobs import satisfaction_families
+
+    rows = [{"station": "st-a", "answered": 4, "satisfied": 3}]
+    families = {f.name: f for f in satisfaction_families(rows, 0.9)}
+    rules = [r for g in load_all(PROMETHEUS / "alerts.yml")[0]["groups"] for r in g["rules"]]
+    (rule,) = [r for r in rules if r.get("alert") == "SatisfactionBelowTarget"]
+    assert metric_names(rule["expr"]) <= set(families)
+    assert [(s.labels, s.value) for s in families["swd_satisfaction_rate"].samples] == [
+        ({"station": "st-a"}, 0.75)
+    ]
+    assert families["swd_satisfaction_target"].samples[0].value == 0.9
 
 
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -338,6 +356,7 @@ def test_grafana_dashboard_uses_exported_metrics_and_covers_the_issue() -> None:
         "swd_consumer_lag_messages",
         "swd_outbox_unsent_events",
         "swd_dead_letter_topic_messages",
+        "swd_satisfaction_rate",
     } <= used
     quantiles = " ".join(e for t, e in exprs.items() if "Stage duration" in t)
     assert "histogram_quantile(0.5," in quantiles

@@ -1,0 +1,149 @@
+"""The audit follows a real order around the loop on the real stack: the center's return
+visits, send-backs and redos (the station's steps scripted, as in the center's loop tests),
+projected with each redo against its fresh deadlines; the supervision the third send-back
+opened, closed by the supervisor of the station whose work was sent back; the feedback's
+comment never in the trail; the chain verifying. A real station's follow-up visits, timed
+against their due days."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import pytest
+
+from services.audit.admin import create_reader
+from shared.db import connect
+from tests.conftest import RunningStack
+from tests.helpers import get_json_when, remember_personal_data
+from tests.integration.dispatch_center.center_support import set_up_township
+from tests.integration.dispatch_center.test_center_loop import (
+    COMMENT,
+    _completed_order,
+    _feedback,
+    _send_back,
+    _serve,
+)
+from tests.integration.station_worker.station import new_station
+from tests.integration.station_worker.test_loop import PLAN, completed_order, visit, with_follow_up
+
+pytestmark = pytest.mark.integration
+
+FIRST = "st-t3-b"
+OTHER = "st-t3-a"
+
+
+@pytest.fixture(scope="module")
+async def township(stack: RunningStack, http: httpx.AsyncClient) -> None:
+    await set_up_township(stack, http)
+
+
+async def supervisor_of(stack: RunningStack, station: str) -> dict[str, str]:
+    conn = await connect(stack.database_url, "audit")
+    try:
+        token = await create_reader(
+            conn, f"sup-{uuid.uuid4().hex[:6]}", "督导", "supervisor", stations=[station]
+        )
+    finally:
+        await conn.close()
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.usefixtures("township")
+async def test_the_audit_follows_a_real_order_around_the_loop(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    order_id = await _completed_order(stack, http, db)
+    rounds = [FIRST, OTHER, OTHER]  # the second redo by another station the operator names
+    for number, station in enumerate(rounds, start=1):
+        resp = await _feedback(
+            http, stack, order_id, resolved=False, satisfaction="dissatisfied", comment=COMMENT
+        )
+        assert resp.status_code == 200, resp.text
+        named = {} if station == FIRST else {"station_id": station}
+        sent = await _send_back(http, stack, order_id, reason=f"round {number}", **named)
+        assert sent.status_code == 200, sent.text
+        await _serve(stack, db, order_id, number + 1, station=station)
+    resp = await _feedback(http, stack, order_id, resolved=True, satisfaction="satisfied")
+    assert resp.json()["status"] == "closed"
+
+    audit = stack.urls["audit"]
+    evaluator = {"Authorization": f"Bearer {stack.supervisor_token}"}
+    t = await get_json_when(
+        http,
+        f"{audit}/v1/orders/{order_id}/timeliness",
+        evaluator,
+        lambda o: o["status"] == "closed",
+    )
+    assert (t["station_id"], t["send_backs"], t["redispatches"]) == (OTHER, 3, 0)
+    assert [r["station_id"] for r in t["redos"]] == rounds
+    assert [(r["accept"]["outcome"], r["complete"]["outcome"]) for r in t["redos"]] == [
+        ("met", "met")
+    ] * 3
+    assert [d["send_back_no"] for d in t["dispatches"]] == [None, 1, 2, 3]
+    assert [(f["resolved"], f["satisfaction"]) for f in t["feedbacks"]] == [
+        (False, "dissatisfied")
+    ] * 3 + [(True, "satisfied")]
+    assert t["supervision_station_id"] == OTHER
+    assert t["supervision_closed_at"] is None
+
+    trail = await http.get(f"{audit}/v1/orders/{order_id}/trail", headers=evaluator)
+    assert COMMENT not in trail.text
+    kinds = {e["event_type"] for e in trail.json()}
+    assert {
+        "order.awaiting_feedback",
+        "order.feedback_received",
+        "order.sent_back",
+        "order.supervision_opened",
+        "order.closed",
+    } <= kinds
+
+    # The supervisor of the station whose work was sent back the third time closes it.
+    first, other = await supervisor_of(stack, FIRST), await supervisor_of(stack, OTHER)
+    listed = (await http.get(f"{audit}/v1/supervisions", headers=other)).json()
+    assert order_id in [s["order_id"] for s in listed]
+    close = f"{audit}/v1/supervisions/{order_id}/close"
+    assert (await http.post(close, json={"note": "n"}, headers=first)).status_code == 404
+    closed = await http.post(close, json={"note": "met the family"}, headers=other)
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["station_id"] == OTHER
+
+    verified = (await http.get(f"{audit}/v1/audit/verify", headers=evaluator)).json()
+    assert not [b for b in verified["broken"] if b["order_id"] == order_id]
+
+
+async def test_the_audit_times_a_real_stations_follow_up_visits(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    station = await new_station(stack, db, [("a", [], 5, True)])
+    ((worker, token),) = station.workers.items()
+    remember_personal_data(PLAN)
+    today = datetime.now(UTC).date()
+    due, next_by = today + timedelta(days=7), today + timedelta(days=30)
+    order_id = await completed_order(stack, http, station, worker, with_follow_up(due))
+    first = {
+        "visited_on": today.isoformat(),
+        "summary": "Meals arrive",
+        "next_follow_up_by": next_by.isoformat(),
+    }
+    assert (await visit(http, station, order_id, first, token)).status_code == 201
+
+    audit = stack.urls["audit"]
+    evaluator = {"Authorization": f"Bearer {stack.supervisor_token}"}
+    t = await get_json_when(
+        http,
+        f"{audit}/v1/orders/{order_id}/timeliness",
+        evaluator,
+        lambda o: len(o["follow_ups"]) == 2,
+    )
+    assert [(f["worker_id"], f["due_on"], f["done_on"], f["outcome"]) for f in t["follow_ups"]] == [
+        (worker, due.isoformat(), today.isoformat(), "met"),
+        (worker, next_by.isoformat(), None, "pending"),
+    ]
+    trail = await http.get(f"{audit}/v1/orders/{order_id}/trail", headers=evaluator)
+    assert PLAN not in trail.text
+    assert "Meals arrive" not in trail.text
+    followed = [e for e in trail.json() if e["event_type"] == "order.followed_up"]
+    assert followed[0]["event"]["payload"]["next_follow_up_by"] == next_by.isoformat()

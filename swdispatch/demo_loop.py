@@ -18,6 +18,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -32,25 +33,21 @@ SENT_BACK = 0.2  # the rest: no feedback
 WAIT_S = 30.0
 
 
+@dataclass
 class Loop:
     """One demo order around the loop."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        urls: dict[str, str],
-        credentials: dict[str, Any],
-        order_id: str,
-        station_id: str,
-        rng: random.Random,
-    ) -> None:
-        self.http = http
-        self.urls = urls
-        self.credentials = credentials
-        self.order_id = order_id
-        self.station_id = station_id
-        self.rng = rng
-        self.station = credentials["stations"][station_id]
+    http: httpx.AsyncClient
+    urls: dict[str, str]
+    credentials: dict[str, Any]
+    order_id: str
+    station_id: str
+    rng: random.Random
+
+    @property
+    def station(self) -> dict[str, Any]:
+        station: dict[str, Any] = self.credentials["stations"][self.station_id]
+        return station
 
     @property
     def short(self) -> str:

@@ -27,6 +27,15 @@ from shared.runtime import PoolDep
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
+# The period every report and listing takes: orders submitted in [from, to).
+PeriodFrom = Annotated[
+    AwareDatetime | None,
+    Query(alias="from", description="orders submitted at or after (default: to - 30 days)"),
+]
+PeriodTo = Annotated[
+    AwareDatetime | None, Query(description="orders submitted before (default: now)")
+]
+
 
 @router.get(
     "/orders/{order_id}/trail",
@@ -68,13 +77,8 @@ async def timeliness_report(
     reader: CurrentReader,
     pool: PoolDep,
     request: Request,
-    from_: Annotated[
-        AwareDatetime | None,
-        Query(alias="from", description="orders submitted at or after (default: to - 30 days)"),
-    ] = None,
-    to: Annotated[
-        AwareDatetime | None, Query(description="orders submitted before (default: now)")
-    ] = None,
+    from_: PeriodFrom = None,
+    to: PeriodTo = None,
     group_by: GroupBy = GroupBy.STATION,
 ) -> Response:
     """Per group: order counts, on-time rate and p50/p90 duration per stage, rejection and
@@ -100,13 +104,8 @@ async def evaluation_report(
     reader: CurrentReader,
     runtime: AuditRuntime,
     request: Request,
-    from_: Annotated[
-        AwareDatetime | None,
-        Query(alias="from", description="orders submitted at or after (default: to - 30 days)"),
-    ] = None,
-    to: Annotated[
-        AwareDatetime | None, Query(description="orders submitted before (default: now)")
-    ] = None,
+    from_: PeriodFrom = None,
+    to: PeriodTo = None,
     station: Annotated[str | None, Query(description="one station only")] = None,
 ) -> Response:
     """Per station: on-time acceptance and completion, return-visit, satisfaction, resolved
@@ -166,13 +165,8 @@ async def post_review(body: ReviewRequest, reader: Supervisor, runtime: AuditRun
 async def get_reviews(
     reader: CurrentReader,
     runtime: AuditRuntime,
-    from_: Annotated[
-        AwareDatetime | None,
-        Query(alias="from", description="orders submitted at or after (default: to - 30 days)"),
-    ] = None,
-    to: Annotated[
-        AwareDatetime | None, Query(description="orders submitted before (default: now)")
-    ] = None,
+    from_: PeriodFrom = None,
+    to: PeriodTo = None,
     pending: Annotated[bool, Query(description="only those not reviewed yet")] = False,
 ) -> list[ReviewView]:
     """The orders of the reader's stations picked for review (``SWD_AUDIT_REVIEW_SHARE`` of

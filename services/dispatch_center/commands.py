@@ -45,12 +45,21 @@ def _revoke_integration(args: argparse.Namespace) -> None:
 
 def _create_operator(args: argparse.Namespace) -> None:
     from services.dispatch_center.admin import create_operator
+    from shared.errors import InvalidField
 
-    operator_id, token = asyncio.run(
-        in_schema("dispatch_center", lambda c: create_operator(c, args.name, args.role))
-    )
+    try:
+        operator_id, token = asyncio.run(
+            in_schema(
+                "dispatch_center",
+                lambda c: create_operator(c, args.name, args.role, stations=args.stations),
+            )
+        )
+    except InvalidField as e:
+        raise SystemExit(f"--station: {e.detail}") from None
+    scope = "every station" if args.stations is None else ", ".join(sorted(set(args.stations)))
     print(
-        f"operator {operator_id} ({args.role})\nBearer token: {token}\n(shown once; store it now)"
+        f"operator {operator_id} ({args.role}; {scope})\nBearer token: {token}\n"
+        "(shown once; store it now)"
     )
 
 
@@ -78,3 +87,12 @@ def add_commands(sub: Any) -> None:
     )
     create_op.add_argument("name")
     create_op.add_argument("--role", choices=("operator", "viewer"), default="operator")
+    create_op.add_argument(
+        "--station",
+        dest="stations",
+        action="append",
+        default=None,
+        metavar="STATION_ID",
+        help="bind the operator to this station (repeat for a county's stations); without:"
+        " every station",
+    )

@@ -25,19 +25,23 @@ from shared.paging import decode_cursor, encode_cursor
 
 
 async def list_orders(
-    pool: Pool, which: OrderFilter, cursor: str | None, limit: int
+    pool: Pool, operator: Operator, which: OrderFilter, cursor: str | None, limit: int
 ) -> tuple[list[Order], str | None]:
-    """A page of orders, newest first, and the cursor of the next page (None: the last)."""
+    """A page of the operator's orders (in their scope), newest first, and the cursor of the
+    next page (None: the last)."""
     after = decode_cursor(cursor) if cursor else (None, None)
-    orders = await store.list_orders(pool, which, after, limit + 1)
+    orders = await store.list_orders(pool, which, after, limit + 1, operator.stations)
     page = orders[:limit]
     next_cursor = encode_cursor(page[-1].submitted_at, page[-1].id) if len(orders) > limit else None
     return page, next_cursor
 
 
-async def get_order(pool: Pool, order_id: uuid.UUID) -> tuple[Order, list[TimelineEntry]]:
+async def get_order(
+    pool: Pool, operator: Operator, order_id: uuid.UUID
+) -> tuple[Order, list[TimelineEntry]]:
+    """The order and its timeline; 404 outside the operator's scope, as for a missing one."""
     async with pool.acquire() as conn:
-        order = await store.order(conn, order_id)
+        order = await store.order(conn, order_id, scope=operator.stations)
         if order is None:
             raise NotFound("no such order")
         return order, await store.timeline(conn, order_id)
@@ -52,7 +56,7 @@ async def redispatch(
     reason: str,
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        order = await store.lock(conn, order_id)
+        order = await store.lock(conn, order_id, scope=operator.stations)
         if order is None:
             raise NotFound("no such order")
         active = await store.station_active(conn, station_id)
@@ -60,7 +64,7 @@ async def redispatch(
             settings,
             order,
             station_id,
-            active,
+            domain.station_usable(operator, station_id, active),
             reason=reason,
             actor=operator.actor,
             now=datetime.now(UTC),
@@ -70,15 +74,16 @@ async def redispatch(
 
 async def cancel(pool: Pool, operator: Operator, order_id: uuid.UUID, reason: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        order = await store.lock(conn, order_id)
+        order = await store.lock(conn, order_id, scope=operator.stations)
         if order is None:
             raise NotFound("no such order")
         change = domain.cancel_change(order, reason, actor=operator.actor, at=datetime.now(UTC))
         await store.write(conn, order, change)
 
 
-async def list_stations(pool: Pool) -> list[Station]:
-    return await store.stations(pool)
+async def list_stations(pool: Pool, operator: Operator) -> list[Station]:
+    """The stations in the operator's scope."""
+    return await store.stations(pool, operator.stations)
 
 
 async def put_station(pool: Pool, operator: Operator, station: Station, reason: str) -> Station:
@@ -91,8 +96,11 @@ async def put_station(pool: Pool, operator: Operator, station: Station, reason: 
     return station
 
 
-async def coverage(pool: Pool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    return await store.coverage(pool)
+async def coverage(
+    pool: Pool, operator: Operator
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Coverage of the townships the operator's stations serve."""
+    return await store.coverage(pool, operator.stations)
 
 
 async def list_integrations(pool: Pool) -> list[dict[str, Any]]:

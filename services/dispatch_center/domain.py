@@ -105,6 +105,13 @@ def station_scope(station_ids: Iterable[str] | None) -> tuple[str, ...] | None:
     return scope
 
 
+def unknown_to(operator: Operator, station_ids: Iterable[str], unknown: Iterable[str]) -> list[str]:
+    """The stations named that are ``unknown`` or outside the operator's scope (to whom they
+    are as unknown), in the order named."""
+    missing = set(unknown)
+    return [s for s in station_ids if s in missing or not operator.covers(s)]
+
+
 def station_usable(operator: Operator, station_id: str, active: bool) -> bool:
     """Whether the operator may (re)dispatch or send an order to the station: an active one
     in their scope. Outside it the station is as unknown to them as a missing one."""

@@ -87,6 +87,9 @@ async def list_stations(pool: Pool, operator: Operator) -> list[Station]:
 
 
 async def put_station(pool: Pool, operator: Operator, station: Station, reason: str) -> Station:
+    """Create or change a station; a scoped operator only theirs (404 for any other)."""
+    if not operator.covers(station.id):
+        raise NotFound("no such station")
     async with pool.acquire() as conn, conn.transaction():
         await store.upsert_station(
             conn, station.id, station.name, station.township_code, station.active
@@ -107,20 +110,41 @@ async def list_integrations(pool: Pool) -> list[dict[str, Any]]:
     return await store.integrations(pool)
 
 
-async def _known_station(conn: Connection, station_id: str | None) -> None:
-    if station_id is not None and await store.unknown_stations(conn, [station_id]):
+async def _unknown(conn: Connection, operator: Operator, station_ids: list[str]) -> list[str]:
+    """The stations named that do not exist or are outside the operator's scope."""
+    return domain.unknown_to(operator, station_ids, await store.unknown_stations(conn, station_ids))
+
+
+async def _known_station(conn: Connection, operator: Operator, station_id: str | None) -> None:
+    if station_id is not None and await _unknown(conn, operator, [station_id]):
         raise InvalidField(
             ("body", "station_id"), "no station with this id", type="unknown_station"
         )
 
 
+async def _township_in_scope(conn: Connection, operator: Operator, township_code: str) -> bool:
+    return await store.township_served(conn, township_code, operator.stations)
+
+
 async def put_community(
     pool: Pool, operator: Operator, community: Community, reason: str
 ) -> Community:
+    """Create or change a community's coverage. A scoped operator: only in a township their
+    stations serve (404 for a community elsewhere; 422 moving one to such a township), and
+    only with their stations."""
     community.check()
     async with pool.acquire() as conn:
-        await _known_station(conn, community.station_id)
-        if unknown := await store.unknown_stations(conn, community.fallbacks):
+        was = await store.community_township(conn, community.code)
+        if was is not None and not await _township_in_scope(conn, operator, was):
+            raise NotFound("no such community")
+        if not await _township_in_scope(conn, operator, community.township_code):
+            raise InvalidField(
+                ("body", "township_code"),
+                "none of your stations serves this township",
+                type="out_of_scope",
+            )
+        await _known_station(conn, operator, community.station_id)
+        if unknown := await _unknown(conn, operator, community.fallbacks):
             raise InvalidField(
                 ("body", "fallbacks"), f"unknown stations: {unknown}", type="unknown_station"
             )
@@ -142,8 +166,12 @@ async def put_override(
     station_id: str | None,
     reason: str,
 ) -> None:
+    """Set or clear a township's station for a category; a scoped operator only in a township
+    their stations serve (404 elsewhere) and only with their stations."""
     async with pool.acquire() as conn:
-        await _known_station(conn, station_id)
+        if not await _township_in_scope(conn, operator, township_code):
+            raise NotFound("no such township")
+        await _known_station(conn, operator, station_id)
         async with conn.transaction():
             await store.set_override(conn, township_code, category, station_id)
             await store.record_action(

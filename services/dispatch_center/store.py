@@ -342,6 +342,26 @@ async def station_active(conn: Connection, station_id: str) -> bool:
     return bool(await conn.fetchval("SELECT active FROM stations WHERE id = $1", station_id))
 
 
+async def township_served(
+    conn: Connection, township_code: str, scope: tuple[str, ...] | None
+) -> bool:
+    """Whether a station of the operator's ``scope`` serves the township (always, unscoped)."""
+    served = await conn.fetchval(
+        f"SELECT {township_in_scope('$2', '$1::text')}",
+        township_code,
+        _scope(scope),
+    )
+    return bool(served)
+
+
+async def community_township(conn: Connection, code: str) -> str | None:
+    """The community's township; None: no such community yet."""
+    township: str | None = await conn.fetchval(
+        "SELECT township_code FROM communities WHERE code = $1", code
+    )
+    return township
+
+
 async def unknown_stations(conn: Connection, station_ids: list[str]) -> list[str]:
     rows = await conn.fetch("SELECT id FROM stations WHERE id = ANY($1)", station_ids)
     known = {r["id"] for r in rows}

@@ -173,16 +173,18 @@ async def test_integration_feedback_closes_a_completed_order_and_callbacks_carry
         order_id = await _completed_order(stack, http, db, key, callback_url=url)
         row = await center_order(db, order_id)
         [awaiting] = await center_events(db, order_id, "order.awaiting_feedback")
-        [completed_at] = [
-            t["at"]
+        at = {
+            t["status"]: t["at"]
             for t in await db.fetch(
                 "SELECT status, at FROM dispatch_center.order_timeline"
-                " WHERE order_id = $1 AND status = 'completed'",
+                " WHERE order_id = $1 AND status IN ('completed', 'awaiting_feedback')",
                 uuid.UUID(order_id),
             )
-        ]
+        }
         due = datetime.fromisoformat(awaiting["payload"]["feedback_due_at"])
-        assert due == completed_at + SEVEN_DAYS
+        # Seven days from when the center learned of the completion, never before it.
+        assert due == at["awaiting_feedback"] + SEVEN_DAYS
+        assert at["completed"] <= at["awaiting_feedback"]
         assert row["feedback_due_at"] == due
         assert awaiting["payload"]["station_id"] == STATION
 

@@ -346,3 +346,83 @@ async def test_an_operator_bound_to_an_unknown_station_is_refused(
         await db.fetchval("SELECT count(*) FROM dispatch_center.operators WHERE name = $1", name)
         == 0
     )
+
+
+async def test_a_scoped_operator_changes_only_their_countys_stations_and_coverage(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, counties: dict[str, str]
+) -> None:
+    base = f"{_center(stack)}/v1/operator"
+    station = {"name": "renamed", "township_code": B_TOWNSHIP, "active": True, "reason": "r"}
+    other = await http.put(f"{base}/stations/{B_STATION}", json=station, headers=counties)
+    assert other.status_code == 404, other.text
+    new = await http.put(f"{base}/stations/st-scope-new", json=station, headers=counties)
+    assert new.status_code == 404, new.text
+    assert (
+        await db.fetchval("SELECT name FROM dispatch_center.stations WHERE id = $1", B_STATION)
+        == B_STATION
+    )
+    own = await http.put(
+        f"{base}/stations/st-scope-a2",
+        json={**station, "name": "A2 (renamed)", "township_code": A_TOWNSHIP},
+        headers=counties,
+    )
+    assert own.status_code == 200, own.text
+
+    community = {"name": "c", "township_code": A_TOWNSHIP, "fallbacks": [], "reason": "r"}
+    b_community = await http.put(
+        f"{base}/communities/SCOPE-B-NONE",
+        json={**community, "station_id": "st-scope-a1"},
+        headers=counties,
+    )
+    assert b_community.status_code == 404, b_community.text
+    into_b = await http.put(
+        f"{base}/communities/SCOPE-A-NONE",
+        json={**community, "township_code": B_TOWNSHIP, "station_id": None},
+        headers=counties,
+    )
+    assert into_b.status_code == 422, into_b.text
+    assert [e["loc"] for e in into_b.json()["errors"]] == [["body", "township_code"]]
+    b_station = await http.put(
+        f"{base}/communities/SCOPE-A-NONE",
+        json={**community, "station_id": B_STATION},
+        headers=counties,
+    )
+    assert b_station.status_code == 422, b_station.text
+    assert [e["loc"] for e in b_station.json()["errors"]] == [["body", "station_id"]]
+    b_fallback = await http.put(
+        f"{base}/communities/SCOPE-A-NONE",
+        json={**community, "station_id": None, "fallbacks": ["st-scope-a2", B_STATION]},
+        headers=counties,
+    )
+    assert b_fallback.status_code == 422, b_fallback.text
+    assert [e["loc"] for e in b_fallback.json()["errors"]] == [["body", "fallbacks"]]
+    # (SCOPE-A-NONE stays uncovered: the other tests route to it.)
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM dispatch_center.coverage WHERE community_code = 'SCOPE-A-NONE'"
+        )
+        == 0
+    )
+
+    b_override = await http.put(
+        f"{base}/overrides/{B_TOWNSHIP}/disability_rehabilitation",
+        json={"station_id": None, "reason": "r"},
+        headers=counties,
+    )
+    assert b_override.status_code == 404, b_override.text
+    a_override_to_b = await http.put(
+        f"{base}/overrides/{A_TOWNSHIP}/disability_rehabilitation",
+        json={"station_id": B_STATION, "reason": "r"},
+        headers=counties,
+    )
+    assert a_override_to_b.status_code == 422, a_override_to_b.text
+    a_override = await http.put(
+        f"{base}/overrides/{A_TOWNSHIP}/disability_rehabilitation",
+        json={"station_id": "st-scope-a2", "reason": "A2 has the rehabilitation team"},
+        headers=counties,
+    )
+    assert a_override.status_code == 200, a_override.text
+    coverage = (await http.get(f"{base}/coverage", headers=counties)).json()
+    assert [(o["township_code"], o["station_id"]) for o in coverage["overrides"]] == [
+        (A_TOWNSHIP, "st-scope-a2")
+    ]

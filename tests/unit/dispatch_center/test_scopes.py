@@ -61,3 +61,11 @@ def test_a_scope_is_part_of_the_frozen_principal() -> None:
     with pytest.raises(AttributeError):
         COUNTY_A.stations = None  # type: ignore[misc]
     assert COUNTY_A.actor.text == "operator:a"
+
+
+def test_a_station_outside_the_scope_is_as_unknown_as_a_missing_one() -> None:
+    named = ["st-a1", "st-b1", "st-gone", "st-a2"]
+    assert domain.unknown_to(EVERYWHERE, named, ["st-gone"]) == ["st-gone"]
+    assert domain.unknown_to(COUNTY_A, named, ["st-gone"]) == ["st-b1", "st-gone"]
+    assert domain.unknown_to(COUNTY_A, ["st-a1", "st-a2"], []) == []
+    assert domain.unknown_to(COUNTY_A, [], []) == []

@@ -47,16 +47,21 @@ def _create_operator(args: argparse.Namespace) -> None:
     from services.dispatch_center.admin import create_operator
     from shared.errors import InvalidField
 
+    stations = (
+        None
+        if args.stations is None
+        else [s.strip() for given in args.stations for s in given.split(",") if s.strip()]
+    )
     try:
         operator_id, token = asyncio.run(
             in_schema(
                 "dispatch_center",
-                lambda c: create_operator(c, args.name, args.role, stations=args.stations),
+                lambda c: create_operator(c, args.name, args.role, stations=stations),
             )
         )
     except InvalidField as e:
-        raise SystemExit(f"--station: {e.detail}") from None
-    scope = "every station" if args.stations is None else ", ".join(sorted(set(args.stations)))
+        raise SystemExit(f"--stations: {e.detail}") from None
+    scope = "every station" if stations is None else ", ".join(sorted(set(stations)))
     print(
         f"operator {operator_id} ({args.role}; {scope})\nBearer token: {token}\n"
         "(shown once; store it now)"
@@ -88,11 +93,10 @@ def add_commands(sub: Any) -> None:
     create_op.add_argument("name")
     create_op.add_argument("--role", choices=("operator", "viewer"), default="operator")
     create_op.add_argument(
-        "--station",
-        dest="stations",
+        "--stations",
         action="append",
         default=None,
-        metavar="STATION_ID",
-        help="bind the operator to this station (repeat for a county's stations); without:"
-        " every station",
+        metavar="ID[,ID...]",
+        help="bind the operator to these stations (a county's), as the audit's --stations;"
+        " without: every station",
     )

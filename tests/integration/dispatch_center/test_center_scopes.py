@@ -97,7 +97,7 @@ async def counties(stack: RunningStack, http: httpx.AsyncClient) -> dict[str, st
     )
     assert resp.status_code == 200, resp.text
     name = f"county-a-{uuid.uuid4().hex[:6]}"
-    created = _create_operator(stack, name, *(f"--station={s}" for s in A_STATIONS))
+    created = _create_operator(stack, name, f"--stations={','.join(A_STATIONS)}")
     assert "st-scope-a1, st-scope-a2" in created.stdout
     return _bearer(created)
 
@@ -320,7 +320,7 @@ async def test_an_operator_bound_to_an_unknown_station_is_refused(
     stack: RunningStack, db: asyncpg.Pool, counties: dict[str, str]
 ) -> None:
     name = f"county-x-{uuid.uuid4().hex[:6]}"
-    refused = _create_operator(stack, name, "--station=st-scope-a1", "--station=st-nowhere")
+    refused = _create_operator(stack, name, "--stations=st-scope-a1,st-nowhere")
     assert refused.returncode != 0
     assert "st-nowhere" in refused.stderr
     assert "Bearer token" not in refused.stdout

@@ -426,3 +426,30 @@ async def test_a_scoped_operator_changes_only_their_countys_stations_and_coverag
     assert [(o["township_code"], o["station_id"]) for o in coverage["overrides"]] == [
         (A_TOWNSHIP, "st-scope-a2")
     ]
+
+
+async def test_a_scoped_viewer_reads_their_county_only_and_may_not_act(
+    stack: RunningStack, http: httpx.AsyncClient, counties: dict[str, str]
+) -> None:
+    viewer = _bearer(
+        _create_operator(
+            stack,
+            f"county-a-viewer-{uuid.uuid4().hex[:6]}",
+            "--role=viewer",
+            "--stations=st-scope-a1",
+        )
+    )
+    center = f"{_center(stack)}/v1/operator/orders"
+    a_routed = await _order(stack, http, "SCOPE-A-ONE")
+    a_held = await _order(stack, http, "SCOPE-A-NONE")
+    b_routed = await _order(stack, http, "SCOPE-B-ONE")
+    ids = {o["order_id"] for o in await _listed(http, stack, viewer)}
+    # st-scope-a1 serves TS-SCOPE-A: its routed and its held orders.
+    assert {a_routed, a_held} <= ids
+    assert b_routed not in ids
+    assert (await http.get(f"{center}/{b_routed}", headers=viewer)).status_code == 404
+    # Acting is refused before the order is looked up: the same 403 for any order, so it
+    # tells nothing of another county's orders either.
+    for order_id in (a_routed, b_routed, str(uuid.uuid4())):
+        resp = await http.post(f"{center}/{order_id}/cancel", json={"reason": "r"}, headers=viewer)
+        assert resp.status_code == 403, resp.text

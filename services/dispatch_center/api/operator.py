@@ -165,7 +165,7 @@ async def list_stations(operator: CurrentOperator, pool: PoolDep) -> list[Statio
     return [StationView(**asdict(s)) for s in await operations.list_stations(pool, operator)]
 
 
-@router.put("/stations/{station_id}", response_model=StationView)
+@router.put("/stations/{station_id}", response_model=StationView, responses={404: {}})
 async def put_station(
     station_id: CodePath, body: StationBody, operator: ActingOperator, pool: PoolDep
 ) -> StationView:
@@ -183,7 +183,7 @@ async def get_coverage(operator: CurrentOperator, pool: PoolDep) -> CoverageView
     )
 
 
-@router.put("/communities/{code}", response_model=CommunityView, responses={422: {}})
+@router.put("/communities/{code}", response_model=CommunityView, responses={404: {}, 422: {}})
 async def put_community(
     code: CodePath, body: CommunityBody, operator: ActingOperator, pool: PoolDep
 ) -> CommunityView:
@@ -194,7 +194,9 @@ async def put_community(
 
 
 @router.put(
-    "/overrides/{township_code}/{category}", response_model=OverrideView | None, responses={422: {}}
+    "/overrides/{township_code}/{category}",
+    response_model=OverrideView | None,
+    responses={404: {}, 422: {}},
 )
 async def put_override(
     township_code: CodePath,

@@ -7,11 +7,12 @@ recorded in ``admin_actions`` with the actor and the reason (``record_action``).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.fernet import Fernet
 
-from services.dispatch_center import store
+from services.dispatch_center import domain, store
 from services.dispatch_center.store import (
     record_action,
     revoke_integration,
@@ -21,6 +22,7 @@ from services.dispatch_center.store import (
 )
 from shared.auth import new_token, token_hash
 from shared.db import Connection
+from shared.errors import InvalidField
 
 __all__ = [
     "AlreadyExists",
@@ -84,14 +86,27 @@ async def create_integration(
 
 
 async def create_operator(
-    conn: Connection, name: str, role: str = "operator", *, reissue: bool = False
+    conn: Connection,
+    name: str,
+    role: str = "operator",
+    *,
+    stations: Iterable[str] | None = None,
+    reissue: bool = False,
 ) -> tuple[str, str]:
-    """Create an operator (or, with ``reissue``, give an existing one a new token); return
-    (id, bearer token). The token is shown only now."""
+    """Create an operator (or, with ``reissue``, give an existing one a new token and this
+    scope); return (id, bearer token). The token is shown only now.
+
+    ``stations`` binds the operator to those stations (a county's, say): they see and act on
+    those stations' orders and figures only. None: every station. Unknown stations are
+    refused (:class:`~shared.errors.InvalidField` on ``stations``).
+    """
+    scope = domain.station_scope(stations)
+    if scope is not None and (unknown := await store.unknown_stations(conn, list(scope))):
+        raise InvalidField(("stations",), f"unknown stations: {unknown}", type="unknown_station")
     token = new_token("swdo")
     operator_id = _id_of(name)
     if not await store.put_operator(
-        conn, operator_id, name, role, token_hash(token), reissue=reissue
+        conn, operator_id, name, role, token_hash(token), scope, reissue=reissue
     ):
         raise AlreadyExists(f"operator {operator_id} exists")
     return operator_id, token

@@ -45,12 +45,26 @@ def _revoke_integration(args: argparse.Namespace) -> None:
 
 def _create_operator(args: argparse.Namespace) -> None:
     from services.dispatch_center.admin import create_operator
+    from shared.errors import InvalidField
 
-    operator_id, token = asyncio.run(
-        in_schema("dispatch_center", lambda c: create_operator(c, args.name, args.role))
+    stations = (
+        None
+        if args.stations is None
+        else [s.strip() for given in args.stations for s in given.split(",") if s.strip()]
     )
+    try:
+        operator_id, token = asyncio.run(
+            in_schema(
+                "dispatch_center",
+                lambda c: create_operator(c, args.name, args.role, stations=stations),
+            )
+        )
+    except InvalidField as e:
+        raise SystemExit(f"--stations: {e.detail}") from None
+    scope = "every station" if stations is None else ", ".join(sorted(set(stations)))
     print(
-        f"operator {operator_id} ({args.role})\nBearer token: {token}\n(shown once; store it now)"
+        f"operator {operator_id} ({args.role}; {scope})\nBearer token: {token}\n"
+        "(shown once; store it now)"
     )
 
 
@@ -78,3 +92,11 @@ def add_commands(sub: Any) -> None:
     )
     create_op.add_argument("name")
     create_op.add_argument("--role", choices=("operator", "viewer"), default="operator")
+    create_op.add_argument(
+        "--stations",
+        action="append",
+        default=None,
+        metavar="ID[,ID...]",
+        help="bind the operator to these stations (a county's), as the audit's --stations;"
+        " without: every station",
+    )

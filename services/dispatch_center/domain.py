@@ -80,10 +80,42 @@ class Operator:
     id: str
     name: str
     role: str
+    stations: tuple[str, ...] | None = None
+    """The operator's scope (a county's stations, say): they see and act on these stations'
+    orders and figures only, and orders with no station in a township one of them serves;
+    anything else is 404 to them. None: every station."""
 
     @property
     def actor(self) -> Actor:
         return Actor(kind="operator", id=self.id)
+
+    def covers(self, station_id: str) -> bool:
+        """Whether the station is in the operator's scope."""
+        return self.stations is None or station_id in self.stations
+
+
+def station_scope(station_ids: Iterable[str] | None) -> tuple[str, ...] | None:
+    """An operator's scope as stored: each station once, sorted; None: every station. An
+    empty list is refused (it would see nothing; None is the way to see everything)."""
+    if station_ids is None:
+        return None
+    scope = tuple(sorted(set(station_ids)))
+    if not scope:
+        raise InvalidField(("stations",), "names no station", type="empty_scope")
+    return scope
+
+
+def unknown_to(operator: Operator, station_ids: Iterable[str], unknown: Iterable[str]) -> list[str]:
+    """The stations named that are ``unknown`` or outside the operator's scope (to whom they
+    are as unknown), in the order named."""
+    missing = set(unknown)
+    return [s for s in station_ids if s in missing or not operator.covers(s)]
+
+
+def station_usable(operator: Operator, station_id: str, active: bool) -> bool:
+    """Whether the operator may (re)dispatch or send an order to the station: an active one
+    in their scope. Outside it the station is as unknown to them as a missing one."""
+    return active and operator.covers(station_id)
 
 
 def may_act(operator: Operator) -> Operator:

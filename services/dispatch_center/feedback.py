@@ -43,9 +43,10 @@ async def _give(
     integration_id: str | None,
     feedback: Feedback,
     actor: Actor,
+    scope: tuple[str, ...] | None = None,
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        order = await store.lock(conn, order_id)
+        order = await store.lock(conn, order_id, scope=scope)
         if order is None or (integration_id is not None and order.integration_id != integration_id):
             raise NotFound("no such request" if integration_id else "no such order")
         change = domain.feedback_change(order, feedback, actor=actor, at=datetime.now(UTC))
@@ -64,8 +65,9 @@ async def integration_feedback(
 async def return_visit(
     pool: Pool, operator: Operator, order_id: uuid.UUID, feedback: Feedback
 ) -> None:
-    """An operator's visit or call; one that reached nobody is recorded only."""
-    await _give(pool, order_id, None, feedback, operator.actor)
+    """An operator's visit or call; one that reached nobody is recorded only. 404 outside
+    the operator's scope."""
+    await _give(pool, order_id, None, feedback, operator.actor, operator.stations)
 
 
 async def send_back(
@@ -79,7 +81,7 @@ async def send_back(
     """Send an order waiting after a negative return visit back for redo, to the station
     that served it or ``station_id``."""
     async with pool.acquire() as conn, conn.transaction():
-        order = await store.lock(conn, order_id)
+        order = await store.lock(conn, order_id, scope=operator.stations)
         if order is None:
             raise NotFound("no such order")
         to_station = station_id or order.station_id
@@ -88,7 +90,7 @@ async def send_back(
             settings,
             order,
             to_station or "",
-            active,
+            to_station is not None and domain.station_usable(operator, to_station, active),
             reason=reason,
             actor=operator.actor,
             now=datetime.now(UTC),

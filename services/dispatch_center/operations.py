@@ -25,19 +25,23 @@ from shared.paging import decode_cursor, encode_cursor
 
 
 async def list_orders(
-    pool: Pool, which: OrderFilter, cursor: str | None, limit: int
+    pool: Pool, operator: Operator, which: OrderFilter, cursor: str | None, limit: int
 ) -> tuple[list[Order], str | None]:
-    """A page of orders, newest first, and the cursor of the next page (None: the last)."""
+    """A page of the operator's orders (in their scope), newest first, and the cursor of the
+    next page (None: the last)."""
     after = decode_cursor(cursor) if cursor else (None, None)
-    orders = await store.list_orders(pool, which, after, limit + 1)
+    orders = await store.list_orders(pool, which, after, limit + 1, operator.stations)
     page = orders[:limit]
     next_cursor = encode_cursor(page[-1].submitted_at, page[-1].id) if len(orders) > limit else None
     return page, next_cursor
 
 
-async def get_order(pool: Pool, order_id: uuid.UUID) -> tuple[Order, list[TimelineEntry]]:
+async def get_order(
+    pool: Pool, operator: Operator, order_id: uuid.UUID
+) -> tuple[Order, list[TimelineEntry]]:
+    """The order and its timeline; 404 outside the operator's scope, as for a missing one."""
     async with pool.acquire() as conn:
-        order = await store.order(conn, order_id)
+        order = await store.order(conn, order_id, scope=operator.stations)
         if order is None:
             raise NotFound("no such order")
         return order, await store.timeline(conn, order_id)
@@ -52,7 +56,7 @@ async def redispatch(
     reason: str,
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        order = await store.lock(conn, order_id)
+        order = await store.lock(conn, order_id, scope=operator.stations)
         if order is None:
             raise NotFound("no such order")
         active = await store.station_active(conn, station_id)
@@ -60,7 +64,7 @@ async def redispatch(
             settings,
             order,
             station_id,
-            active,
+            domain.station_usable(operator, station_id, active),
             reason=reason,
             actor=operator.actor,
             now=datetime.now(UTC),
@@ -70,18 +74,22 @@ async def redispatch(
 
 async def cancel(pool: Pool, operator: Operator, order_id: uuid.UUID, reason: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        order = await store.lock(conn, order_id)
+        order = await store.lock(conn, order_id, scope=operator.stations)
         if order is None:
             raise NotFound("no such order")
         change = domain.cancel_change(order, reason, actor=operator.actor, at=datetime.now(UTC))
         await store.write(conn, order, change)
 
 
-async def list_stations(pool: Pool) -> list[Station]:
-    return await store.stations(pool)
+async def list_stations(pool: Pool, operator: Operator) -> list[Station]:
+    """The stations in the operator's scope."""
+    return await store.stations(pool, operator.stations)
 
 
 async def put_station(pool: Pool, operator: Operator, station: Station, reason: str) -> Station:
+    """Create or change a station; a scoped operator only theirs (404 for any other)."""
+    if not operator.covers(station.id):
+        raise NotFound("no such station")
     async with pool.acquire() as conn, conn.transaction():
         await store.upsert_station(
             conn, station.id, station.name, station.township_code, station.active
@@ -91,28 +99,52 @@ async def put_station(pool: Pool, operator: Operator, station: Station, reason: 
     return station
 
 
-async def coverage(pool: Pool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    return await store.coverage(pool)
+async def coverage(
+    pool: Pool, operator: Operator
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Coverage of the townships the operator's stations serve."""
+    return await store.coverage(pool, operator.stations)
 
 
 async def list_integrations(pool: Pool) -> list[dict[str, Any]]:
     return await store.integrations(pool)
 
 
-async def _known_station(conn: Connection, station_id: str | None) -> None:
-    if station_id is not None and await store.unknown_stations(conn, [station_id]):
+async def _unknown(conn: Connection, operator: Operator, station_ids: list[str]) -> list[str]:
+    """The stations named that do not exist or are outside the operator's scope."""
+    return domain.unknown_to(operator, station_ids, await store.unknown_stations(conn, station_ids))
+
+
+async def _known_station(conn: Connection, operator: Operator, station_id: str | None) -> None:
+    if station_id is not None and await _unknown(conn, operator, [station_id]):
         raise InvalidField(
             ("body", "station_id"), "no station with this id", type="unknown_station"
         )
 
 
+async def _township_in_scope(conn: Connection, operator: Operator, township_code: str) -> bool:
+    return await store.township_served(conn, township_code, operator.stations)
+
+
 async def put_community(
     pool: Pool, operator: Operator, community: Community, reason: str
 ) -> Community:
+    """Create or change a community's coverage. A scoped operator: only in a township their
+    stations serve (404 for a community elsewhere; 422 moving one to such a township), and
+    only with their stations."""
     community.check()
     async with pool.acquire() as conn:
-        await _known_station(conn, community.station_id)
-        if unknown := await store.unknown_stations(conn, community.fallbacks):
+        was = await store.community_township(conn, community.code)
+        if was is not None and not await _township_in_scope(conn, operator, was):
+            raise NotFound("no such community")
+        if not await _township_in_scope(conn, operator, community.township_code):
+            raise InvalidField(
+                ("body", "township_code"),
+                "none of your stations serves this township",
+                type="out_of_scope",
+            )
+        await _known_station(conn, operator, community.station_id)
+        if unknown := await _unknown(conn, operator, community.fallbacks):
             raise InvalidField(
                 ("body", "fallbacks"), f"unknown stations: {unknown}", type="unknown_station"
             )
@@ -134,8 +166,12 @@ async def put_override(
     station_id: str | None,
     reason: str,
 ) -> None:
+    """Set or clear a township's station for a category; a scoped operator only in a township
+    their stations serve (404 elsewhere) and only with their stations."""
     async with pool.acquire() as conn:
-        await _known_station(conn, station_id)
+        if not await _township_in_scope(conn, operator, township_code):
+            raise NotFound("no such township")
+        await _known_station(conn, operator, station_id)
         async with conn.transaction():
             await store.set_override(conn, township_code, category, station_id)
             await store.record_action(

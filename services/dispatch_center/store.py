@@ -75,8 +75,40 @@ async def _order_where(conn: Connection, condition: str, *args: Any) -> Order | 
     return None if row is None else order_of(row)
 
 
-async def lock(conn: Connection, order_id: uuid.UUID) -> Order | None:
-    return await _order_where(conn, "id = $1 FOR UPDATE", order_id)
+async def lock(
+    conn: Connection, order_id: uuid.UUID, *, scope: tuple[str, ...] | None = None
+) -> Order | None:
+    """The order, locked; with an operator's ``scope`` only if it is in it."""
+    return await _order_where(
+        conn, f"id = $1 AND {in_scope('$2')} FOR UPDATE", order_id, _scope(scope)
+    )
+
+
+# --- an operator's scope -------------------------------------------------------------------
+
+
+def _scope(scope: tuple[str, ...] | None) -> list[str] | None:
+    return None if scope is None else list(scope)
+
+
+def station_in_scope(scope: str, station: str = "station_id") -> str:
+    """SQL: the ``station`` column is one of the text[] parameter ``scope``'s stations; true
+    whenever ``scope`` is NULL (an unscoped operator)."""
+    return f"({scope}::text[] IS NULL OR {station} = ANY({scope}::text[]))"
+
+
+def township_in_scope(scope: str, township: str = "township_code") -> str:
+    """SQL: the ``township`` column names a township served by a station of the text[]
+    parameter ``scope``; true whenever ``scope`` is NULL (an unscoped operator)."""
+    served = f"SELECT s.township_code FROM stations s WHERE s.id = ANY({scope}::text[])"  # noqa: S608
+    return f"({scope}::text[] IS NULL OR {township} IN ({served}))"
+
+
+def in_scope(scope: str) -> str:
+    """SQL, the one filter of the orders an operator sees: those at a station of the text[]
+    parameter ``scope``, and those with no station (unroutable, held) in a township one of
+    those stations serves; every order when ``scope`` is NULL."""
+    return f"({station_in_scope(scope)} OR (station_id IS NULL AND {township_in_scope(scope)}))"
 
 
 # --- writing a change ----------------------------------------------------------------------
@@ -262,12 +294,17 @@ LIST_ORDERS = f"""SELECT * FROM orders
       AND ($4::boolean IS NULL OR ({OVERDUE}) = $4)
       AND ($5::boolean IS NULL OR awaiting_operator = $5)
       AND ($6::timestamptz IS NULL OR (submitted_at, id) < ($6, $7::uuid))
+      AND {in_scope("$9")}
     ORDER BY submitted_at DESC, id DESC
     LIMIT $8"""  # noqa: S608 (constant text, no input)
 
 
 async def list_orders(
-    pool: Pool, which: OrderFilter, after: tuple[datetime | None, uuid.UUID | None], limit: int
+    pool: Pool,
+    which: OrderFilter,
+    after: tuple[datetime | None, uuid.UUID | None],
+    limit: int,
+    scope: tuple[str, ...] | None,
 ) -> list[Order]:
     rows = await pool.fetch(
         LIST_ORDERS,
@@ -278,21 +315,51 @@ async def list_orders(
         which.awaiting_operator,
         *after,
         limit,
+        _scope(scope),
     )
     return [order_of(r) for r in rows]
 
 
 async def order(
-    conn: Connection, order_id: uuid.UUID, integration_id: str | None = None
+    conn: Connection,
+    order_id: uuid.UUID,
+    integration_id: str | None = None,
+    *,
+    scope: tuple[str, ...] | None = None,
 ) -> Order | None:
-    """The order; with ``integration_id`` only if it is that integration's."""
+    """The order; with ``integration_id`` only if it is that integration's, with an
+    operator's ``scope`` only if it is in it."""
     return await _order_where(
-        conn, "id = $1 AND ($2::text IS NULL OR integration_id = $2)", order_id, integration_id
+        conn,
+        f"id = $1 AND ($2::text IS NULL OR integration_id = $2) AND {in_scope('$3')}",
+        order_id,
+        integration_id,
+        _scope(scope),
     )
 
 
 async def station_active(conn: Connection, station_id: str) -> bool:
     return bool(await conn.fetchval("SELECT active FROM stations WHERE id = $1", station_id))
+
+
+async def township_served(
+    conn: Connection, township_code: str, scope: tuple[str, ...] | None
+) -> bool:
+    """Whether a station of the operator's ``scope`` serves the township (always, unscoped)."""
+    served = await conn.fetchval(
+        f"SELECT {township_in_scope('$2', '$1::text')}",
+        township_code,
+        _scope(scope),
+    )
+    return bool(served)
+
+
+async def community_township(conn: Connection, code: str) -> str | None:
+    """The community's township; None: no such community yet."""
+    township: str | None = await conn.fetchval(
+        "SELECT township_code FROM communities WHERE code = $1", code
+    )
+    return township
 
 
 async def unknown_stations(conn: Connection, station_ids: list[str]) -> list[str]:
@@ -301,26 +368,37 @@ async def unknown_stations(conn: Connection, station_ids: list[str]) -> list[str
     return [s for s in station_ids if s not in known]
 
 
-async def stations(pool: Pool) -> list[Station]:
-    rows = await pool.fetch("SELECT id, name, township_code, active FROM stations ORDER BY id")
+async def stations(pool: Pool, scope: tuple[str, ...] | None) -> list[Station]:
+    """The stations (with an operator's ``scope``: those in it)."""
+    rows = await pool.fetch(
+        "SELECT id, name, township_code, active FROM stations"  # noqa: S608 (parameters only)
+        f" WHERE {station_in_scope('$1', 'id')} ORDER BY id",
+        _scope(scope),
+    )
     return [Station(**dict(r)) for r in rows]
 
 
-async def coverage(pool: Pool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(communities with their station and fallbacks, category overrides)."""
+async def coverage(
+    pool: Pool, scope: tuple[str, ...] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(communities with their station and fallbacks, category overrides); with an
+    operator's ``scope`` those of the townships its stations serve."""
     communities = await pool.fetch(
-        """SELECT c.code, c.name, c.township_code, cov.station_id,
+        f"""SELECT c.code, c.name, c.township_code, cov.station_id,
                coalesce(array_agg(f.station_id ORDER BY f.position)
-                        FILTER (WHERE f.station_id IS NOT NULL), '{}') AS fallbacks
+                        FILTER (WHERE f.station_id IS NOT NULL), '{{}}') AS fallbacks
            FROM communities c
            LEFT JOIN coverage cov ON cov.community_code = c.code
            LEFT JOIN coverage_fallbacks f ON f.community_code = c.code
+           WHERE {township_in_scope("$1", "c.township_code")}
            GROUP BY c.code, c.name, c.township_code, cov.station_id
-           ORDER BY c.code"""
+           ORDER BY c.code""",  # noqa: S608 (parameters only)
+        _scope(scope),
     )
     overrides = await pool.fetch(
-        "SELECT township_code, category, station_id FROM coverage_overrides"
-        " ORDER BY township_code, category"
+        "SELECT township_code, category, station_id FROM coverage_overrides"  # noqa: S608
+        f" WHERE {township_in_scope('$1')} ORDER BY township_code, category",
+        _scope(scope),
     )
     return [dict(r) for r in communities], [dict(r) for r in overrides]
 
@@ -468,11 +546,21 @@ async def revoke_integration(conn: Connection, integration_id: str) -> bool:
 
 
 async def put_operator(
-    conn: Connection, operator_id: str, name: str, role: str, token_hash: str, *, reissue: bool
+    conn: Connection,
+    operator_id: str,
+    name: str,
+    role: str,
+    token_hash: str,
+    stations: tuple[str, ...] | None,
+    *,
+    reissue: bool,
 ) -> bool:
+    """A new operator; with ``reissue`` an existing one gets the new token and scope."""
     written = await conn.fetchval(
-        """INSERT INTO operators (id, name, role, token_hash) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (id) DO UPDATE SET token_hash = EXCLUDED.token_hash, revoked_at = NULL
+        """INSERT INTO operators (id, name, role, token_hash, stations)
+           VALUES ($1, $2, $3, $4, $6)
+           ON CONFLICT (id) DO UPDATE
+           SET token_hash = EXCLUDED.token_hash, stations = EXCLUDED.stations, revoked_at = NULL
            WHERE $5
            RETURNING id""",
         operator_id,
@@ -480,6 +568,7 @@ async def put_operator(
         role,
         token_hash,
         reissue,
+        _scope(stations),
     )
     return written is not None
 
@@ -487,12 +576,18 @@ async def put_operator(
 # --- callers -------------------------------------------------------------------------------
 
 OPERATOR_BY_HASH = (
-    "SELECT id, name, role FROM operators WHERE token_hash = $1 AND revoked_at IS NULL"
+    "SELECT id, name, role, stations FROM operators WHERE token_hash = $1 AND revoked_at IS NULL"
 )
 
 
 def operator_of(row: asyncpg.Record) -> Operator:
-    return Operator(id=row["id"], name=row["name"], role=row["role"])
+    stations = row["stations"]
+    return Operator(
+        id=row["id"],
+        name=row["name"],
+        role=row["role"],
+        stations=None if stations is None else tuple(stations),
+    )
 
 
 async def count_request(

@@ -67,7 +67,7 @@ def _summary_fields(order: domain.Order, now: datetime) -> dict[str, Any]:
 
 @router.get("/orders", response_model=OrderPage)
 async def list_orders(
-    _: CurrentOperator,
+    operator: CurrentOperator,
     pool: PoolDep,
     status: OrderStatus | None = None,
     station_id: str | None = None,
@@ -81,13 +81,13 @@ async def list_orders(
     which = OrderFilter(
         domain.listed_status(status, unroutable), station_id, urgency, overdue, awaiting_operator
     )
-    orders, next_cursor = await operations.list_orders(pool, which, cursor, limit)
+    orders, next_cursor = await operations.list_orders(pool, operator, which, cursor, limit)
     now = datetime.now(UTC)
     return OrderPage(items=[_summary(o, now) for o in orders], next_cursor=next_cursor)
 
 
-async def _detail(pool: Pool, order_id: uuid.UUID) -> OrderDetail:
-    order, timeline = await operations.get_order(pool, order_id)
+async def _detail(pool: Pool, operator: domain.Operator, order_id: uuid.UUID) -> OrderDetail:
+    order, timeline = await operations.get_order(pool, operator, order_id)
     return OrderDetail(
         **_summary_fields(order, datetime.now(UTC)),
         tried_stations=list(order.tried_stations),
@@ -101,8 +101,9 @@ async def _detail(pool: Pool, order_id: uuid.UUID) -> OrderDetail:
 
 
 @router.get("/orders/{order_id}", response_model=OrderDetail, responses={404: {}})
-async def get_order(order_id: uuid.UUID, _: CurrentOperator, pool: PoolDep) -> OrderDetail:
-    return await _detail(pool, order_id)
+async def get_order(order_id: uuid.UUID, operator: CurrentOperator, pool: PoolDep) -> OrderDetail:
+    """The order and its timeline; 404 for an order outside the operator's scope."""
+    return await _detail(pool, operator, order_id)
 
 
 @router.post(
@@ -116,7 +117,7 @@ async def redispatch(
     await operations.redispatch(
         runtime.pool, runtime.settings, operator, order_id, body.station_id, body.reason
     )
-    return await _detail(runtime.pool, order_id)
+    return await _detail(runtime.pool, operator, order_id)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderDetail, responses={404: {}, 409: {}})
@@ -124,7 +125,7 @@ async def cancel(
     order_id: uuid.UUID, body: ReasonBody, operator: ActingOperator, pool: PoolDep
 ) -> OrderDetail:
     await operations.cancel(pool, operator, order_id, body.reason)
-    return await _detail(pool, order_id)
+    return await _detail(pool, operator, order_id)
 
 
 @router.post(
@@ -139,7 +140,7 @@ async def return_visit(
     feedback; not reached, it is recorded and changes nothing."""
     visit = domain.return_visit(body.reached, body.resolved, body.satisfaction, body.comment)
     await feedback.return_visit(pool, operator, order_id, visit)
-    return await _detail(pool, order_id)
+    return await _detail(pool, operator, order_id)
 
 
 @router.post(
@@ -155,15 +156,16 @@ async def send_back(
     await feedback.send_back(
         runtime.pool, runtime.settings, operator, order_id, body.reason, body.station_id
     )
-    return await _detail(runtime.pool, order_id)
+    return await _detail(runtime.pool, operator, order_id)
 
 
 @router.get("/stations", response_model=list[StationView])
-async def list_stations(_: CurrentOperator, pool: PoolDep) -> list[StationView]:
-    return [StationView(**asdict(s)) for s in await operations.list_stations(pool)]
+async def list_stations(operator: CurrentOperator, pool: PoolDep) -> list[StationView]:
+    """The stations in the operator's scope."""
+    return [StationView(**asdict(s)) for s in await operations.list_stations(pool, operator)]
 
 
-@router.put("/stations/{station_id}", response_model=StationView)
+@router.put("/stations/{station_id}", response_model=StationView, responses={404: {}})
 async def put_station(
     station_id: CodePath, body: StationBody, operator: ActingOperator, pool: PoolDep
 ) -> StationView:
@@ -172,15 +174,16 @@ async def put_station(
 
 
 @router.get("/coverage", response_model=CoverageView)
-async def get_coverage(_: CurrentOperator, pool: PoolDep) -> CoverageView:
-    communities, overrides = await operations.coverage(pool)
+async def get_coverage(operator: CurrentOperator, pool: PoolDep) -> CoverageView:
+    """Coverage of the townships the operator's stations serve."""
+    communities, overrides = await operations.coverage(pool, operator)
     return CoverageView(
         communities=[CommunityView(**c) for c in communities],
         overrides=[OverrideView(**o) for o in overrides],
     )
 
 
-@router.put("/communities/{code}", response_model=CommunityView, responses={422: {}})
+@router.put("/communities/{code}", response_model=CommunityView, responses={404: {}, 422: {}})
 async def put_community(
     code: CodePath, body: CommunityBody, operator: ActingOperator, pool: PoolDep
 ) -> CommunityView:
@@ -191,7 +194,9 @@ async def put_community(
 
 
 @router.put(
-    "/overrides/{township_code}/{category}", response_model=OverrideView | None, responses={422: {}}
+    "/overrides/{township_code}/{category}",
+    response_model=OverrideView | None,
+    responses={404: {}, 422: {}},
 )
 async def put_override(
     township_code: CodePath,

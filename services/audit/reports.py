@@ -172,7 +172,7 @@ _GROUP_COLUMNS = (
 )
 
 
-def to_csv(report: Report) -> str:
+def timeliness_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(

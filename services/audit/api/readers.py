@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel
 
 from services.audit import reports, reviews, trail
 from services.audit.api.deps import AuditRuntime, CurrentReader, Evaluator, Supervisor
@@ -26,6 +27,19 @@ from shared.http import Problem
 from shared.runtime import PoolDep
 
 router = APIRouter(prefix="/v1", tags=["audit"])
+
+R = TypeVar("R")
+
+
+def _negotiated(
+    request: Request, report: R, to_csv: Callable[[R], str], schema: type[BaseModel]
+) -> Response:
+    """A report as CSV when the client asks for ``text/csv``, else as JSON."""
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(to_csv(report), media_type="text/csv; charset=utf-8")
+    body = schema(**vars(report)).model_dump_json(by_alias=True)
+    return Response(body, media_type="application/json")
+
 
 # The period every report and listing takes: orders submitted in [from, to).
 PeriodFrom = Annotated[
@@ -85,10 +99,7 @@ async def timeliness_report(
     redispatch rates, open backlog and its age. ``Accept: text/csv`` for CSV. A station
     manager sees only their own station."""
     report = await reports.timeliness(pool, reader, from_, to, group_by)
-    if "text/csv" in request.headers.get("accept", ""):
-        return Response(reports.to_csv(report), media_type="text/csv; charset=utf-8")
-    body = TimelinessReport(**vars(report)).model_dump_json(by_alias=True)
-    return Response(body, media_type="application/json")
+    return _negotiated(request, report, reports.timeliness_csv, TimelinessReport)
 
 
 @router.get(
@@ -123,10 +134,7 @@ async def evaluation_report(
         settings.audit_evaluation_targets,
         settings.audit_review_share,
     )
-    if "text/csv" in request.headers.get("accept", ""):
-        return Response(reports.evaluation_csv(report), media_type="text/csv; charset=utf-8")
-    body = EvaluationReport(**vars(report)).model_dump_json(by_alias=True)
-    return Response(body, media_type="application/json")
+    return _negotiated(request, report, reports.evaluation_csv, EvaluationReport)
 
 
 @router.post(

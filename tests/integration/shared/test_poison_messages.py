@@ -98,7 +98,9 @@ async def _dead_letters(
                     found.append({k: v.decode() for k, v in record.headers})
             return enough(found)
 
-        await eventually(read_enough)
+        # Each consumer writes its dead letters as it gets past the poison; with two clean
+        # clones' suites on two cores (one CI run saw it) that took over 15 s.
+        await eventually(read_enough, timeout_s=45)
         return found
     finally:
         await consumer.stop()

@@ -560,7 +560,8 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
             no, p["station_id"], at, reason=p.get("reason"), send_back_no=send_back_no
         )
         t = replace(t, dispatched_at=_first(t.dispatched_at, at), station_id=p["station_id"])
-        if redo:
+        accepted_at = datetime.fromisoformat(p["accepted_at"]) if p.get("accepted_at") else None
+        if redo and not any(r.send_back_no == send_back_no for r in t.redos):
             fresh = _deadlines(p)
             round_ = RedoRound(
                 int(redo["send_back_no"]),
@@ -574,10 +575,19 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
             superseded = tuple(replace(f, superseded_at=at) if f.owed else f for f in t.follow_ups)
             t = replace(t, redos=(*t.redos, round_), follow_ups=superseded)
             return _move(t, OrderStatus.DISPATCHED, at, reopen=True)
-        if p.get("accepted_at"):
-            # Back to a station that accepted an earlier dispatch in time: accepted then.
-            accepted_at = datetime.fromisoformat(p["accepted_at"])
+        if redo:
+            # A later dispatch of the same redo (after a rejection, an escalation, an operator's
+            # redispatch, a take-back): the round moves to that station, accepted only when
+            # the dispatch gives the order back to a station that had accepted it.
+            last = t.redos[-1]
+            moved = replace(
+                last, dispatch_no=no, station_id=p["station_id"], accepted_at=accepted_at
+            )
+            t = replace(t, redos=(*t.redos[:-1], moved))
+        elif accepted_at is not None:
             t = replace(t, accepted_at=_first(t.accepted_at, accepted_at))
+        if accepted_at is not None:
+            # Back to a station that accepted an earlier dispatch in time: accepted then.
             return _move(t, OrderStatus.ACCEPTED, at)
     elif kind == "order.received":
         no = int(p["dispatch_no"])
@@ -603,8 +613,15 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
     elif kind == "order.completed":
         if t.status in ENDED:
             return t  # the same service reported done again
-        t = replace(t, completed_at=_first(t.completed_at, at), worker_id=p["worker_id"])
-        t = _redo_done(t, "completed_at", at)
+        # Whatever dispatch it crossed, the service was delivered by the completing station
+        # (the center keeps the order there).
+        t = replace(
+            t,
+            completed_at=_first(t.completed_at, at),
+            worker_id=p["worker_id"],
+            station_id=p["station_id"],
+        )
+        t = _redo_done(t, "completed_at", at, p["station_id"])
         if p.get("follow_up_by"):
             t = _owe_follow_up(t, p["station_id"], p["worker_id"], at, p["follow_up_by"])
     elif kind == "order.awaiting_feedback":
@@ -639,15 +656,23 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
     return _move(t, STATUS_AFTER.get(kind), at)
 
 
-def _redo_done(t: Timeline, step: Literal["accepted_at", "completed_at"], at: datetime) -> Timeline:
-    """A station's accept or completion after a redo dispatch is the redo's (the latest)."""
+def _redo_done(
+    t: Timeline,
+    step: Literal["accepted_at", "completed_at"],
+    at: datetime,
+    station_id: str | None = None,
+) -> Timeline:
+    """A station's accept or completion after a redo dispatch is the redo's (the latest); a
+    completion (``station_id``) ends the redo at the station that did the work."""
     if not t.redos:
         return t
     last = t.redos[-1]
     if getattr(last, step) is not None or at < last.dispatched_at:
         return t
     done = (
-        replace(last, accepted_at=at) if step == "accepted_at" else replace(last, completed_at=at)
+        replace(last, accepted_at=at)
+        if step == "accepted_at"
+        else replace(last, completed_at=at, station_id=station_id or last.station_id)
     )
     return replace(t, redos=(*t.redos[:-1], done))
 
@@ -686,6 +711,12 @@ def _of_a_superseded_dispatch(
     """A station's report about a dispatch the order has moved on from (another station, an
     older dispatch number): the center ignores it, and so does the projection."""
     if kind in STATION_PROGRESS:
+        if kind == "order.completed":
+            # The center takes a completion from whichever station did the work, until the
+            # order was served (a second report of the service: see _apply).
+            return False
+        if t.status in ENDED:
+            return True
         return t.station_id is not None and p["station_id"] != t.station_id
     if kind == "order.rejected":
         return bool(dispatches) and int(p["dispatch_no"]) != max(dispatches)

@@ -103,16 +103,20 @@ def test_rejections_and_escalations_count_and_a_redispatch_moves_the_station() -
     assert t.dispatches[1].rejected_at is None
 
 
-def test_progress_reported_by_a_station_the_order_left_is_ignored() -> None:
+def test_progress_reported_by_a_station_the_order_left_is_ignored_but_its_completion_counts() -> (
+    None
+):
     script = OrderScript(BASE).submitted().dispatched("st-a", 1).escalated("st-a", 9)
     script.dispatched("st-b", 9).assigned("st-a", "w-a", 10).started("st-a", "w-a", 11)
-    script.completed("st-a", "w-a", 12)
     t = timeline(script)
-    assert (t.status, t.worker_id, t.assigned_at, t.completed_at) == (
-        OrderStatus.DISPATCHED,
-        None,
-        None,
-        None,
+    assert (t.status, t.worker_id, t.assigned_at) == (OrderStatus.DISPATCHED, None, None)
+    # As at the center: the service was delivered, whatever dispatch it crossed.
+    t = timeline(script.completed("st-a", "w-a", 12))
+    assert (t.status, t.station_id, t.worker_id, t.completed_at) == (
+        OrderStatus.COMPLETED,
+        "st-a",
+        "w-a",
+        at(12),
     )
 
 

@@ -8,7 +8,7 @@ what the audit trail stores.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import pydantic_core
@@ -53,6 +53,17 @@ class Deadlines(Contract):
             Stage.ASSIGN: self.assign_by,
             Stage.COMPLETE: self.complete_by,
         }[stage]
+
+    def shifted(self, by: timedelta) -> Deadlines:
+        """The accept, assign and complete deadlines ``by`` later (dispatch_by as it is): the
+        same windows counted from a later start."""
+        return self.model_copy(
+            update={
+                "accept_by": self.accept_by + by,
+                "assign_by": self.assign_by + by,
+                "complete_by": self.complete_by + by,
+            }
+        )
 
 
 class Location(Contract):
@@ -123,6 +134,13 @@ class OrderDispatched(EventPayload):
         default=None,
         description="set when the dispatch follows a send-back for redo; its accept and complete "
         "deadlines are counted afresh from the send-back",
+    )
+    station_deadlines: Deadlines | None = Field(
+        default=None,
+        description="the deadlines this dispatch's station is held to: the order's windows "
+        "counted from this dispatch (its accept_by is when the center escalates it), where "
+        "``deadlines`` count from submission (or the send-back). A take-back carries those of "
+        "the dispatch the station accepted. None in events made before it was added",
     )
     category: Category
     urgency: Urgency

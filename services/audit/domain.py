@@ -12,7 +12,7 @@ import hmac
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum, auto
@@ -319,6 +319,48 @@ class RedoRound:
         return "not_applicable"
 
 
+StintEnd = Literal["completed", "rejected", "moved", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Stint:
+    """The time one station held the order: from a dispatch until the station completed the
+    service, rejected the dispatch, or the order moved on (another dispatch, a completion
+    elsewhere, a cancellation). The station is judged by its own deadlines, counted from this
+    dispatch as the center counted them. A take-back (the station had accepted in time)
+    continues the stint of the dispatch it accepted; a re-send is no new stint."""
+
+    n: int
+    dispatch_no: int
+    round: int
+    """0: the first service; n: the redo after send-back n."""
+    station_id: str
+    dispatched_at: datetime
+    accept_by: datetime
+    assign_by: datetime
+    complete_by: datetime
+    accepted_at: datetime | None = None
+    assigned_at: datetime | None = None
+    completed_at: datetime | None = None
+    ended_at: datetime | None = None
+    end: StintEnd | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.ended_at is None
+
+    def outcome(self, stage: Stage, now: datetime) -> Outcome:
+        """The stage's outcome for the station (:func:`stage_outcome`): a stint that ended
+        before the deadline without the stage (a timely rejection, an operator's redispatch)
+        is no breach; one that held the order past it is."""
+        deadline, done = {
+            Stage.ACCEPT: (self.accept_by, self.accepted_at),
+            Stage.ASSIGN: (self.assign_by, self.assigned_at),
+            Stage.COMPLETE: (self.complete_by, self.completed_at),
+        }.get(stage, (None, None))
+        return stage_outcome(deadline, done, now, self.ended_at)
+
+
 @dataclass(frozen=True)
 class FollowUp:
     """A follow-up visit (跟进回访) the station owes by ``due_on``: set by a completion's
@@ -405,6 +447,7 @@ class Timeline:
     """When the service last ended (completed, closed, cancelled); None while it is open,
     again after a send-back."""
     dispatches: tuple[Dispatch, ...] = ()
+    stints: tuple[Stint, ...] = ()
     rejections: int = 0
     escalations: int = 0
     events: int = 0
@@ -561,6 +604,7 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
         )
         t = replace(t, dispatched_at=_first(t.dispatched_at, at), station_id=p["station_id"])
         accepted_at = datetime.fromisoformat(p["accepted_at"]) if p.get("accepted_at") else None
+        t = _stint_dispatched(t, p, at, send_back_no, accepted_at)
         if redo and not any(r.send_back_no == send_back_no for r in t.redos):
             fresh = _deadlines(p)
             round_ = RedoRound(
@@ -601,13 +645,20 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
                 dispatches[no], rejected_at=at, reject_reason_code=p["reason_code"]
             )
         t = replace(t, rejections=t.rejections + 1)
+        t = _stint_ended(t, at, "rejected", lambda s: s.dispatch_no == no)
     elif kind == "order.escalated":
         t = replace(t, escalations=t.escalations + 1)
+        if t.status is not OrderStatus.DISPATCHED:
+            # The station's accept came first, though the center learnt of it after it
+            # escalated: the center applies it (or takes the order back) all the same.
+            return t
     elif kind == "order.accepted":
         t = replace(t, accepted_at=_first(t.accepted_at, at), station_id=p["station_id"])
         t = _redo_done(t, "accepted_at", at)
+        t = _stint_step(t, "accepted_at", at)
     elif kind == "order.assigned":
         t = replace(t, assigned_at=_first(t.assigned_at, at), worker_id=p["worker_id"])
+        t = _stint_step(t, "assigned_at", at)
     elif kind == "order.started":
         t = replace(t, started_at=_first(t.started_at, at), worker_id=p["worker_id"])
     elif kind == "order.completed":
@@ -622,6 +673,7 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
             station_id=p["station_id"],
         )
         t = _redo_done(t, "completed_at", at, p["station_id"])
+        t = _stint_completed(t, p["station_id"], at)
         if p.get("follow_up_by"):
             t = _owe_follow_up(t, p["station_id"], p["worker_id"], at, p["follow_up_by"])
     elif kind == "order.awaiting_feedback":
@@ -652,8 +704,83 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
         t = _followed_up(t, p, at)
     elif kind == "order.closed" and p.get("without_feedback"):
         return _move(t, OrderStatus.CLOSED_WITHOUT_FEEDBACK, at)
+    elif kind == "order.cancelled" and t.status not in FINAL:
+        t = _stint_ended(t, at, "cancelled", lambda s: True)
 
     return _move(t, STATUS_AFTER.get(kind), at)
+
+
+def _stint_dispatched(
+    t: Timeline,
+    p: dict[str, Any],
+    at: datetime,
+    send_back_no: int | None,
+    accepted_at: datetime | None,
+) -> Timeline:
+    """A new dispatch ends the stint of the station that held the order and starts one; a
+    take-back (``accepted_at``) continues the stint in which the station accepted."""
+    station_id = p["station_id"]
+    t = _stint_ended(t, at, "moved", lambda s: True)
+    if accepted_at is not None:
+        earlier = [s for s in t.stints if s.station_id == station_id]
+        if earlier:
+            back = replace(earlier[-1], accepted_at=accepted_at, ended_at=None, end=None)
+            return replace(t, stints=tuple(back if s.n == back.n else s for s in t.stints))
+    own = p.get("station_deadlines") or p["deadlines"]
+    by = {stage: datetime.fromisoformat(own[f"{stage.value}_by"]) for stage in Stage}
+    round_ = send_back_no if send_back_no is not None else (t.stints[-1].round if t.stints else 0)
+    stint = Stint(
+        n=len(t.stints) + 1,
+        dispatch_no=int(p["dispatch_no"]),
+        round=round_,
+        station_id=station_id,
+        dispatched_at=at,
+        accept_by=by[Stage.ACCEPT],
+        assign_by=by[Stage.ASSIGN],
+        complete_by=by[Stage.COMPLETE],
+        accepted_at=accepted_at,
+    )
+    return replace(t, stints=(*t.stints, stint))
+
+
+def _stint_ended(
+    t: Timeline, at: datetime, end: StintEnd, which: Callable[[Stint], bool]
+) -> Timeline:
+    """End the open stint (if ``which`` says it is the one)."""
+    return replace(
+        t,
+        stints=tuple(
+            replace(s, ended_at=at, end=end) if s.open and which(s) else s for s in t.stints
+        ),
+    )
+
+
+def _stint_step(t: Timeline, step: Literal["accepted_at", "assigned_at"], at: datetime) -> Timeline:
+    """The station holding the order accepted or assigned it (the first time in its stint)."""
+    return replace(
+        t,
+        stints=tuple(
+            _stint_with(s, step, at) if s.open and getattr(s, step) is None else s for s in t.stints
+        ),
+    )
+
+
+def _stint_with(s: Stint, step: Literal["accepted_at", "assigned_at"], at: datetime) -> Stint:
+    return replace(s, accepted_at=at) if step == "accepted_at" else replace(s, assigned_at=at)
+
+
+def _stint_completed(t: Timeline, station_id: str, at: datetime) -> Timeline:
+    """The completing station's latest stint in which it accepted and did not reject (else
+    its latest such, else its latest) ends completed; when the completion crossed a
+    redispatch, the stint it crossed ends, moved."""
+    theirs = [s for s in t.stints if s.station_id == station_id]
+    if not theirs:
+        return t
+    mine = [s for s in theirs if s.end != "rejected"] or theirs
+    accepted = [s for s in mine if s.accepted_at is not None]
+    done = replace((accepted or mine)[-1], completed_at=at, ended_at=at, end="completed")
+    t = _stint_ended(t, at, "moved", lambda s: s.n != done.n)
+    return replace(t, stints=tuple(done if s.n == done.n else s for s in t.stints))
 
 
 def _redo_done(
@@ -1060,20 +1187,26 @@ def figures_for(
 
 
 # -- Evaluation indicators ------------------------------------------------------------------
-# Per station (the one holding the order), of the orders submitted in the period:
-# - on-time acceptance / completion: stages done by their deadline / stages on time or
-#   breached (as above), the first service and every redo (against the redo's fresh
-#   deadlines) each counting once;
-# - return-visit rate: completed orders with an answered return visit / completed orders;
-# - satisfaction rate: of those, satisfied or very satisfied at the latest answer; resolved
-#   rate: of those, resolved at the latest answer;
-# - send-back rate: orders sent back at least once / completed orders; orders under
-#   supervision: opened and not yet closed;
-# - follow-ups: owed (due; one a redo superseded before its visit is owed no more), visited by
-#   the due day (done on time), visited later (done late), not visited after the due day
-#   (overdue); their on-time rate is done on time / (done on time + done late + overdue);
-# - review coverage: reviewed / picked (completed orders the random share picked); mean
-#   rubric scores of the reviewed ones.
+# Each figure is charged to whoever held the order when it was made (docs/domain.md gives
+# each indicator's Chinese name, numerator, denominator, attribution and period):
+# - per stint (a station's time with the order, its deadlines counted from its dispatch):
+#   on-time acceptance (按时签收率) and completion (按时办结率): stages done by the stint's
+#   deadline / stages on time or breached; a stint that ended before a deadline without the
+#   stage (a timely rejection, an operator's redispatch) counts in neither. Rejection rate
+#   (退单率): stints the station rejected / stints;
+# - per service round (the first service, each redo), charged to the station that completed
+#   it: the round's return-visit answer (satisfaction 满意率 and resolved 解决率 of the
+#   answered rounds; first-visit satisfaction 首次满意率 of the first rounds answered),
+#   send-back rate (发回重办率): rounds sent back / rounds completed;
+# - supervision (督办): to the station whose work was sent back the third time;
+# - follow-ups: to the station that owes them; owed (due; one a redo superseded before its
+#   visit is owed no more), visited by the due day (on time), later (late), not visited after
+#   the due day (overdue); their on-time rate is on time / (on time + late + overdue);
+# - review coverage: reviewed / picked (completed orders the random share picked), of the
+#   orders the station completed last; mean rubric scores of the reviewed ones;
+# - the center's own row: on-time dispatch (按时派单率) from submission, the waits at the
+#   center between stations (after a rejection, until the next dispatch), and the return-visit
+#   rate (回访率): rounds answered / rounds whose feedback window has closed.
 # A rate or mean with nothing to count is None (null), and neither passes nor fails.
 
 Direction = Literal["at_least", "at_most"]
@@ -1081,7 +1214,8 @@ Direction = Literal["at_least", "at_most"]
 INDICATORS: dict[str, Direction] = {
     "on_time_acceptance_rate": "at_least",
     "on_time_completion_rate": "at_least",
-    "return_visit_rate": "at_least",
+    "rejection_rate": "at_most",
+    "first_visit_satisfaction_rate": "at_least",
     "satisfaction_rate": "at_least",
     "resolved_rate": "at_least",
     "send_back_rate": "at_most",
@@ -1091,11 +1225,16 @@ INDICATORS: dict[str, Direction] = {
     "mean_professional_quality_score": "at_least",
     "mean_record_completeness_score": "at_least",
 }
+CENTER_INDICATORS: dict[str, Direction] = {
+    "on_time_dispatch_rate": "at_least",
+    "return_visit_rate": "at_least",
+}
 
 DEFAULT_TARGETS: dict[str, float] = {
     "on_time_acceptance_rate": 0.95,
     "on_time_completion_rate": 0.9,
-    "return_visit_rate": 0.8,
+    "rejection_rate": 0.1,
+    "first_visit_satisfaction_rate": 0.9,
     "satisfaction_rate": 0.9,
     "resolved_rate": 0.9,
     "send_back_rate": 0.05,
@@ -1104,6 +1243,8 @@ DEFAULT_TARGETS: dict[str, float] = {
     "mean_timeliness_score": 3.5,
     "mean_professional_quality_score": 3.5,
     "mean_record_completeness_score": 3.5,
+    "on_time_dispatch_rate": 0.95,
+    "return_visit_rate": 0.8,
 }
 
 
@@ -1124,19 +1265,83 @@ def indicator(value: float | None, target: float, direction: Direction) -> Indic
 
 
 @dataclass(frozen=True)
+class ServiceRound:
+    """One round of service of an order: the first (0) or the redo after send-back n (n),
+    completed by ``station_id``; the round's return-visit answer (the first answered visit
+    after it, before the next round), and whether it was sent back."""
+
+    order_id: str
+    round: int
+    station_id: str
+    completed_at: datetime
+    answer: Feedback | None
+    sent_back: bool
+    last: bool
+    """The order's latest round."""
+
+
+def service_rounds(t: Timeline) -> list[ServiceRound]:
+    """The order's completed rounds, in order."""
+    starts: dict[int, datetime] = {}
+    for s in t.stints:
+        starts.setdefault(s.round, s.dispatched_at)
+    done = [s for s in t.stints if s.end == "completed" and s.completed_at is not None]
+    rounds = []
+    for s in done:
+        assert s.completed_at is not None
+        begins = starts[s.round] if s.round else None
+        until = min((at for r, at in starts.items() if r > s.round), default=None)
+        answers = [
+            f
+            for f in t.feedbacks
+            if (begins is None or f.at >= begins) and (until is None or f.at < until)
+        ]
+        rounds.append(
+            ServiceRound(
+                t.order_id,
+                s.round,
+                s.station_id,
+                s.completed_at,
+                answers[0] if answers else None,
+                sent_back=t.send_backs > s.round,
+                last=until is None,
+            )
+        )
+    return rounds
+
+
+def visit_window_closed(t: Timeline, r: ServiceRound, now: datetime) -> bool:
+    """Whether the round's return visit is due and past: answered, or its feedback window
+    ran out (the order closed without feedback, or the wait passed its due time)."""
+    if r.answer is not None or not r.last:
+        return True
+    if t.status is OrderStatus.CLOSED_WITHOUT_FEEDBACK:
+        return True
+    return t.feedback_due_at is not None and t.feedback_due_at <= now
+
+
+@dataclass(frozen=True)
 class StationEvaluation:
     station: str
     orders: int
+    """Orders the station held at all (a stint)."""
+    stints: int
+    rejections: int
     completed: int
+    """Service rounds the station completed."""
     accepts_on_time: int
     accepts_late: int
     completions_on_time: int
     completions_late: int
     with_feedback: int
+    """Of the rounds it completed, those with an answered return visit."""
     satisfied: int
     resolved: int
-    sent_back_orders: int
+    first_visits: int
+    """First rounds it completed with an answered return visit."""
+    first_visits_satisfied: int
     send_backs: int
+    """Rounds it completed that were sent back for redo."""
     supervision_opened: int
     under_supervision: int
     follow_ups_due: int
@@ -1152,6 +1357,10 @@ def _mean(values: Sequence[int]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _satisfied(answer: Feedback | None) -> bool:
+    return answer is not None and answer.satisfaction is not None and answer.satisfaction.satisfied
+
+
 def evaluate_station(
     station: str,
     orders: Sequence[Timeline],
@@ -1159,34 +1368,43 @@ def evaluate_station(
     targets: Mapping[str, float],
     review_share: float,
 ) -> StationEvaluation:
-    def count(stage: Stage, outcome: Outcome) -> int:
-        return sum(o.outcomes(stage, now).count(outcome) for o in orders)
+    """The station's figures from ``orders`` (which may hold other stations' parts too)."""
+    stints = [s for o in orders for s in o.stints if s.station_id == station]
 
-    completed = [o for o in orders if o.completed_at is not None]
-    answered = [f for o in completed if (f := o.feedback) is not None]
-    satisfied = sum(1 for f in answered if f.satisfaction is not None and f.satisfaction.satisfied)
-    resolved = sum(1 for f in answered if f.resolved)
-    sent_back = sum(1 for o in completed if o.send_backs)
+    def count(stage: Stage, outcome: Outcome) -> int:
+        return sum(1 for s in stints if s.outcome(stage, now) == outcome)
+
+    rounds = [r for o in orders for r in service_rounds(o) if r.station_id == station]
+    answered = [r for r in rounds if r.answer is not None]
+    first = [r for r in answered if r.round == 0]
+    satisfied = sum(1 for r in answered if _satisfied(r.answer))
+    first_satisfied = sum(1 for r in first if _satisfied(r.answer))
+    resolved = sum(1 for r in answered if r.answer is not None and r.answer.resolved)
+    sent_back = sum(1 for r in rounds if r.sent_back)
+    rejections = sum(1 for s in stints if s.end == "rejected")
     follow_ups = [
         (f, f.outcome(now))
         for o in orders
         for f in o.follow_ups
-        if f.done_on is not None or f.superseded_at is None
+        if f.station_id == station and (f.done_on is not None or f.superseded_at is None)
     ]
     on_time = sum(1 for f, out in follow_ups if out == "met")
     late = sum(1 for f, out in follow_ups if out == "breached" and f.done_on is not None)
     overdue = sum(1 for f, _ in follow_ups if f.overdue(now))
-    picked = [o for o in completed if picked_for_review(o.order_id, review_share)]
+    last_completed = [o for o in orders if o.completed_at is not None and o.station_id == station]
+    picked = [o for o in last_completed if picked_for_review(o.order_id, review_share)]
     reviews = [o.review for o in picked if o.review is not None]
+    supervised = [o for o in orders if o.supervision_station_id == station]
     accepts = (count(Stage.ACCEPT, "met"), count(Stage.ACCEPT, "breached"))
     completions = (count(Stage.COMPLETE, "met"), count(Stage.COMPLETE, "breached"))
     values: dict[str, float | None] = {
         "on_time_acceptance_rate": _rate(accepts[0], sum(accepts)),
         "on_time_completion_rate": _rate(completions[0], sum(completions)),
-        "return_visit_rate": _rate(len(answered), len(completed)),
+        "rejection_rate": _rate(rejections, len(stints)),
+        "first_visit_satisfaction_rate": _rate(first_satisfied, len(first)),
         "satisfaction_rate": _rate(satisfied, len(answered)),
         "resolved_rate": _rate(resolved, len(answered)),
-        "send_back_rate": _rate(sent_back, len(completed)),
+        "send_back_rate": _rate(sent_back, len(rounds)),
         "follow_up_on_time_rate": _rate(on_time, on_time + late + overdue),
         "review_coverage": _rate(len(reviews), len(picked)),
         "mean_timeliness_score": _mean([r.timeliness for r in reviews]),
@@ -1195,8 +1413,10 @@ def evaluate_station(
     }
     return StationEvaluation(
         station=station,
-        orders=len(orders),
-        completed=len(completed),
+        orders=len({o.order_id for o in orders if any(s.station_id == station for s in o.stints)}),
+        stints=len(stints),
+        rejections=rejections,
+        completed=len(rounds),
         accepts_on_time=accepts[0],
         accepts_late=accepts[1],
         completions_on_time=completions[0],
@@ -1204,10 +1424,11 @@ def evaluate_station(
         with_feedback=len(answered),
         satisfied=satisfied,
         resolved=resolved,
-        sent_back_orders=sent_back,
-        send_backs=sum(o.send_backs for o in orders),
-        supervision_opened=sum(1 for o in orders if o.supervision_opened_at is not None),
-        under_supervision=sum(1 for o in orders if o.under_supervision),
+        first_visits=len(first),
+        first_visits_satisfied=first_satisfied,
+        send_backs=sent_back,
+        supervision_opened=len(supervised),
+        under_supervision=sum(1 for o in supervised if o.under_supervision),
         follow_ups_due=len(follow_ups),
         follow_ups_done_on_time=on_time,
         follow_ups_done_late=late,
@@ -1221,6 +1442,63 @@ def evaluate_station(
     )
 
 
+@dataclass(frozen=True)
+class CenterEvaluation:
+    """The dispatch center's own figures: the time orders waited for it, and its return
+    visits."""
+
+    orders: int
+    dispatches_on_time: int
+    dispatches_late: int
+    waits: int
+    """Times an order waited at the center between stations (after a rejection)."""
+    wait_p90_seconds: float | None
+    visits_due: int
+    """Service rounds whose return-visit window has closed."""
+    visited: int
+    indicators: dict[str, Indicator]
+
+
+def center_waits(t: Timeline, now: datetime) -> list[float]:
+    """Seconds the order waited at the center after each rejection, until the next dispatch
+    (or its end, or now)."""
+    waits = []
+    for i, s in enumerate(t.stints):
+        if s.end != "rejected" or s.ended_at is None:
+            continue
+        nxt = t.stints[i + 1].dispatched_at if i + 1 < len(t.stints) else None
+        until = nxt or t.ended_at or now
+        waits.append(max((until - s.ended_at).total_seconds(), 0.0))
+    return waits
+
+
+def evaluate_center(
+    orders: Sequence[Timeline], now: datetime, targets: Mapping[str, float]
+) -> CenterEvaluation:
+    dispatch = [o.stage_outcome(Stage.DISPATCH, now) for o in orders]
+    on_time, late = dispatch.count("met"), dispatch.count("breached")
+    waits = [w for o in orders for w in center_waits(o, now)]
+    due = [r for o in orders for r in service_rounds(o) if visit_window_closed(o, r, now)]
+    visited = sum(1 for r in due if r.answer is not None)
+    values = {
+        "on_time_dispatch_rate": _rate(on_time, on_time + late),
+        "return_visit_rate": _rate(visited, len(due)),
+    }
+    return CenterEvaluation(
+        orders=len(orders),
+        dispatches_on_time=on_time,
+        dispatches_late=late,
+        waits=len(waits),
+        wait_p90_seconds=percentile(waits, 0.9),
+        visits_due=len(due),
+        visited=visited,
+        indicators={
+            name: indicator(values[name], targets[name], direction)
+            for name, direction in CENTER_INDICATORS.items()
+        },
+    )
+
+
 def evaluation(
     reader: Reader,
     orders: Iterable[Timeline],
@@ -1229,11 +1507,13 @@ def evaluation(
     review_share: float,
     station: str | None = None,
 ) -> list[StationEvaluation]:
-    """Each station's evaluation the reader may see (``station``: that one only)."""
+    """Each station's evaluation the reader may see (``station``: that one only): every
+    station that held one of the orders."""
     by_station: dict[str, list[Timeline]] = defaultdict(list)
     for o in orders:
-        if reader.sees_station(o.station_id) and (station is None or o.station_id == station):
-            by_station[group_of(o, GroupBy.STATION)].append(o)
+        for name in dict.fromkeys(s.station_id for s in o.stints):
+            if reader.sees_station(name) and station in (None, name):
+                by_station[name].append(o)
     return [
         evaluate_station(name, by_station[name], now, targets, review_share)
         for name in sorted(by_station)

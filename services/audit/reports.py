@@ -15,11 +15,13 @@ from typing import Any
 from services.audit import store
 from services.audit.domain import (
     INDICATORS,
+    CenterEvaluation,
     GroupBy,
     GroupFigures,
     Reader,
     SeenTimeline,
     StationEvaluation,
+    evaluate_center,
     evaluation,
     figures_for,
     seen_by,
@@ -80,6 +82,8 @@ class Evaluation:
     as_of: datetime
     review_share: float
     stations: list[StationEvaluation]
+    center: CenterEvaluation | None
+    """The center's own row: for evaluators only (of the orders of their county)."""
 
 
 async def evaluation_report(
@@ -107,11 +111,16 @@ async def evaluation_report(
             conn, submitted_from=from_, submitted_to=to, stations=scope
         )
     stations = evaluation(reader, orders, now, targets, review_share, station)
-    return Evaluation(from_, to, now, review_share, stations)
+    center = None
+    if reader.is_evaluator and station is None:
+        center = evaluate_center(orders, now, targets)
+    return Evaluation(from_, to, now, review_share, stations, center)
 
 
 _COUNT_COLUMNS = (
     "orders",
+    "stints",
+    "rejections",
     "completed",
     "accepts_on_time",
     "accepts_late",
@@ -120,7 +129,8 @@ _COUNT_COLUMNS = (
     "with_feedback",
     "satisfied",
     "resolved",
-    "sent_back_orders",
+    "first_visits",
+    "first_visits_satisfied",
     "send_backs",
     "supervision_opened",
     "under_supervision",

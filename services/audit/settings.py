@@ -6,11 +6,11 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from services.audit.domain import DEFAULT_TARGETS, INDICATORS
+from services.audit.domain import CENTER_INDICATORS, DEFAULT_TARGETS, INDICATORS
 from shared.settings import Settings
 
 _TARGETS_DOC = ", ".join(
-    f"{name} {'>=' if INDICATORS[name] == 'at_least' else '<='} {target}"
+    f"{name} {'>=' if (INDICATORS | CENTER_INDICATORS)[name] == 'at_least' else '<='} {target}"
     for name, target in DEFAULT_TARGETS.items()
 )
 
@@ -52,7 +52,9 @@ class AuditSettings(Settings):
     @classmethod
     def _known_targets(cls, targets: dict[str, float]) -> dict[str, float]:
         if unknown := set(targets) - set(DEFAULT_TARGETS):
-            raise ValueError(f"no such indicator: {sorted(unknown)}; known: {list(INDICATORS)}")
+            raise ValueError(
+                f"no such indicator: {sorted(unknown)}; known: {list(DEFAULT_TARGETS)}"
+            )
         return DEFAULT_TARGETS | targets
 
     @property

@@ -31,6 +31,7 @@ from services.audit.domain import (
     RedoRound,
     Review,
     Row,
+    Stint,
     Timeline,
 )
 from shared.db import Connection, Pool
@@ -253,7 +254,7 @@ _LOOP_FIELDS = (
 _REVIEW_FIELDS = ("timeliness", "professional_quality", "record_completeness")
 
 
-def _values(row: Link | Dispatch | Feedback | RedoRound | FollowUp) -> tuple[Any, ...]:
+def _values(row: Link | Dispatch | Feedback | RedoRound | Stint | FollowUp) -> tuple[Any, ...]:
     """A dataclass's fields in order: its table's columns in order."""
     return tuple(getattr(row, f.name) for f in fields(row))
 
@@ -308,6 +309,13 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
                reason, accept_by, complete_by, accepted_at, completed_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
         [(order_id, *_values(x)) for order_id, t in timelines.items() for x in t.redos],
+    )
+    await conn.executemany(
+        """INSERT INTO stints (order_id, n, dispatch_no, round, station_id, dispatched_at,
+               accept_by, assign_by, complete_by, accepted_at, assigned_at, completed_at,
+               ended_at, "end")
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
+        [(order_id, *_values(x)) for order_id, t in timelines.items() for x in t.stints],
     )
     await conn.executemany(
         """INSERT INTO follow_ups (order_id, n, station_id, worker_id, set_at, due_on, done_on,
@@ -414,6 +422,12 @@ async def load_timelines(
     ):
         values = dict(r)
         redos.setdefault(values.pop("order_id"), []).append(RedoRound(**values))
+    stints: dict[uuid.UUID, list[Stint]] = {}
+    for r in await conn.fetch(
+        "SELECT * FROM stints WHERE order_id = ANY($1::uuid[]) ORDER BY n", ids
+    ):
+        values = dict(r)
+        stints.setdefault(values.pop("order_id"), []).append(Stint(**values))
     follow_ups: dict[uuid.UUID, list[FollowUp]] = {}
     for f in await conn.fetch(
         "SELECT * FROM follow_ups WHERE order_id = ANY($1::uuid[]) ORDER BY n", ids
@@ -426,6 +440,7 @@ async def load_timelines(
             dispatches=tuple(sent.get(r["order_id"], ())),
             feedbacks=tuple(answers.get(r["order_id"], ())),
             redos=tuple(redos.get(r["order_id"], ())),
+            stints=tuple(stints.get(r["order_id"], ())),
             follow_ups=tuple(follow_ups.get(r["order_id"], ())),
         )
         for r in rows

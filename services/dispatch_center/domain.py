@@ -394,11 +394,18 @@ def submit_change(order: Order, actor: Actor) -> Change:
     )
 
 
+def station_deadlines(order: Order, accept_due: datetime) -> Deadlines:
+    """The deadlines a dispatch's station is held to: the order's windows counted from that
+    dispatch, whose accept deadline (when it escalates) is ``accept_due``."""
+    return order.deadlines.shifted(accept_due - order.accept_by)
+
+
 def _dispatched_payload(
     order: Order,
     station_id: str,
     dispatch_no: int,
     reason: str | None,
+    accept_due: datetime | None,
     accepted_at: datetime | None = None,
 ) -> OrderDispatched:
     return OrderDispatched(
@@ -407,6 +414,7 @@ def _dispatched_payload(
         reason=reason,
         accepted_at=accepted_at,
         redo=order.redo,
+        station_deadlines=None if accept_due is None else station_deadlines(order, accept_due),
         submitted_at=order.submitted_at,
         case=CaseDetails.model_validate(order.case_details),
         **order.described(),
@@ -434,7 +442,9 @@ def dispatch_change(
 ) -> Change:
     """Send the order to ``station_id`` as dispatch number ``dispatch_no + 1``."""
     dispatch_no = order.dispatch_no + 1
-    event = _event(order, _dispatched_payload(order, station_id, dispatch_no, reason), actor, now)
+    due = accept_due(order, now)
+    payload = _dispatched_payload(order, station_id, dispatch_no, reason, due)
+    event = _event(order, payload, actor, now)
     columns = {
         "station_id": station_id,
         "dispatch_no": dispatch_no,
@@ -442,7 +452,7 @@ def dispatch_change(
         "received_at": None,
         "next_resend_at": now + timedelta(seconds=settings.resend_interval_s),
         "resends": 0,
-        "accept_due_at": accept_due(order, now),
+        "accept_due_at": due,
         "tried_stations": (*order.tried_stations, station_id),
         "awaiting_operator": False,
         "hold_reason": None,
@@ -515,7 +525,9 @@ def then(order: Order, first: Change, decide: Callable[[Order], Change]) -> Chan
 def resend_change(settings: CenterSettings, order: Order, now: datetime) -> Change:
     """Re-send an unacknowledged dispatch: a new event, the same dispatch number."""
     assert order.station_id is not None
-    payload = _dispatched_payload(order, order.station_id, order.dispatch_no, None)
+    payload = _dispatched_payload(
+        order, order.station_id, order.dispatch_no, None, order.accept_due_at
+    )
     event = _event(
         order, payload.model_copy(update={"resend_of": order.dispatch_event_id}), CENTER, now
     )
@@ -628,7 +640,14 @@ def take_back_change(order: Order, accepted: Envelope[OrderAccepted], now: datet
     station_id = accepted.payload.station_id
     reason = f"accepted by {station_id} in time; the redispatch to {order.station_id} is void"
     dispatch_no = order.dispatch_no + 1
-    payload = _dispatched_payload(order, station_id, dispatch_no, reason, accepted.occurred_at)
+    payload = _dispatched_payload(
+        order,
+        station_id,
+        dispatch_no,
+        reason,
+        order.escalated_accept_due_at,
+        accepted_at=accepted.occurred_at,
+    )
     event = _event(order, payload, CENTER, now)
     columns = {
         **ACCEPTED_COLUMNS,

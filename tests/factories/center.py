@@ -49,6 +49,8 @@ SETTINGS = CenterSettings(
         }
     },
 )
+LEARNT_AFTER = 0.01
+"""Minutes after a station's step that the center reacts to it."""
 CASE = {
     "beneficiary_name": "A. Resident",
     "beneficiary_phone": None,
@@ -185,6 +187,8 @@ class CenterOrder:
         return self._center(domain.accept_change(self.order, event, now))
 
     def rejected(self, station: str, minutes: float, *next_stations: str) -> CenterOrder:
+        """The station rejects at ``minutes``; the center learns of it (and redispatches) a
+        moment later, as its consumer does."""
         payload = OrderRejected(
             station_id=station,
             dispatch_no=self.order.dispatch_no,
@@ -195,7 +199,7 @@ class CenterOrder:
         if not domain.rejection_counts(self.order, payload):
             return self
         change = domain.reject_change(
-            self.settings, self.order, event, list(next_stations), at(minutes)
+            self.settings, self.order, event, list(next_stations), at(minutes + LEARNT_AFTER)
         )
         return self._center(change)
 

@@ -119,10 +119,14 @@ async def evaluation_report(
     to: PeriodTo = None,
     station: Annotated[str | None, Query(description="one station only")] = None,
 ) -> Response:
-    """Per station: on-time acceptance and completion, return-visit, satisfaction, resolved
-    and send-back rates, orders under supervision, follow-ups, review coverage and mean rubric
-    scores, each beside its target (``SWD_AUDIT_EVALUATION_TARGETS``) with pass or fail; a
-    rate with nothing to count is null. ``Accept: text/csv`` for CSV. A station manager sees
+    """Per station, each figure charged to the station that held the order when it was made
+    (docs/domain.md): on-time acceptance and completion of each stint by the station's own
+    deadlines, rejection rate; satisfaction (first visit and every round), resolved and
+    send-back rates of the service rounds it completed; orders under supervision, follow-ups,
+    review coverage and mean rubric scores; each beside its target
+    (``SWD_AUDIT_EVALUATION_TARGETS``) with pass or fail; a rate with nothing to count is
+    null. For evaluators, the center's own row: on-time dispatch, waits at the center, the
+    return-visit rate. ``Accept: text/csv`` for CSV (the stations). A station manager sees
     their station, a supervisor theirs, an evaluator every one; another station is a 404."""
     settings = runtime.settings
     report = await reports.evaluation_report(

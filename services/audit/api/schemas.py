@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.audit.domain import (
+    CenterEvaluation,
     GroupBy,
     GroupFigures,
     Outcome,
@@ -195,6 +196,10 @@ class EvaluationReport(BaseModel):
     as_of: datetime
     review_share: float
     stations: list[StationEvaluation]
+    center: CenterEvaluation | None = Field(
+        description="the dispatch center's own figures (on-time dispatch, waits at the center, "
+        "return visits): for evaluators only"
+    )
 
 
 class ReviewRequest(BaseModel):

@@ -142,16 +142,19 @@ def approx(value: float | None) -> Any:
 
 EXPECTED_A = {
     "orders": 5,
-    "completed": 4,  # a4 is not
+    "stints": 9,  # a1, a2 and its redo, a3, a4, a5 and its three redos
+    "rejections": 0,
+    "completed": 7,  # rounds: a1, a2 twice, a3, a5 three times (its 3rd redo is open)
     "accepts_on_time": 7,  # a1, a2's redo, a3, a4, a5 and its redos 1 and 2
     "accepts_late": 2,  # a2 (1500 > 1440), a5's redo 3 (never)
     "completions_on_time": 6,  # a1, a2, a3, a5 and its redos 1 and 2
     "completions_late": 3,  # a2's redo, a4 (open), a5's redo 3 (open)
-    "with_feedback": 3,  # a1, a2, a5
-    "satisfied": 2,
+    "with_feedback": 6,  # rounds answered: a1, a2 twice, a5 three times
+    "satisfied": 2,  # a1, a2's redo
     "resolved": 2,
-    "sent_back_orders": 2,
-    "send_backs": 4,
+    "first_visits": 3,  # a1, a2, a5
+    "first_visits_satisfied": 1,  # a1
+    "send_backs": 4,  # a2's first round, a5's first three
     "supervision_opened": 1,
     "under_supervision": 1,
     "follow_ups_due": 2,
@@ -164,10 +167,11 @@ EXPECTED_A = {
 VALUES_A = {
     "on_time_acceptance_rate": 7 / 9,
     "on_time_completion_rate": 6 / 9,
-    "return_visit_rate": 3 / 4,
-    "satisfaction_rate": 2 / 3,
-    "resolved_rate": 2 / 3,
-    "send_back_rate": 2 / 4,
+    "rejection_rate": 0.0,
+    "first_visit_satisfaction_rate": 1 / 3,
+    "satisfaction_rate": 2 / 6,
+    "resolved_rate": 2 / 6,
+    "send_back_rate": 4 / 7,
     "follow_up_on_time_rate": 1 / 2,
     "review_coverage": 1 / 2,
     "mean_timeliness_score": 4.0,
@@ -176,6 +180,8 @@ VALUES_A = {
 }
 EXPECTED_B = {
     "orders": 2,
+    "stints": 2,
+    "rejections": 0,
     "completed": 1,
     "accepts_on_time": 2,
     "accepts_late": 0,
@@ -184,7 +190,8 @@ EXPECTED_B = {
     "with_feedback": 1,
     "satisfied": 0,
     "resolved": 1,
-    "sent_back_orders": 0,
+    "first_visits": 1,
+    "first_visits_satisfied": 0,
     "send_backs": 0,
     "supervision_opened": 0,
     "under_supervision": 0,
@@ -198,7 +205,8 @@ EXPECTED_B = {
 VALUES_B = {
     "on_time_acceptance_rate": 1.0,
     "on_time_completion_rate": 1.0,
-    "return_visit_rate": 1.0,
+    "rejection_rate": 0.0,
+    "first_visit_satisfaction_rate": 0.0,
     "satisfaction_rate": 0.0,
     "resolved_rate": 1.0,
     "send_back_rate": 0.0,
@@ -207,6 +215,16 @@ VALUES_B = {
     "mean_timeliness_score": None,
     "mean_professional_quality_score": None,
     "mean_record_completeness_score": None,
+}
+# The center's row (evaluators only): every order dispatched in time (5 < 240 minutes); the
+# return visits due: a1, a2 twice, a3 (closed without), a5 three times, b1 (8), answered 7.
+EXPECTED_CENTER = {
+    "orders": 7,
+    "dispatches_on_time": 7,
+    "dispatches_late": 0,
+    "waits": 0,
+    "visits_due": 8,
+    "visited": 7,
 }
 
 
@@ -274,6 +292,8 @@ async def test_the_evaluation_report_figure_by_figure_and_from_the_trail_alone(
     assert set(stations) == {A, B}
     check(stations[A], EXPECTED_A, VALUES_A)
     check(stations[B], EXPECTED_B, VALUES_B)
+    assert {k: report["center"][k] for k in EXPECTED_CENTER} == EXPECTED_CENTER
+    assert report["center"]["indicators"]["return_visit_rate"]["value"] == approx(7 / 8)
 
     # The same from the trail alone: each order's entries, projected and evaluated.
     timelines = []
@@ -319,7 +339,7 @@ async def test_the_evaluation_report_figure_by_figure_and_from_the_trail_alone(
     assert as_csv.headers["content-type"].startswith("text/csv")
     rows = {r["station"]: r for r in csv.DictReader(io.StringIO(as_csv.text))}
     assert rows[A]["send_backs"] == "4"
-    assert float(rows[A]["satisfaction_rate"]) == pytest.approx(2 / 3, abs=1e-6)
+    assert float(rows[A]["satisfaction_rate"]) == pytest.approx(2 / 6, abs=1e-6)
     assert (rows[A]["satisfaction_rate_target"], rows[A]["satisfaction_rate_pass"]) == (
         "0.9",
         "fail",

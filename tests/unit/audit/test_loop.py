@@ -204,7 +204,12 @@ def test_a_rate_with_nothing_to_count_is_null_and_neither_passes_nor_fails() -> 
     script = OrderScript(BASE).submitted().dispatched("st-a", 1)
     (st,) = evaluation(EVALUATOR, [timeline(script)], at(2), DEFAULT_TARGETS, 0.2)
     figures = st.indicators
-    for name in ("return_visit_rate", "satisfaction_rate", "send_back_rate", "review_coverage"):
+    for name in (
+        "first_visit_satisfaction_rate",
+        "satisfaction_rate",
+        "send_back_rate",
+        "review_coverage",
+    ):
         assert (figures[name].value, figures[name].passed) == (None, None), name
     assert figures["on_time_acceptance_rate"].value is None  # pending: not counted yet
     late = evaluation(EVALUATOR, [timeline(script)], at(2 * DAY), DEFAULT_TARGETS, 0.2)[0]

@@ -13,18 +13,27 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.audit.admin import create_reader
+from services.audit.domain import DEFAULT_TARGETS, Reader, evaluation, project
+from shared import topics
 from shared.db import connect
+from shared.events import OrderRejected
 from tests.conftest import RunningStack
 from tests.helpers import get_json_when, remember_personal_data
-from tests.integration.dispatch_center.center_support import set_up_township
+from tests.integration.dispatch_center.center_support import (
+    operator_headers,
+    send_station_events,
+    set_up_township,
+)
 from tests.integration.dispatch_center.test_center_loop import (
     COMMENT,
     _completed_order,
     _feedback,
     _send_back,
     _serve,
+    _status,
 )
 from tests.integration.station_worker.station import new_station
 from tests.integration.station_worker.test_loop import PLAN, completed_order, visit, with_follow_up
@@ -112,6 +121,101 @@ async def test_the_audit_follows_a_real_order_around_the_loop(
 
     verified = (await http.get(f"{audit}/v1/audit/verify", headers=evaluator)).json()
     assert not [b for b in verified["broken"] if b["order_id"] == order_id]
+
+
+async def dead_letters_of(stack: RunningStack, order_id: str) -> list[tuple[str, str]]:
+    """(topic, reason) of every dead letter keyed by the order, on every dead-letter topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # the cluster's metadata, for the partitions
+        parts = [
+            TopicPartition(topics.dead_letter(topic), p)
+            for topic in (topics.CENTER_EVENTS, topics.STATION_EVENTS)
+            for p in consumer.partitions_for_topic(topics.dead_letter(topic)) or {0}
+        ]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        found = []
+        quiet = 0
+        while quiet < 2:  # read to the end: until two fetches in a row bring nothing
+            batch = await consumer.getmany(timeout_ms=500)
+            quiet = 0 if batch else quiet + 1
+            for records in batch.values():
+                for r in records:
+                    if r.key == order_id.encode():
+                        headers = {k: v.decode() for k, v in r.headers}
+                        found.append((r.topic, headers.get("swd-dlq-reason", "")))
+    finally:
+        await consumer.stop()
+    return found
+
+
+@pytest.mark.usefixtures("township")
+async def test_a_redo_rejected_then_redispatched_is_one_round_and_each_station_keeps_its_part(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    order_id = await _completed_order(stack, http, db)  # served by FIRST, dispatch 1
+    resp = await _feedback(http, stack, order_id, resolved=False, satisfaction="dissatisfied")
+    assert resp.status_code == 200, resp.text
+    sent = await _send_back(http, stack, order_id, reason="the tap still leaks")
+    assert sent.status_code == 200, sent.text
+    await _status(db, order_id, "dispatched", dispatch_no=2, station_id=FIRST)
+    rejected = OrderRejected(station_id=FIRST, dispatch_no=2, reason_code="out_of_capacity")
+    await send_station_events(stack, order_id, rejected)
+    # T3-TWO has no other station: the redo waits for an operator, who names one.
+    await _status(db, order_id, "rejected", awaiting_operator=True)
+    moved = await http.post(
+        f"{stack.urls['dispatch_center']}/v1/operator/orders/{order_id}/redispatch",
+        json={"station_id": OTHER, "reason": "st-t3-b is full"},
+        headers=operator_headers(stack),
+    )
+    assert moved.status_code == 200, moved.text
+    await _serve(stack, db, order_id, 3, station=OTHER)
+    resp = await _feedback(http, stack, order_id, resolved=True, satisfaction="satisfied")
+    assert resp.json()["status"] == "closed"
+
+    audit = stack.urls["audit"]
+    evaluator = {"Authorization": f"Bearer {stack.supervisor_token}"}
+    t = await get_json_when(
+        http,
+        f"{audit}/v1/orders/{order_id}/timeliness",
+        evaluator,
+        lambda o: o["status"] == "closed",
+    )
+    assert [(d["station_id"], d["send_back_no"]) for d in t["dispatches"]] == [
+        (FIRST, None),
+        (FIRST, 1),
+        (OTHER, 1),
+    ]
+    (redo,) = t["redos"]
+    assert (redo["station_id"], redo["accept"]["outcome"], redo["complete"]["outcome"]) == (
+        OTHER,
+        "met",
+        "met",
+    )
+    trail = (await http.get(f"{audit}/v1/orders/{order_id}/trail", headers=evaluator)).json()
+    kinds = [e["event_type"] for e in trail]
+    assert kinds.count("order.dispatched") == 3
+    assert kinds.count("order.completed") == 2
+    assert kinds.count("order.feedback_received") == 2
+    assert await dead_letters_of(stack, order_id) == []
+    verified = (await http.get(f"{audit}/v1/audit/verify", headers=evaluator)).json()
+    assert not [b for b in verified["broken"] if b["order_id"] == order_id]
+
+    # Each station's figures are its own: FIRST served once, was sent back and rejected the
+    # redo in time; OTHER redid it and was visited satisfied.
+    timeline = project(order_id, [e["event"] for e in trail])
+    stations = {
+        s.station: s
+        for s in evaluation(
+            Reader("ref", "evaluator"), [timeline], datetime.now(UTC), {**DEFAULT_TARGETS}, 0.0
+        )
+    }
+    first, other = stations[FIRST], stations[OTHER]
+    parts = ("stints", "rejections", "completed", "send_backs", "satisfied", "accepts_late")
+    assert tuple(getattr(first, p) for p in parts) == (2, 1, 1, 1, 0, 0)
+    assert tuple(getattr(other, p) for p in parts) == (1, 0, 1, 0, 1, 0)
 
 
 async def test_the_audit_times_a_real_stations_follow_up_visits(

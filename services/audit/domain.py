@@ -468,6 +468,15 @@ class Timeline:
         return max(sum(d.send_back_no is None for d in self.dispatches) - 1, 0)
 
     @property
+    def served_by(self) -> str | None:
+        """The station that completed the first service: whose work a review reviews (wherever
+        a send-back took the order next). None before the first completion."""
+        first = next((s for s in self.stints if s.end == "completed"), None)
+        if first is not None:
+            return first.station_id
+        return self.station_id if self.completed_at is not None and not self.stints else None
+
+    @property
     def feedback(self) -> Feedback | None:
         """The latest answered return visit: after a redo, the resident's last word."""
         return self.feedbacks[-1] if self.feedbacks else None
@@ -991,8 +1000,9 @@ class StageResult:
     outcome: Outcome
 
 
-# What a station's reader does not see of an order now at another station.
-AT_THE_CURRENT_STATION = ("status", "station_id", "worker_id", *STEP_TIMES)
+# What a reader who does not see every station the order was sent to does not see of it: the
+# order-level times (the first time it reached each step, at whichever station).
+ORDER_LEVEL = ("worker_id", *STEP_TIMES)
 
 
 @dataclass(frozen=True)
@@ -1000,34 +1010,68 @@ class SeenTimeline:
     """What one reader may see of an order's timeline."""
 
     timeline: Timeline
-    """Blanked (:data:`AT_THE_CURRENT_STATION`, rejections its own) when the order moved on."""
+    """Cut to the reader's stations' parts when the order was also at other stations."""
     stages: dict[Stage, StageResult]
+    """The order's stages (from submission): only for a reader who sees every station."""
     dispatches: tuple[Dispatch, ...]
     """The dispatches to the reader's stations only."""
+    stints: tuple[Stint, ...] = ()
+    """The reader's stations' stints, each judged by its own deadlines."""
 
 
 def seen_by(reader: Reader, t: Timeline, now: datetime) -> SeenTimeline | None:
     """None when the reader may see nothing of the order: neither held by nor ever sent to
-    their station. An order at another station now shows only the reader's own dispatches,
-    nothing of what the other station did with it."""
+    their station. A reader who sees every station the order was sent to sees it all; any
+    other sees their stations' parts only (dispatches, stints, redos they did, the return
+    visits of the rounds they served, their follow-ups, their supervision and review), the
+    order's status and station only while one of theirs holds it, and nothing of what another
+    station did with it."""
     own = tuple(d for d in t.dispatches if reader.sees_station(d.station_id))
-    if reader.sees_station(t.station_id):
+    stints = tuple(s for s in t.stints if reader.sees_station(s.station_id))
+    if not own and not reader.sees_station(t.station_id):
+        return None
+    sent_to = {d.station_id for d in t.dispatches} | {s.station_id for s in t.stints}
+    if t.station_id is not None:
+        sent_to.add(t.station_id)
+    if all(reader.sees_station(s) for s in sent_to):
         stages = {
             stage: StageResult(
                 t.deadlines.get(stage), t.done_at(stage), t.stage_outcome(stage, now)
             )
             for stage in Stage
         }
-        return SeenTimeline(t, stages, own)
-    if not own:
-        return None
-    unseen: dict[str, Any] = dict.fromkeys(AT_THE_CURRENT_STATION)
-    blanked = replace(
+        return SeenTimeline(t, stages, own, stints)
+    return SeenTimeline(_their_part(reader, t, own), {}, own, stints)
+
+
+def _their_part(reader: Reader, t: Timeline, own: tuple[Dispatch, ...]) -> Timeline:
+    holds = reader.sees_station(t.station_id)
+    last = t.stints[-1] if t.stints else None
+    worked = last is not None and (last.assigned_at or last.completed_at) is not None
+    rounds = [r for r in service_rounds(t) if reader.sees_station(r.station_id)]
+    hidden: dict[str, Any] = dict.fromkeys(ORDER_LEVEL)
+    if holds and worked:
+        hidden.pop("worker_id")
+    supervised = reader.sees_station(t.supervision_station_id)
+    return replace(
         t,
-        **unseen,
-        rejections=sum(d.rejected_at is not None for d in own),
+        **hidden,
+        status=t.status if holds else None,
+        station_id=t.station_id if holds else None,
+        feedback_due_at=t.feedback_due_at if holds else None,
+        rejections=sum(
+            1 for d in t.dispatches if d.rejected_at and reader.sees_station(d.station_id)
+        ),
+        feedbacks=tuple(f for f in t.feedbacks if any(f is r.answer for r in rounds)),
+        send_backs=sum(1 for r in rounds if r.sent_back),
+        redos=tuple(r for r in t.redos if reader.sees_station(r.station_id)),
+        follow_ups=tuple(f for f in t.follow_ups if reader.sees_station(f.station_id)),
+        stints=tuple(s for s in t.stints if reader.sees_station(s.station_id)),
+        supervision_opened_at=t.supervision_opened_at if supervised else None,
+        supervision_station_id=t.supervision_station_id if supervised else None,
+        supervision_closed_at=t.supervision_closed_at if supervised else None,
+        review=t.review if reader.sees_station(t.served_by) else None,
     )
-    return SeenTimeline(blanked, {}, own)
 
 
 # -- Report figures -------------------------------------------------------------------------
@@ -1203,7 +1247,7 @@ def figures_for(
 #   visit is owed no more), visited by the due day (on time), later (late), not visited after
 #   the due day (overdue); their on-time rate is on time / (on time + late + overdue);
 # - review coverage: reviewed / picked (completed orders the random share picked), of the
-#   orders the station completed last; mean rubric scores of the reviewed ones;
+#   orders whose first service the station completed; mean rubric scores of the reviewed ones;
 # - the center's own row: on-time dispatch (按时派单率) from submission, the waits at the
 #   center between stations (after a rejection, until the next dispatch), and the return-visit
 #   rate (回访率): rounds answered / rounds whose feedback window has closed.

@@ -72,11 +72,13 @@ class Picked:
 
 
 def _picked(t: Timeline, share: float) -> Picked | None:
-    if t.completed_at is None or t.station_id is None:
+    """Picked orders belong to the station whose work is reviewed: the one that completed the
+    first service, wherever a send-back took the order next."""
+    if t.completed_at is None or t.served_by is None:
         return None
     if not picked_for_review(t.order_id, share):
         return None
-    return Picked(t.order_id, t.station_id, t.completed_at, t.review)
+    return Picked(t.order_id, t.served_by, t.completed_at, t.review)
 
 
 async def picked(
@@ -98,7 +100,7 @@ async def picked(
         orders = await store.load_timelines(
             conn, submitted_from=from_, submitted_to=to, stations=reader.scope
         )
-    found = [p for o in orders if reader.sees_station(o.station_id) and (p := _picked(o, share))]
+    found = [p for o in orders if (p := _picked(o, share)) and reader.sees_station(p.station_id)]
     return [p for p in found if not (pending_only and p.review)]
 
 
@@ -108,7 +110,9 @@ async def review(
     """Record the supervisor's review of a picked order; Conflict when the order was not
     picked (or is not completed yet) or already has a review."""
     async with pool.acquire() as conn, conn.transaction():
-        order, station = await _locked_order(conn, reader, order_id, lambda t: t.station_id)
+        order, station = await _locked_order(
+            conn, reader, order_id, lambda t: t.served_by or t.station_id
+        )
         chosen = _picked(order, share)
         if chosen is None:
             raise Conflict("this order was not picked for review")

@@ -16,6 +16,7 @@ from services.audit.domain import (
     Outcome,
     SeenTimeline,
     StationEvaluation,
+    Stint,
     Timeline,
 )
 from services.audit.reviews import Picked
@@ -60,6 +61,21 @@ class RedoView(BaseModel):
     dispatched_at: datetime
     reason: str
     accept: StageView
+    complete: StageView
+
+
+class StintView(BaseModel):
+    """The time one station held the order, judged by its own deadlines (from its dispatch)."""
+
+    n: int
+    dispatch_no: int
+    round: int = Field(description="0: the first service; n: the redo after send-back n")
+    station_id: str
+    dispatched_at: datetime
+    ended_at: datetime | None
+    end: str | None = Field(description="completed, rejected, moved, cancelled; null: open")
+    accept: StageView
+    assign: StageView
     complete: StageView
 
 
@@ -111,6 +127,9 @@ class OrderTimeliness(BaseModel):
     supervision_closed_at: datetime | None = None
     redos: list[RedoView] = Field(default=[], description="the redos after send-backs")
     follow_ups: list[FollowUpView] = Field(default=[], description="the 'follow-up' stage")
+    stints: list[StintView] = Field(
+        default=[], description="each station's time with the order (the reader's stations')"
+    )
     reviewed_at: datetime | None = None
 
     @classmethod
@@ -121,15 +140,28 @@ class OrderTimeliness(BaseModel):
             for name in cls.model_fields
             if hasattr(t, name) and name not in _LOOP
         }
-        loop = _loop_of(t) if seen.stages else {}  # nothing of it for a station it left
+        now = datetime.now(UTC)
         return cls.model_validate(
             fields
-            | loop
+            | _loop_of(t)
             | {
                 "stages": {stage: vars(r) for stage, r in seen.stages.items()},
                 "dispatches": [vars(d) for d in seen.dispatches],
+                "stints": [_stint_view(s, now) for s in seen.stints],
             }
         )
+
+
+def _stint_view(s: Stint, now: datetime) -> dict[str, Any]:
+    stages = {
+        "accept": (Stage.ACCEPT, s.accept_by, s.accepted_at),
+        "assign": (Stage.ASSIGN, s.assign_by, s.assigned_at),
+        "complete": (Stage.COMPLETE, s.complete_by, s.completed_at),
+    }
+    return {k: getattr(s, k) for k in StintView.model_fields if hasattr(s, k)} | {
+        name: StageView(deadline=deadline, done_at=done, outcome=s.outcome(stage, now))
+        for name, (stage, deadline, done) in stages.items()
+    }
 
 
 _LOOP = (

@@ -4,7 +4,7 @@ reader sees, and the chain's link rules."""
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -182,17 +182,53 @@ def _moved_from_a_to_b() -> Timeline:
     return timeline(script)
 
 
-def test_the_station_holding_the_order_sees_it_all_but_only_its_own_dispatches() -> None:
+def test_the_station_holding_the_order_sees_its_own_part_only() -> None:
     t = _moved_from_a_to_b()
     seen = seen_by(MANAGER_B, t, at(10))
     assert seen is not None
-    assert seen.timeline == t
-    assert set(seen.stages) == set(Stage)
-    assert seen.stages[Stage.ACCEPT].outcome == "met"
+    assert seen.stages == {}  # the order's stages are partly st-a's
     assert [d.station_id for d in seen.dispatches] == ["st-b"]
+    assert [(s.station_id, s.outcome(Stage.ACCEPT, at(10))) for s in seen.stints] == [
+        ("st-b", "met")
+    ]
+    mine = seen.timeline
+    assert (mine.status, mine.station_id, mine.worker_id) == (
+        OrderStatus.ASSIGNED,
+        "st-b",
+        "w-b",
+    )
+    assert (mine.dispatched_at, mine.accepted_at, mine.rejections) == (None, None, 0)
     everything = seen_by(SUPERVISOR, t, at(10))
     assert everything is not None
+    assert everything.timeline == t
+    assert set(everything.stages) == set(Stage)
     assert [d.station_id for d in everything.dispatches] == ["st-a", "st-b"]
+    assert [s.station_id for s in everything.stints] == ["st-a", "st-b"]
+
+
+def test_a_redo_moved_to_another_station_shows_it_nothing_of_the_first_stations_work() -> None:
+    script = OrderScript(BASE).submitted().dispatched("st-a", 1).accepted("st-a", 2)
+    script.assigned("st-a", "w-a", 3).completed("st-a", "w-a", 4, follow_up_by=date(2025, 2, 1))
+    script.awaiting_feedback("st-a", 5).feedback("st-a", 6, resolved=False)
+    script.sent_back("st-a", 7).accepted("st-a", 8).completed("st-a", "w-a", 9)
+    script.awaiting_feedback("st-a", 10).feedback("st-a", 11, resolved=False)
+    script.sent_back("st-a", 12, to_station="st-b", supervision=True)
+    t = timeline(script)
+    seen = seen_by(MANAGER_B, t, at(20))
+    assert seen is not None
+    b = seen.timeline
+    assert (b.status, b.station_id, b.worker_id) == (OrderStatus.DISPATCHED, "st-b", None)
+    assert [r.station_id for r in b.redos] == ["st-b"]
+    assert (b.follow_ups, b.feedbacks, b.send_backs) == ((), (), 0)
+    assert (b.supervision_station_id, b.supervision_opened_at) == (None, None)
+    assert [d.station_id for d in seen.dispatches] == ["st-b"]
+    a = seen_by(MANAGER_A, t, at(20))
+    assert a is not None
+    assert (a.timeline.status, a.timeline.station_id, a.timeline.send_backs) == (None, None, 2)
+    assert [r.station_id for r in a.timeline.redos] == ["st-a"]
+    assert len(a.timeline.feedbacks) == 2
+    assert a.timeline.supervision_station_id == "st-a"
+    assert t.served_by == "st-a"  # a review of this order is st-a's supervisor's
 
 
 def test_a_station_the_order_left_sees_only_its_own_dispatch() -> None:

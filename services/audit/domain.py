@@ -360,6 +360,29 @@ class Stint:
         }.get(stage, (None, None))
         return stage_outcome(deadline, done, now, self.ended_at)
 
+    def figure(self, stage: Stage, now: datetime) -> tuple[Outcome, datetime | None]:
+        """The stage's outcome and when it fell (:func:`figure_at`)."""
+        outcome = self.outcome(stage, now)
+        deadline, done = {
+            Stage.ACCEPT: (self.accept_by, self.accepted_at),
+            Stage.ASSIGN: (self.assign_by, self.assigned_at),
+            Stage.COMPLETE: (self.complete_by, self.completed_at),
+        }[stage]
+        return outcome, figure_at(outcome, deadline, done)
+
+
+def figure_at(
+    outcome: Outcome, deadline: datetime | None, done: datetime | None
+) -> datetime | None:
+    """When a stage's figure falls, for the period it counts in: when it was done in time,
+    else when its deadline passed (a late stage was breached then, whenever it was done);
+    None for a stage that counts in no figure."""
+    if outcome == "met":
+        return done
+    if outcome == "breached":
+        return deadline
+    return None
+
 
 @dataclass(frozen=True)
 class FollowUp:
@@ -448,6 +471,8 @@ class Timeline:
     again after a send-back."""
     dispatches: tuple[Dispatch, ...] = ()
     stints: tuple[Stint, ...] = ()
+    last_event_at: datetime | None = None
+    """When the latest of the order's events happened."""
     rejections: int = 0
     escalations: int = 0
     events: int = 0
@@ -466,6 +491,12 @@ class Timeline:
     def redispatches(self) -> int:
         """Dispatches after the first that are not redos (a rejection, an escalation)."""
         return max(sum(d.send_back_no is None for d in self.dispatches) - 1, 0)
+
+    @property
+    def served_at(self) -> datetime | None:
+        """When the first service was completed."""
+        first = next((s for s in self.stints if s.end == "completed"), None)
+        return first.completed_at if first is not None else self.completed_at
 
     @property
     def served_by(self) -> str | None:
@@ -575,9 +606,13 @@ def project(order_id: str, events: Iterable[dict[str, Any]]) -> Timeline:
     unique = {str(e["event_id"]): e for e in events}
     t = Timeline(order_id=order_id)
     dispatches: dict[int, Dispatch] = {}
-    for event in sorted(unique.values(), key=_sort_key):
+    ordered = sorted(unique.values(), key=_sort_key)
+    for event in ordered:
         t = _apply(t, dispatches, event)
-    return replace(t, dispatches=tuple(dispatches[n] for n in sorted(dispatches)))
+    last = datetime.fromisoformat(ordered[-1]["occurred_at"]) if ordered else None
+    return replace(
+        t, dispatches=tuple(dispatches[n] for n in sorted(dispatches)), last_event_at=last
+    )
 
 
 def _deadlines(p: dict[str, Any]) -> dict[Stage, datetime]:
@@ -1320,6 +1355,8 @@ class ServiceRound:
     completed_at: datetime
     answer: Feedback | None
     sent_back: bool
+    sent_back_at: datetime | None
+    """When it was sent back (its redo's dispatch)."""
     last: bool
     """The order's latest round."""
 
@@ -1348,20 +1385,11 @@ def service_rounds(t: Timeline) -> list[ServiceRound]:
                 s.completed_at,
                 answers[0] if answers else None,
                 sent_back=t.send_backs > s.round,
+                sent_back_at=starts.get(s.round + 1),
                 last=until is None,
             )
         )
     return rounds
-
-
-def visit_window_closed(t: Timeline, r: ServiceRound, now: datetime) -> bool:
-    """Whether the round's return visit is due and past: answered, or its feedback window
-    ran out (the order closed without feedback, or the wait passed its due time)."""
-    if r.answer is not None or not r.last:
-        return True
-    if t.status is OrderStatus.CLOSED_WITHOUT_FEEDBACK:
-        return True
-    return t.feedback_due_at is not None and t.feedback_due_at <= now
 
 
 @dataclass(frozen=True)
@@ -1405,50 +1433,76 @@ def _satisfied(answer: Feedback | None) -> bool:
     return answer is not None and answer.satisfaction is not None and answer.satisfaction.satisfied
 
 
+Period = tuple[datetime, datetime]
+"""``[from, to)``: a figure counts in the period its own event falls in."""
+
+
+def _within(at: datetime | None, period: Period | None) -> bool:
+    if period is None:
+        return True
+    return at is not None and period[0] <= at < period[1]
+
+
 def evaluate_station(
     station: str,
     orders: Sequence[Timeline],
     now: datetime,
     targets: Mapping[str, float],
     review_share: float,
+    period: Period | None = None,
 ) -> StationEvaluation:
-    """The station's figures from ``orders`` (which may hold other stations' parts too)."""
+    """The station's figures from ``orders`` (which may hold other stations' parts too), each
+    counted in the period of its own event (``period``; None: every one): a stage when it was
+    done in time or its deadline passed, a stint when it was dispatched, a rejection when it
+    was made, a round when it was completed, a send-back when it was made, an answer when it
+    was given, a supervision when it was opened, a follow-up when it was visited in time or its due day passed, a review's
+    pick when the first service was completed."""
     stints = [s for o in orders for s in o.stints if s.station_id == station]
+    dispatched = [s for s in stints if _within(s.dispatched_at, period)]
 
     def count(stage: Stage, outcome: Outcome) -> int:
-        return sum(1 for s in stints if s.outcome(stage, now) == outcome)
+        figures = (s.figure(stage, now) for s in stints)
+        return sum(1 for out, at in figures if out == outcome and _within(at, period))
 
     rounds = [r for o in orders for r in service_rounds(o) if r.station_id == station]
-    answered = [r for r in rounds if r.answer is not None]
+    completed = [r for r in rounds if _within(r.completed_at, period)]
+    answered = [r for r in rounds if r.answer is not None and _within(r.answer.at, period)]
     first = [r for r in answered if r.round == 0]
     satisfied = sum(1 for r in answered if _satisfied(r.answer))
     first_satisfied = sum(1 for r in first if _satisfied(r.answer))
     resolved = sum(1 for r in answered if r.answer is not None and r.answer.resolved)
-    sent_back = sum(1 for r in rounds if r.sent_back)
-    rejections = sum(1 for s in stints if s.end == "rejected")
+    sent_back = sum(1 for r in rounds if r.sent_back and _within(r.sent_back_at, period))
+    rejections = sum(1 for s in stints if s.end == "rejected" and _within(s.ended_at, period))
     follow_ups = [
-        (f, f.outcome(now))
+        (f, out)
         for o in orders
         for f in o.follow_ups
-        if f.station_id == station and (f.done_on is not None or f.superseded_at is None)
+        if f.station_id == station
+        and (f.done_on is not None or f.superseded_at is None)
+        and (out := f.outcome(now)) != "not_applicable"
+        and _within(f.done_at if out == "met" else f.deadline, period)
     ]
     on_time = sum(1 for f, out in follow_ups if out == "met")
     late = sum(1 for f, out in follow_ups if out == "breached" and f.done_on is not None)
     overdue = sum(1 for f, _ in follow_ups if f.overdue(now))
-    last_completed = [o for o in orders if o.completed_at is not None and o.station_id == station]
-    picked = [o for o in last_completed if picked_for_review(o.order_id, review_share)]
+    served = [o for o in orders if o.served_by == station and _within(o.served_at, period)]
+    picked = [o for o in served if picked_for_review(o.order_id, review_share)]
     reviews = [o.review for o in picked if o.review is not None]
-    supervised = [o for o in orders if o.supervision_station_id == station]
+    supervised = [
+        o
+        for o in orders
+        if o.supervision_station_id == station and _within(o.supervision_opened_at, period)
+    ]
     accepts = (count(Stage.ACCEPT, "met"), count(Stage.ACCEPT, "breached"))
     completions = (count(Stage.COMPLETE, "met"), count(Stage.COMPLETE, "breached"))
     values: dict[str, float | None] = {
         "on_time_acceptance_rate": _rate(accepts[0], sum(accepts)),
         "on_time_completion_rate": _rate(completions[0], sum(completions)),
-        "rejection_rate": _rate(rejections, len(stints)),
+        "rejection_rate": _rate(rejections, len(dispatched)),
         "first_visit_satisfaction_rate": _rate(first_satisfied, len(first)),
         "satisfaction_rate": _rate(satisfied, len(answered)),
         "resolved_rate": _rate(resolved, len(answered)),
-        "send_back_rate": _rate(sent_back, len(rounds)),
+        "send_back_rate": _rate(sent_back, len(completed)),
         "follow_up_on_time_rate": _rate(on_time, on_time + late + overdue),
         "review_coverage": _rate(len(reviews), len(picked)),
         "mean_timeliness_score": _mean([r.timeliness for r in reviews]),
@@ -1457,10 +1511,14 @@ def evaluate_station(
     }
     return StationEvaluation(
         station=station,
-        orders=len({o.order_id for o in orders if any(s.station_id == station for s in o.stints)}),
-        stints=len(stints),
+        orders=sum(
+            1
+            for o in orders
+            if any(s.station_id == station and _within(s.dispatched_at, period) for s in o.stints)
+        ),
+        stints=len(dispatched),
         rejections=rejections,
-        completed=len(rounds),
+        completed=len(completed),
         accepts_on_time=accepts[0],
         accepts_late=accepts[1],
         completions_on_time=completions[0],
@@ -1503,33 +1561,59 @@ class CenterEvaluation:
     indicators: dict[str, Indicator]
 
 
-def center_waits(t: Timeline, now: datetime) -> list[float]:
-    """Seconds the order waited at the center after each rejection, until the next dispatch
-    (or its end, or now)."""
+def center_waits(t: Timeline, now: datetime) -> list[tuple[datetime, float]]:
+    """When the order began to wait at the center after each rejection, and for how many
+    seconds, until the next dispatch (or its end, or now)."""
     waits = []
     for i, s in enumerate(t.stints):
         if s.end != "rejected" or s.ended_at is None:
             continue
         nxt = t.stints[i + 1].dispatched_at if i + 1 < len(t.stints) else None
         until = nxt or t.ended_at or now
-        waits.append(max((until - s.ended_at).total_seconds(), 0.0))
+        waits.append((s.ended_at, max((until - s.ended_at).total_seconds(), 0.0)))
     return waits
 
 
+def visit_window_closed_at(t: Timeline, r: ServiceRound, now: datetime) -> datetime | None:
+    """When the round's return-visit window closed: its answer, or the due time that passed
+    unanswered; None while it is open."""
+    if r.answer is not None:
+        return r.answer.at
+    if r.last and t.feedback_due_at is not None:
+        closed = t.status is OrderStatus.CLOSED_WITHOUT_FEEDBACK or t.feedback_due_at <= now
+        return t.feedback_due_at if closed else None
+    return None
+
+
 def evaluate_center(
-    orders: Sequence[Timeline], now: datetime, targets: Mapping[str, float]
+    orders: Sequence[Timeline],
+    now: datetime,
+    targets: Mapping[str, float],
+    period: Period | None = None,
 ) -> CenterEvaluation:
-    dispatch = [o.stage_outcome(Stage.DISPATCH, now) for o in orders]
-    on_time, late = dispatch.count("met"), dispatch.count("breached")
-    waits = [w for o in orders for w in center_waits(o, now)]
-    due = [r for o in orders for r in service_rounds(o) if visit_window_closed(o, r, now)]
+    """The center's figures, each in the period of its event: a dispatch when it was made in
+    time or its deadline passed, a wait when it began, a return visit when its window closed."""
+    dispatch = [
+        (out, figure_at(out, o.deadlines.get(Stage.DISPATCH), o.dispatched_at))
+        for o in orders
+        if (out := o.stage_outcome(Stage.DISPATCH, now))
+    ]
+    on_time = sum(1 for out, at in dispatch if out == "met" and _within(at, period))
+    late = sum(1 for out, at in dispatch if out == "breached" and _within(at, period))
+    waits = [w for o in orders for at, w in center_waits(o, now) if _within(at, period)]
+    due = [
+        r
+        for o in orders
+        for r in service_rounds(o)
+        if (closed := visit_window_closed_at(o, r, now)) is not None and _within(closed, period)
+    ]
     visited = sum(1 for r in due if r.answer is not None)
     values = {
         "on_time_dispatch_rate": _rate(on_time, on_time + late),
         "return_visit_rate": _rate(visited, len(due)),
     }
     return CenterEvaluation(
-        orders=len(orders),
+        orders=sum(1 for o in orders if _within(o.submitted_at, period)),
         dispatches_on_time=on_time,
         dispatches_late=late,
         waits=len(waits),
@@ -1550,15 +1634,16 @@ def evaluation(
     targets: Mapping[str, float],
     review_share: float,
     station: str | None = None,
+    period: Period | None = None,
 ) -> list[StationEvaluation]:
     """Each station's evaluation the reader may see (``station``: that one only): every
-    station that held one of the orders."""
+    station that held one of the orders; figures in ``period`` only (:func:`evaluate_station`)."""
     by_station: dict[str, list[Timeline]] = defaultdict(list)
     for o in orders:
         for name in dict.fromkeys(s.station_id for s in o.stints):
             if reader.sees_station(name) and station in (None, name):
                 by_station[name].append(o)
     return [
-        evaluate_station(name, by_station[name], now, targets, review_share)
+        evaluate_station(name, by_station[name], now, targets, review_share, period)
         for name in sorted(by_station)
     ]

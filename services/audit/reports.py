@@ -95,9 +95,9 @@ async def evaluation_report(
     targets: dict[str, float],
     review_share: float,
 ) -> Evaluation:
-    """Each station's indicators beside their targets, of the orders submitted in
-    ``[from, to)`` (by default the 30 days up to now); the rules are in domain.py. A reader
-    asking for a station they do not see gets NotFound."""
+    """Each station's indicators beside their targets, of what happened in ``[from, to)`` (by
+    default the 30 days up to now): each figure counts in the period of its own event (the
+    rules are in domain.py). A reader asking for a station they do not see gets NotFound."""
     now = datetime.now(UTC)
     to = to or now
     from_ = from_ or to - DEFAULT_SPAN
@@ -106,14 +106,13 @@ async def evaluation_report(
     if station is not None and not reader.sees_station(station):
         raise NotFound("no such station")
     scope = reader.scope if station is None else {station}
+    period = (from_, to)
     async with pool.acquire() as conn:
-        orders = await store.load_timelines(
-            conn, submitted_from=from_, submitted_to=to, stations=scope
-        )
-    stations = evaluation(reader, orders, now, targets, review_share, station)
+        orders = await store.load_timelines(conn, stations=scope, active_in=period)
+    stations = evaluation(reader, orders, now, targets, review_share, station, period)
     center = None
     if reader.is_evaluator and station is None:
-        center = evaluate_center(orders, now, targets)
+        center = evaluate_center(orders, now, targets, period)
     return Evaluation(from_, to, now, review_share, stations, center)
 
 

@@ -245,6 +245,7 @@ _ORDER_FIELDS = (
 
 # The loop's scalar columns of the orders table, of the timeline's fields of the same name.
 _LOOP_FIELDS = (
+    "last_event_at",
     "feedback_due_at",
     "send_backs",
     "supervision_opened_at",
@@ -265,12 +266,12 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
         """INSERT INTO orders (order_id, status, station_id, worker_id, category, urgency,
                submitted_at, dispatched_at, received_at, accepted_at, assigned_at, started_at,
                completed_at, ended_at, dispatch_by, accept_by, assign_by, complete_by,
-               dispatches, rejections, escalations, events, feedback_due_at, send_backs,
-               supervision_opened_at, supervision_station_id, supervision_closed_at,
-               reviewer_id, reviewed_at, review_timeliness, review_professional_quality,
-               review_record_completeness)
+               dispatches, rejections, escalations, events, last_event_at, feedback_due_at,
+               send_backs, supervision_opened_at, supervision_station_id,
+               supervision_closed_at, reviewer_id, reviewed_at, review_timeliness,
+               review_professional_quality, review_record_completeness)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-               $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)""",
+               $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)""",
         [
             (
                 order_id,
@@ -379,9 +380,13 @@ async def load_timelines(
     submitted_from: datetime | None = None,
     submitted_to: datetime | None = None,
     stations: Collection[str] | None = None,
+    active_in: tuple[datetime, datetime] | None = None,
 ) -> list[Timeline]:
-    """Projected orders: one, or those submitted in ``[submitted_from, submitted_to)``; with
-    ``stations``, only the orders those stations hold or were ever sent."""
+    """Projected orders: one, or those submitted in ``[submitted_from, submitted_to)``, or
+    those with something to count in ``active_in`` (submitted before its end, and with an
+    event in or after it, or still open, or owing a follow-up); with ``stations``, only the
+    orders those stations hold or were ever sent."""
+    active_from, active_to = active_in or (None, None)
     rows = await conn.fetch(
         """SELECT * FROM orders o
            WHERE ($1::uuid IS NULL OR o.order_id = $1)
@@ -390,11 +395,17 @@ async def load_timelines(
              AND ($4::text[] IS NULL OR o.station_id = ANY($4) OR EXISTS (
                  SELECT 1 FROM dispatches d
                  WHERE d.order_id = o.order_id AND d.station_id = ANY($4)))
+             AND ($5::timestamptz IS NULL OR (o.submitted_at < $6 AND (
+                 o.ended_at IS NULL OR o.last_event_at >= $5 OR EXISTS (
+                     SELECT 1 FROM follow_ups f WHERE f.order_id = o.order_id
+                        AND f.done_on IS NULL AND f.superseded_at IS NULL))))
            ORDER BY o.submitted_at, o.order_id""",
         order_id,
         submitted_from,
         submitted_to,
         None if stations is None else list(stations),
+        active_from,
+        active_to,
     )
     ids = [r["order_id"] for r in rows]
     sent: dict[uuid.UUID, list[Dispatch]] = {}

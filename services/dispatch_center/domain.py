@@ -704,9 +704,10 @@ def complete_change(
     awaits its return visit from when the center learns of it (``now``): never before the
     completion, so the two statuses and events keep their order wherever they are merged."""
     station_id = event.payload.station_id
-    columns: dict[str, Any] = {}
+    # Served: an accept of an earlier dispatch, however late it arrives, takes nothing back.
+    columns: dict[str, Any] = {"escalated_station_id": None, "escalated_accept_due_at": None}
     if order.station_id != station_id:
-        columns = {
+        columns |= {
             "station_id": station_id,
             "accept_due_at": None,
             "next_resend_at": None,

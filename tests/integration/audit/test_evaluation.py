@@ -256,7 +256,8 @@ async def test_the_evaluation_report_figure_by_figure_and_from_the_trail_alone(
     base = datetime(2010, 1, 1, tzinfo=UTC) + timedelta(days=random.randrange(1500))
     orders = hand_computed(base, share)
     await publish(stack, list(orders.values()), seed=14)
-    window = {"from": base.isoformat(), "to": (base + timedelta(days=1)).isoformat()}
+    # Every figure of these orders falls within 30 days of their submission.
+    window = {"from": base.isoformat(), "to": (base + timedelta(days=30)).isoformat()}
 
     # Reviews: the supervisor of A scores a1; nobody else may, nor twice, nor an unpicked one.
     sup_a = await reader_token(stack, "supervisor", [A, "st-chengxiang"])

@@ -136,3 +136,42 @@ def test_the_return_visit_rate_is_the_centers_and_counts_closed_windows_only() -
     assert center(waiting, now=at(13 + 24 * 60)).visits_due == 1  # its window has closed
     early = center(waiting, now=at(100))
     assert (early.visits_due, early.indicators["return_visit_rate"].value) == (0, None)
+
+
+# -- Periods: a figure counts in the period of its own event -----------------------------------
+
+
+def in_period(o: CenterOrder, start: float, end: float, now: datetime = LATER) -> StationEvaluation:
+    period = (at(start), at(end))
+    found = evaluation(EVALUATOR, [timeline(o)], now, DEFAULT_TARGETS, 0.0, period=period)
+    return {s.station: s for s in found}["st-x"]
+
+
+def test_each_stage_counts_in_the_period_it_was_done_in_time_or_its_deadline_passed() -> None:
+    # Accepted on time at 30 (period 1); completed late at 500 (deadline 360: period 2).
+    o = CenterOrder().submitted("st-x").accepted("st-x", 30).assigned("st-x", 31)
+    o.started("st-x", 32).completed("st-x", 500).visited(600, satisfaction=Satisfaction.NEUTRAL)
+    first, second, third = in_period(o, 0, 300), in_period(o, 300, 400), in_period(o, 400, 9000)
+    assert figures(first, *TIMELY) == (1, 1, 0, 0, 0)
+    assert figures(second, *TIMELY) == (0, 0, 0, 0, 1)  # breached when its deadline passed
+    assert figures(third, *TIMELY, "completed", "with_feedback") == (0, 0, 0, 0, 0, 1, 1)
+
+
+def test_a_closed_periods_figures_do_not_change_with_what_happens_later() -> None:
+    o = CenterOrder().submitted("st-x").accepted("st-x", 30).assigned("st-x", 31)
+    o.started("st-x", 32).completed("st-x", 100)
+    before = in_period(o, 0, 200, now=at(250))
+    o.visited(300, resolved=False, satisfaction=Satisfaction.DISSATISFIED).sent_back("st-x", 310)
+    o.rejected("st-x", 320, "st-y").served("st-y", 400)
+    after = in_period(o, 0, 200, now=at(5000))
+    assert after == before
+    assert figures(after, *TIMELY, "completed") == (1, 1, 0, 1, 0, 1)
+
+
+def test_the_centers_return_visit_counts_when_its_window_closed() -> None:
+    o = CenterOrder().submitted("st-x").served("st-x", 10).visited(2000)
+    period = (at(0), at(1000))
+    assert evaluate_center([timeline(o)], LATER, DEFAULT_TARGETS, period).visits_due == 0
+    later = (at(1000), at(3000))
+    c = evaluate_center([timeline(o)], LATER, DEFAULT_TARGETS, later)
+    assert (c.visits_due, c.visited, c.dispatches_on_time) == (1, 1, 0)

@@ -311,3 +311,16 @@ def test_a_served_order_is_not_redispatched_or_cancelled_by_an_operator() -> Non
             domain.operator_redispatch_change(
                 LOOP_SETTINGS, served, "st-b", True, reason="why", actor=OPERATOR, now=NOW
             )
+
+
+def test_an_accept_that_arrives_after_the_service_takes_back_nothing_not_even_the_redo() -> None:
+    from tests.factories.center import CenterOrder
+
+    # st-a at work; an operator moves the order to st-b, which lets it escalate (nobody else
+    # covers it); st-a's completion crosses all that; the visit fails, st-a redoes it.
+    o = CenterOrder().submitted("st-a").accepted("st-a", 10).assigned("st-a", 11)
+    o.started("st-a", 12).redispatched("st-b", 20).escalated(81).completed("st-a", 90)
+    o.visited(100, resolved=False, satisfaction=Satisfaction.DISSATISFIED).sent_back("st-a", 110)
+    redo = o.order
+    o.accepted("st-b", 79, learnt=120)  # st-b had accepted in time, an age ago
+    assert o.order == redo

@@ -1455,8 +1455,8 @@ def evaluate_station(
     counted in the period of its own event (``period``; None: every one): a stage when it was
     done in time or its deadline passed, a stint when it was dispatched, a rejection when it
     was made, a round when it was completed, a send-back when it was made, an answer when it
-    was given, a supervision when it was opened, a follow-up when it was visited in time or its due day passed, a review's
-    pick when the first service was completed."""
+    was given, a supervision when it was opened, a follow-up when it was visited in time or
+    its due day passed, a review's pick when the first service was completed."""
     stints = [s for o in orders for s in o.stints if s.station_id == station]
     dispatched = [s for s in stints if _within(s.dispatched_at, period)]
 

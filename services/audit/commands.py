@@ -60,6 +60,37 @@ def _rebuild(args: argparse.Namespace) -> None:
     print(f"rebuilt the projection of {asyncio.run(_with_pool(rebuild))} orders")
 
 
+def _snapshot(args: argparse.Namespace) -> None:
+    from datetime import UTC, date, datetime
+
+    from services.audit.reports import snapshot_month, take_snapshots
+    from services.audit.settings import AuditSettings
+
+    settings = AuditSettings()
+    now = datetime.now(UTC)
+    if args.month is None:
+        made = asyncio.run(_with_pool(lambda pool: take_snapshots(pool, settings, now)))
+        print(f"kept {len(made)} months: {', '.join(m.strftime('%Y-%m') for m in made)}")
+        return
+    try:
+        month = date.fromisoformat(f"{args.month}-01")
+    except ValueError:
+        sys.exit(f"--month: {args.month!r} is not a month like 2026-11")
+    made_one = asyncio.run(
+        _with_pool(
+            lambda pool: snapshot_month(
+                pool,
+                month,
+                settings.audit_timezone,
+                settings.audit_evaluation_targets,
+                settings.audit_review_share,
+                now,
+            )
+        )
+    )
+    print(f"{args.month}: {'kept' if made_one else 'was kept already: unchanged'}")
+
+
 def _print_token(reader_id: str, work: Callable[[Connection], Awaitable[str]], note: str) -> None:
     from services.audit.admin import AlreadyExists, NoSuchReader
 
@@ -116,6 +147,15 @@ def add_commands(sub: Any) -> None:
     )
     rebuild.add_argument(
         "--unverified", action="store_true", help="rebuild even from a trail that fails verify"
+    )
+    snapshot = command(
+        audit,
+        "snapshot",
+        _snapshot,
+        "keep closed months' evaluations as snapshots now (the service does it by itself)",
+    )
+    snapshot.add_argument(
+        "--month", help="this month only (YYYY-MM), closed or not; default: every closed month"
     )
     readers = command(audit, "readers", lambda _: None, "audit API readers").add_subparsers(
         dest="readers_action", required=True

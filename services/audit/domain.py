@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum, auto
 from typing import Any, Literal, Protocol, TypeVar
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
@@ -1647,3 +1648,36 @@ def evaluation(
         evaluate_station(name, by_station[name], now, targets, review_share, period)
         for name in sorted(by_station)
     ]
+
+
+# -- Snapshots of closed months -------------------------------------------------------------
+# Once a month and its feedback window have passed, its evaluation is kept as it is: events
+# that arrive later change the projection, never that month's figures.
+
+
+def month_period(month: date, zone: str) -> Period:
+    """The month that begins on ``month`` (its first day) in the time zone, as instants."""
+    tz = ZoneInfo(zone)
+    start = datetime(month.year, month.month, 1, tzinfo=tz)
+    following = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    end = datetime(following.year, following.month, 1, tzinfo=tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def month_of(period: Period, zone: str) -> date | None:
+    """The month ``period`` is exactly (its first day), or None."""
+    local = period[0].astimezone(ZoneInfo(zone))
+    month = date(local.year, local.month, 1)
+    return month if month_period(month, zone) == period else None
+
+
+def closed_months(first: datetime, now: datetime, zone: str, after: timedelta) -> list[date]:
+    """The months from the one holding ``first`` whose end lies ``after`` or more before
+    ``now``, oldest first."""
+    local = first.astimezone(ZoneInfo(zone))
+    month = date(local.year, local.month, 1)
+    months = []
+    while month_period(month, zone)[1] + after <= now:
+        months.append(month)
+        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return months

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from services.audit import store
 from services.audit.domain import ENDED, GENESIS, Checkpoint, Row, fold
+from services.audit.reports import take_snapshots
 from services.audit.settings import AuditSettings
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus, Stage
@@ -222,4 +223,12 @@ async def keep_checkpointing(runtime: Runtime[AuditSettings]) -> None:
         await asyncio.sleep(settings.audit_checkpoint_interval_s)
 
 
-ALL = [watch_breaches, refresh_figures, keep_checkpointing]
+async def keep_snapshots(runtime: Runtime[AuditSettings]) -> None:
+    """Background job: keep each closed month's evaluation (reports.take_snapshots)."""
+    while True:
+        for month in await take_snapshots(runtime.pool, runtime.settings, datetime.now(UTC)):
+            log.info("kept the evaluation of %s as a snapshot", month.strftime("%Y-%m"))
+        await asyncio.sleep(runtime.settings.audit_snapshot_interval_s)
+
+
+ALL = [watch_breaches, refresh_figures, keep_checkpointing, keep_snapshots]

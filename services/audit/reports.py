@@ -9,8 +9,10 @@ import io
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from services.audit import store
 from services.audit.domain import (
@@ -21,11 +23,15 @@ from services.audit.domain import (
     Reader,
     SeenTimeline,
     StationEvaluation,
+    closed_months,
     evaluate_center,
     evaluation,
     figures_for,
+    month_of,
+    month_period,
     seen_by,
 )
+from services.audit.settings import AuditSettings
 from shared.db import Pool
 from shared.domain import Stage
 from shared.errors import InvalidField, NotFound
@@ -83,7 +89,85 @@ class Evaluation:
     review_share: float
     stations: list[StationEvaluation]
     center: CenterEvaluation | None
-    """The center's own row: for evaluators only (of the orders of their county)."""
+    """The center's own row: for evaluators only (of the orders of their county; of a
+    snapshot, for those who see every station)."""
+    snapshot: bool = False
+    """A closed month's figures as they were kept (``as_of``: when), never recomputed."""
+
+
+# A closed month's figures, kept as JSON: one row per station, the center's under "".
+CENTER_ROW = ""
+_STATION = TypeAdapter(StationEvaluation)
+_CENTER = TypeAdapter(CenterEvaluation)
+EVERY_STATION = Reader("snapshot", "evaluator")
+
+
+async def snapshot_month(
+    pool: Pool,
+    month: date,
+    zone: str,
+    targets: dict[str, float],
+    review_share: float,
+    now: datetime,
+) -> bool:
+    """Keep the month's evaluation of every station and of the center; False when it was
+    kept already (by another replica)."""
+    period = month_period(month, zone)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        orders = await store.load_timelines(conn, active_in=period)
+        stations = evaluation(EVERY_STATION, orders, now, targets, review_share, None, period)
+        center = evaluate_center(orders, now, targets, period)
+        rows = [(s.station, _STATION.dump_python(s, mode="json")) for s in stations]
+        rows.append((CENTER_ROW, _CENTER.dump_python(center, mode="json")))
+        return await store.insert_snapshot(conn, month, rows)
+
+
+async def take_snapshots(
+    pool: Pool, settings: AuditSettings, now: datetime, limit: int = 12
+) -> list[date]:
+    """Snapshot the oldest closed months not kept yet (``limit`` at most); the months made."""
+    async with pool.acquire() as conn:
+        first = await store.first_submitted(conn)
+        kept = await store.snapshot_months(conn)
+    if first is None:
+        return []
+    after = timedelta(days=settings.audit_snapshot_after_days)
+    due = [m for m in closed_months(first, now, settings.audit_timezone, after) if m not in kept]
+    made = []
+    for month in due[:limit]:
+        if await snapshot_month(
+            pool,
+            month,
+            settings.audit_timezone,
+            settings.audit_evaluation_targets,
+            settings.audit_review_share,
+            now,
+        ):
+            made.append(month)
+    return made
+
+
+async def _kept(
+    pool: Pool, reader: Reader, period: tuple[datetime, datetime], zone: str, station: str | None
+) -> tuple[datetime, list[StationEvaluation], CenterEvaluation | None] | None:
+    """The snapshot of the month ``period`` is, as the reader may see it; None: none kept."""
+    month = month_of(period, zone)
+    if month is None:
+        return None
+    async with pool.acquire() as conn:
+        kept = await store.snapshot(conn, month)
+    if kept is None:
+        return None
+    made_at, rows = kept
+    stations = [
+        _STATION.validate_python(figures)
+        for name, figures in sorted(rows.items())
+        if name != CENTER_ROW and reader.sees_station(name) and station in (None, name)
+    ]
+    center = None
+    if reader.sees_everything and station is None and CENTER_ROW in rows:
+        center = _CENTER.validate_python(rows[CENTER_ROW])
+    return made_at, stations, center
 
 
 async def evaluation_report(
@@ -94,10 +178,12 @@ async def evaluation_report(
     station: str | None,
     targets: dict[str, float],
     review_share: float,
+    zone: str = "Asia/Shanghai",
 ) -> Evaluation:
     """Each station's indicators beside their targets, of what happened in ``[from, to)`` (by
     default the 30 days up to now): each figure counts in the period of its own event (the
-    rules are in domain.py). A reader asking for a station they do not see gets NotFound."""
+    rules are in domain.py). A closed month (in ``zone``) that was kept is read from its
+    snapshot. A reader asking for a station they do not see gets NotFound."""
     now = datetime.now(UTC)
     to = to or now
     from_ = from_ or to - DEFAULT_SPAN
@@ -107,6 +193,11 @@ async def evaluation_report(
         raise NotFound("no such station")
     scope = reader.scope if station is None else {station}
     period = (from_, to)
+    if (kept := await _kept(pool, reader, period, zone, station)) is not None:
+        made_at, kept_stations, kept_center = kept
+        return Evaluation(
+            from_, to, made_at, review_share, kept_stations, kept_center, snapshot=True
+        )
     async with pool.acquire() as conn:
         orders = await store.load_timelines(conn, stations=scope, active_in=period)
     stations = evaluation(reader, orders, now, targets, review_share, station, period)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -41,6 +42,21 @@ class AuditSettings(Settings):
         description="SWD_AUDIT_REVIEW_SHARE: the share of completed orders picked at random "
         "for a supervisor's review (a fixed function of the order id: a replay picks the same).",
     )
+    audit_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="SWD_AUDIT_TIMEZONE: the county's time zone, in which the months of the "
+        "evaluation snapshots begin and end.",
+    )
+    audit_snapshot_after_days: float = Field(
+        default=8,
+        ge=0,
+        description="SWD_AUDIT_SNAPSHOT_AFTER_DAYS: a month's evaluation is kept as a snapshot "
+        "that never changes this many days after the month ends (its feedback window, 7 days "
+        "by default, and a day for events on their way).",
+    )
+    audit_snapshot_interval_s: float = Field(
+        default=3600, gt=0, description="how often the audit looks for a month to snapshot"
+    )
     audit_satisfaction_window_days: float = Field(
         default=30,
         gt=0,
@@ -56,6 +72,15 @@ class AuditSettings(Settings):
                 f"no such indicator: {sorted(unknown)}; known: {list(DEFAULT_TARGETS)}"
             )
         return DEFAULT_TARGETS | targets
+
+    @field_validator("audit_timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"no such time zone: {zone}") from e
+        return zone
 
     @property
     def hmac_key(self) -> bytes:

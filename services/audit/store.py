@@ -9,7 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -477,6 +477,44 @@ def _timeline(r: Row, **children: Any) -> Timeline:
         review=review,
         **children,
     )
+
+
+# -- Snapshots of closed months' evaluations -----------------------------------------------
+
+
+async def first_submitted(conn: Connection) -> datetime | None:
+    found: datetime | None = await conn.fetchval("SELECT min(submitted_at) FROM orders")
+    return found
+
+
+async def snapshot_months(conn: Connection) -> set[date]:
+    rows = await conn.fetch("SELECT DISTINCT month FROM evaluation_snapshots")
+    return {r["month"] for r in rows}
+
+
+async def insert_snapshot(conn: Connection, month: date, rows: Sequence[tuple[str, Any]]) -> bool:
+    """Keep the month's figures (station id, JSON-ready figures); False when another replica
+    kept them first (theirs stay)."""
+    status = await conn.execute(
+        """INSERT INTO evaluation_snapshots (month, station_id, figures)
+           SELECT $1, station_id, figures
+           FROM unnest($2::text[], $3::jsonb[]) AS x(station_id, figures)
+           ON CONFLICT DO NOTHING""",
+        month,
+        [station for station, _ in rows],
+        [figures for _, figures in rows],
+    )
+    return status != "INSERT 0 0"
+
+
+async def snapshot(conn: Connection, month: date) -> tuple[datetime, dict[str, Any]] | None:
+    """When the month's snapshot was made and its figures by station id; None: not made."""
+    rows = await conn.fetch(
+        "SELECT station_id, figures, made_at FROM evaluation_snapshots WHERE month = $1", month
+    )
+    if not rows:
+        return None
+    return min(r["made_at"] for r in rows), {r["station_id"]: r["figures"] for r in rows}
 
 
 # -- Reviews and supervision (the audit's own records) --------------------------------------

@@ -126,8 +126,11 @@ async def evaluation_report(
     review coverage and mean rubric scores; each beside its target
     (``SWD_AUDIT_EVALUATION_TARGETS``) with pass or fail; a rate with nothing to count is
     null. For evaluators, the center's own row: on-time dispatch, waits at the center, the
-    return-visit rate. ``Accept: text/csv`` for CSV (the stations). A station manager sees
-    their station, a supervisor theirs, an evaluator every one; another station is a 404."""
+    return-visit rate. Each figure counts in the period of its own event; a calendar month
+    (in ``SWD_AUDIT_TIMEZONE``) that has closed is served from its snapshot (``snapshot``:
+    true, ``as_of``: when it was kept). ``Accept: text/csv`` for CSV (the stations). A
+    station manager sees their station, a supervisor theirs, an evaluator every one; another
+    station is a 404."""
     settings = runtime.settings
     report = await reports.evaluation_report(
         runtime.pool,
@@ -137,6 +140,7 @@ async def evaluation_report(
         station,
         settings.audit_evaluation_targets,
         settings.audit_review_share,
+        settings.audit_timezone,
     )
     return _negotiated(request, report, reports.evaluation_csv, EvaluationReport)
 

@@ -232,6 +232,10 @@ class EvaluationReport(BaseModel):
         description="the dispatch center's own figures (on-time dispatch, waits at the center, "
         "return visits): for evaluators only"
     )
+    snapshot: bool = Field(
+        default=False,
+        description="a closed month's figures as they were kept (as_of: when), never recomputed",
+    )
 
 
 class ReviewRequest(BaseModel):

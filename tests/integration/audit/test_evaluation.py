@@ -11,7 +11,7 @@ import io
 import random
 import subprocess
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -23,7 +23,9 @@ from services.audit.domain import (
     DEFAULT_TARGETS,
     INDICATORS,
     Reader,
+    StationEvaluation,
     evaluation,
+    month_period,
     picked_for_review,
     project,
 )
@@ -228,6 +230,18 @@ EXPECTED_CENTER = {
 }
 
 
+def plain(found: list[StationEvaluation]) -> list[dict[str, Any]]:
+    return [vars(s) | {"indicators": {k: vars(v) for k, v in s.indicators.items()}} for s in found]
+
+
+def approximately(stations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        s
+        | {"indicators": {k: v | {"value": approx(v["value"])} for k, v in s["indicators"].items()}}
+        for s in stations
+    ]
+
+
 def check(station: dict[str, Any], counts: dict[str, int], values: dict[str, float | None]) -> None:
     assert {k: station[k] for k in counts} == counts
     for name, value in values.items():
@@ -306,13 +320,7 @@ async def test_the_evaluation_report_figure_by_figure_and_from_the_trail_alone(
     reference = evaluation(
         Reader("ref", "evaluator"), timelines, datetime.now(UTC), DEFAULT_TARGETS, share
     )
-    assert [
-        vars(s) | {"indicators": {k: vars(v) for k, v in s.indicators.items()}} for s in reference
-    ] == [
-        s
-        | {"indicators": {k: v | {"value": approx(v["value"])} for k, v in s["indicators"].items()}}
-        for s in report["stations"]
-    ]
+    assert plain(reference) == approximately(report["stations"])
 
     # Who sees what: a supervisor only their stations' orders.
     a1_url = f"{audit}/v1/orders/{orders['a1'].order_id}"
@@ -511,3 +519,59 @@ async def test_migration_0004_makes_the_county_wide_supervisors_evaluators(
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
+
+
+async def test_a_closed_months_evaluation_is_kept_and_never_changes(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    # A month of its own, long closed (in the county's time zone: China Standard Time).
+    rng = random.Random()
+    year, month = rng.randrange(2000, 2009), rng.randrange(1, 13)
+    start, end = month_period(date(year, month, 1), "Asia/Shanghai")
+    base = start + timedelta(days=2)
+    first = served(base, A, uuid.uuid4(), accept=60, complete=1000)
+    first.awaiting_feedback(A, 1001).feedback(A, 1100).closed(A, 1101)
+    await publish(stack, [first], seed=26)
+
+    label = f"{year}-{month:02d}"
+    made = swdispatch(stack, "audit", "snapshot", "--month", label)
+    assert made.returncode == 0, made.stderr
+    assert f"{label}: kept" in made.stdout
+    url = f"{stack.urls['audit']}/v1/reports/evaluation"
+    cst = timedelta(hours=8)
+    window = {
+        "from": start.astimezone(timezone(cst)).isoformat(),
+        "to": end.astimezone(timezone(cst)).isoformat(),
+    }
+    kept = (await http.get(url, params=window, headers=supervisor(stack))).json()
+    assert kept["snapshot"] is True
+    (a,) = kept["stations"]
+    assert (a["station"], a["completed"], a["accepts_on_time"], a["satisfied"]) == (A, 1, 1, 1)
+    assert kept["center"]["visited"] == 1
+
+    # A rebuild from the trail reproduces it exactly.
+    entries = (
+        await http.get(
+            f"{stack.urls['audit']}/v1/orders/{first.order_id}/trail", headers=supervisor(stack)
+        )
+    ).json()
+    again = evaluation(
+        Reader("ref", "evaluator"),
+        [project(str(first.order_id), [e["event"] for e in entries])],
+        datetime.now(UTC),
+        DEFAULT_TARGETS,
+        kept["review_share"],
+        period=(start, end),
+    )
+    assert plain(again) == approximately(kept["stations"])
+
+    # An order that arrives late for that month changes the projection, not the month.
+    late = served(base + timedelta(days=3), A, uuid.uuid4(), accept=5000, complete=6000)
+    await publish(stack, [late], seed=27)
+    assert (await http.get(url, params=window, headers=supervisor(stack))).json() == kept
+    assert "was kept already" in swdispatch(stack, "audit", "snapshot", "--month", label).stdout
+    # Any other period is computed afresh, and sees it.
+    live = {"from": (start + timedelta(days=1)).isoformat(), "to": end.isoformat()}
+    fresh = (await http.get(url, params=live, headers=supervisor(stack))).json()
+    assert fresh["snapshot"] is False
+    assert fresh["stations"][0]["accepts_late"] == 1

@@ -5,7 +5,7 @@ the center's own domain functions."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 from services.audit.domain import (
     DEFAULT_TARGETS,
@@ -13,8 +13,11 @@ from services.audit.domain import (
     Reader,
     StationEvaluation,
     Timeline,
+    closed_months,
     evaluate_center,
     evaluation,
+    month_of,
+    month_period,
     project,
 )
 from shared.domain import Satisfaction
@@ -175,3 +178,22 @@ def test_the_centers_return_visit_counts_when_its_window_closed() -> None:
     later = (at(1000), at(3000))
     c = evaluate_center([timeline(o)], LATER, DEFAULT_TARGETS, later)
     assert (c.visits_due, c.visited, c.dispatches_on_time) == (1, 1, 0)
+
+
+def test_months_begin_and_end_in_the_countys_time_zone() -> None:
+    november = month_period(date(2026, 11, 1), "Asia/Shanghai")
+    assert november == (
+        datetime(2026, 10, 31, 16, tzinfo=UTC),
+        datetime(2026, 11, 30, 16, tzinfo=UTC),
+    )
+    assert month_of(november, "Asia/Shanghai") == date(2026, 11, 1)
+    assert month_of((november[0], november[1] - timedelta(seconds=1)), "Asia/Shanghai") is None
+    assert month_period(date(2026, 12, 1), "Asia/Shanghai")[1] == datetime(
+        2026, 12, 31, 16, tzinfo=UTC
+    )
+    # November is closed 8 days after it ends: not yet on 7 December.
+    first, now = datetime(2026, 9, 15, tzinfo=UTC), datetime(2026, 12, 7, tzinfo=UTC)
+    assert closed_months(first, now, "Asia/Shanghai", timedelta(days=8)) == [
+        date(2026, 9, 1),
+        date(2026, 10, 1),
+    ]

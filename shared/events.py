@@ -344,6 +344,12 @@ class Envelope(Contract, Generic[P]):
     order_id: uuid.UUID
     actor: Actor
     correlation_id: str
+    seq: int | None = Field(
+        default=None,
+        ge=1,
+        description="the producer's number for the order's events: 1, 2, 3 ... per order and "
+        "topic, so a gap shows a missing event; None in events made before it was added",
+    )
     payload: P
 
     def to_json(self) -> str:

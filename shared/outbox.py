@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -81,9 +82,36 @@ def insert_sql(
     return sql, args
 
 
+async def numbered(conn: Connection, events: Sequence[Envelope[Any]]) -> list[Envelope[Any]]:
+    """The events, each with the next number of its order's events (``seq``) in this
+    producer's schema, in the order given. Call inside the transaction that writes them: the
+    order's counter row stays locked until it commits, so numbers are neither skipped nor
+    given twice."""
+    counts: dict[uuid.UUID, int] = {}
+    for e in events:
+        counts[e.order_id] = counts.get(e.order_id, 0) + 1
+    if not counts:
+        return []
+    rows = await conn.fetch(
+        """INSERT INTO event_seq AS s (order_id, seq)
+           SELECT * FROM unnest($1::uuid[], $2::int[])
+           ON CONFLICT (order_id) DO UPDATE SET seq = s.seq + EXCLUDED.seq
+           RETURNING order_id, seq""",
+        list(counts),
+        list(counts.values()),
+    )
+    following = {r["order_id"]: r["seq"] - counts[r["order_id"]] + 1 for r in rows}
+    out = []
+    for e in events:
+        out.append(e.model_copy(update={"seq": following[e.order_id]}))
+        following[e.order_id] += 1
+    return out
+
+
 async def add(conn: Connection, topic: str, *events: Envelope[Any]) -> None:
-    """Write events to the outbox; call inside the transaction that makes the state change."""
-    sql, args = insert_sql(topic, events)
+    """Write events to the outbox, numbered (:func:`numbered`); call inside the transaction
+    that makes the state change."""
+    sql, args = insert_sql(topic, await numbered(conn, events))
     await conn.execute(sql, *args)
 
 

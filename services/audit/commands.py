@@ -39,6 +39,12 @@ def _verification() -> Verification:
 def _verify(args: argparse.Namespace) -> None:
     result = _verification()
     for link in result.broken:
+        if link.problem == "missing_event":
+            print(
+                f"BROKEN order {link.order_id}: {link.producer} event #{link.seq} never arrived"
+                " (look on the dead-letter topics: swdispatch dlq list)"
+            )
+            continue
         print(f"BROKEN order {link.order_id} seq {link.seq} event {link.event_id}: {link.problem}")
     print(
         f"{'ok' if result.ok else 'FAILED'}: {result.entries} entries of {result.orders} orders, "

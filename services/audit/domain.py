@@ -12,7 +12,7 @@ import hmac
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum, auto
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field
 
 from shared.domain import OrderStatus, Satisfaction, Stage, current_deadline, current_stage
-from shared.events import Actor, Envelope, EventPayload, personal
+from shared.events import PUBLISHED_ON, Actor, Envelope, EventPayload, personal
 from shared.stats import percentile
 
 # -- The hash chain -------------------------------------------------------------------------
@@ -143,6 +143,7 @@ Problem = Literal[
     "not_in_inbox",
     "checkpoint_mismatch",
     "bad_checkpoint",
+    "missing_event",
 ]
 
 
@@ -166,9 +167,29 @@ class BrokenLink:
     order_id: uuid.UUID | None
     seq: int | None
     """For ``checkpoint_mismatch``, the checkpoint's horizon; for ``bad_checkpoint``, the line
-    of the checkpoint file."""
+    of the checkpoint file; for ``missing_event``, the number the producer gave the event the
+    trail lacks (the envelope's ``seq``)."""
     event_id: uuid.UUID | None
     problem: Problem
+    producer: str | None = None
+    """For ``missing_event``: the topic of the producer whose numbering skips it."""
+
+
+# The topic each event type is published on: its producer, which numbers an order's events.
+PRODUCER_OF: dict[str, str] = {
+    p.event_type: topic for topic, payloads in PUBLISHED_ON.items() for p in payloads
+}
+
+
+def missing_events(seqs: Mapping[str, Collection[int]]) -> list[tuple[str, int]]:
+    """The numbers each producer (topic) skipped among an order's events in the trail: from 1
+    up to the highest one it gave."""
+    return [
+        (producer, n)
+        for producer, got in sorted(seqs.items())
+        for n in range(1, max(got, default=0) + 1)
+        if n not in got
+    ]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ whole trail against the signed checkpoints kept outside the database.
 - A deleted, inserted or reordered entry breaks the next entry's ``prev_hash``.
 - An event the audit applied but the trail lacks, or an entry no applied event accounts for, is
   found through the inbox.
+- An event the audit never received (dead-lettered, lost on the way) leaves a hole in its
+  producer's numbering of the order's events (the envelope's ``seq``).
 - An entry at or below a checkpoint's horizon that was added, deleted (even the last of its
   order together with its inbox row), reordered or edited changes the fold the checkpoint
   signed (see jobs.write_checkpoint).
@@ -20,11 +22,13 @@ from pathlib import Path
 from services.audit import store
 from services.audit.domain import (
     GENESIS,
+    PRODUCER_OF,
     BrokenLink,
     Checkpoint,
     Verification,
     fold,
     link_problem,
+    missing_events,
 )
 from shared.db import Connection, Pool
 
@@ -56,19 +60,31 @@ async def verify(
 
 
 async def _check_chains(conn: Connection, key: bytes, broken: list[BrokenLink]) -> tuple[int, int]:
+    """Each order's chain, and each producer's numbering of the order's events."""
     orders = entries = 0
     first_keyed = await store.first_keyed_seq(conn)
     order_id: uuid.UUID | None = None
     prev = GENESIS
+    numbered: dict[str, set[int]] = {}
+
+    def holes() -> None:
+        for producer, n in missing_events(numbered):
+            broken.append(BrokenLink(order_id, n, None, "missing_event", producer))
+
     async for row in store.chains(conn):
         entries += 1
         if row["order_id"] != order_id:
-            order_id, prev = row["order_id"], GENESIS
+            holes()
+            order_id, prev, numbered = row["order_id"], GENESIS, {}
             orders += 1
         problem = link_problem(key, prev, row, first_keyed)
         if problem is not None:
             broken.append(BrokenLink(row["order_id"], row["seq"], row["event_id"], problem))
         prev = row["hash"]
+        producer = PRODUCER_OF.get(row["event_type"])
+        if producer is not None and (n := row["event"].get("seq")) is not None:
+            numbered.setdefault(producer, set()).add(n)
+    holes()
     return orders, entries
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter as Tally
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -150,6 +150,13 @@ _STATUS_CALLBACKS_SQL = """status_callbacks AS (
     ORDER BY timeline.id)"""
 
 
+async def _numbered(conn: Connection, change: Change) -> Change:
+    """The change with its events numbered (outbox.numbered)."""
+    if not change.events:
+        return change
+    return replace(change, events=tuple(await outbox.numbered(conn, change.events)))
+
+
 def _statement(write_order: str, p: Params, change: Change) -> str:
     """``write_order`` (an INSERT or UPDATE of the order row) and the change's timeline,
     callbacks and events, each written only if the order row was."""
@@ -172,6 +179,7 @@ async def insert(conn: Connection, order: Order, change: Change) -> bool:
     """Insert a new order with its first changes; False (and nothing written) when the
     integration sent this external_id before."""
     p = Params()
+    change = await _numbered(conn, change)
     row = apply(order, change)
     columns = ", ".join(_ORDER_FIELDS)
     values = ", ".join(p(_column(getattr(row, name))) for name in _ORDER_FIELDS)
@@ -185,6 +193,7 @@ async def insert(conn: Connection, order: Order, change: Change) -> bool:
 async def write(conn: Connection, order: Order, change: Change) -> None:
     """Write a change of a locked order; ``order`` as locked, not yet changed since."""
     p = Params()
+    change = await _numbered(conn, change)
     assignments = [
         f"{column} = {p(_column(value))}" for column, value in change.values(order).items()
     ]

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.audit.admin import create_reader
 from services.audit.domain import legacy_link_hash, link_hash
 from services.audit.store import read_checkpoints
+from shared import topics
 from shared.db import connect
 from shared.domain import Stage
 from shared.locks import LockNamespace
@@ -369,12 +370,48 @@ async def test_an_edited_trail_entry_fails_verification_at_that_order(
             "seq": result["broken"][0]["seq"],
             "event_id": str(submitted_id),
             "problem": "hash_mismatch",
+            "producer": None,
         }
     ]
     assert cli.returncode == 1
     assert f"BROKEN order {order.order_id}" in cli.stdout
     assert (await http.get(verify_url, headers=supervisor(stack))).json()["ok"]
     assert swdispatch(stack, "audit", "verify").returncode == 0
+
+
+async def test_an_event_the_audit_never_got_is_a_hole_that_verify_names(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    order = OrderScript(datetime.now(UTC)).submitted().dispatched("st-liuhe", 1)
+    order.received("st-liuhe", 2).accepted("st-liuhe", 3).cancelled("st-liuhe", 4)
+    # Numbered as their producers number them: the center 1, 2, 3, the station 1, 2.
+    numbered = []
+    counters: dict[str, int] = {}
+    for topic, event in order.events:
+        counters[topic] = counters.get(topic, 0) + 1
+        numbered.append((topic, event.model_copy(update={"seq": counters[topic]})))
+    lost = numbered.pop(1)  # the center's dispatch never reaches the audit
+    order.events = numbered
+    await publish(stack, [order], seed=26)
+    verify_url = f"{stack.urls['audit']}/v1/audit/verify"
+    result = (await http.get(verify_url, headers=supervisor(stack))).json()
+    assert not result["ok"]
+    assert [b for b in result["broken"] if b["order_id"] == str(order.order_id)] == [
+        {
+            "order_id": str(order.order_id),
+            "seq": 2,
+            "event_id": None,
+            "problem": "missing_event",
+            "producer": topics.CENTER_EVENTS,
+        }
+    ]
+    cli = swdispatch(stack, "audit", "verify")
+    assert cli.returncode == 1
+    assert f"{topics.CENTER_EVENTS} event #2 never arrived" in cli.stdout
+
+    order.events = [lost]  # it arrives after all
+    await publish(stack, [order], seed=27)
+    assert (await http.get(verify_url, headers=supervisor(stack))).json()["ok"]
 
 
 async def trail_settled(

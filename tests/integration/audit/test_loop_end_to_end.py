@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.audit.admin import create_reader
-from services.audit.domain import DEFAULT_TARGETS, Reader, evaluation, project
+from services.audit.domain import DEFAULT_TARGETS, PRODUCER_OF, Reader, evaluation, project
 from shared import topics
 from shared.db import connect
 from shared.events import OrderRejected
@@ -123,6 +124,11 @@ async def test_the_audit_follows_a_real_order_around_the_loop(
     assert not [b for b in verified["broken"] if b["order_id"] == order_id]
 
 
+def numbered_by(producer: str, trail: list[dict[str, Any]]) -> list[int]:
+    """The numbers the producer gave the order's events in the trail, in order."""
+    return sorted(e["event"]["seq"] for e in trail if PRODUCER_OF[e["event_type"]] == producer)
+
+
 async def dead_letters_of(stack: RunningStack, order_id: str) -> list[tuple[str, str]]:
     """(topic, reason) of every dead letter keyed by the order, on every dead-letter topic."""
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
@@ -200,6 +206,10 @@ async def test_a_redo_rejected_then_redispatched_is_one_round_and_each_station_k
     assert kinds.count("order.completed") == 2
     assert kinds.count("order.feedback_received") == 2
     assert await dead_letters_of(stack, order_id) == []
+    # The center numbered its events of the order 1, 2, 3 ... without a gap (the station's
+    # steps here are the test's, unnumbered).
+    by_center = sum(PRODUCER_OF[k] == topics.CENTER_EVENTS for k in kinds)
+    assert numbered_by(topics.CENTER_EVENTS, trail) == list(range(1, by_center + 1))
     verified = (await http.get(f"{audit}/v1/audit/verify", headers=evaluator)).json()
     assert not [b for b in verified["broken"] if b["order_id"] == order_id]
 
@@ -250,4 +260,9 @@ async def test_the_audit_times_a_real_stations_follow_up_visits(
     assert PLAN not in trail.text
     assert "Meals arrive" not in trail.text
     followed = [e for e in trail.json() if e["event_type"] == "order.followed_up"]
+    # The real station numbered its events of the order 1, 2, 3 ... without a gap (the
+    # dispatch here is the test's, unnumbered).
+    numbers = numbered_by(topics.STATION_EVENTS, trail.json())
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert len(numbers) >= 5  # received, accepted, assigned, started, completed, followed up
     assert followed[0]["event"]["payload"]["next_follow_up_by"] == next_by.isoformat()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -40,10 +41,7 @@ async def test_the_relay_publishes_in_order_keyed_by_order_and_cleans_up(
     await migrate(stack.database_url, schema, tmp_path)  # the shared outbox/inbox tables only
     conn = await connect(stack.database_url, schema)
     order_id = uuid.uuid4()
-    events = [
-        new_event(OrderReceived(station_id="s", dispatch_no=n), order_id=order_id, actor=SYSTEM)
-        for n in range(1, 6)
-    ]
+    events = _events(order_id, range(1, 6))
     stale = new_event(
         OrderReceived(station_id="s", dispatch_no=99), order_id=uuid.uuid4(), actor=SYSTEM
     )
@@ -108,12 +106,7 @@ async def test_when_the_broker_loses_what_it_acknowledged_the_recent_outbox_goes
     conn = await connect(stack.database_url, schema)
     order_id = uuid.uuid4()
 
-    def event(n: int) -> Envelope[OrderReceived]:
-        return new_event(
-            OrderReceived(station_id="s", dispatch_no=n), order_id=order_id, actor=SYSTEM
-        )
-
-    before, after = [event(n) for n in (1, 2, 3)], event(4)
+    before, (after,) = _events(order_id, range(1, 4)), _events(order_id, range(4, 5))
     await outbox.add(conn, topic, *before)
     task = asyncio.create_task(_relay(stack, schema, batch_size=10).run())
     try:
@@ -178,8 +171,12 @@ async def _read_all(stack: RunningStack, topic: str, at_least: int) -> list[byte
 
 
 def _events(order_id: uuid.UUID, numbers: range) -> list[Envelope[OrderReceived]]:
+    """The order's events numbered ``numbers``, as the outbox numbers them when they are added
+    in that order (outbox.numbered)."""
     return [
-        new_event(OrderReceived(station_id="s", dispatch_no=n), order_id=order_id, actor=SYSTEM)
+        new_event(
+            OrderReceived(station_id="s", dispatch_no=n), order_id=order_id, actor=SYSTEM
+        ).model_copy(update={"seq": n})
         for n in numbers
     ]
 
@@ -367,3 +364,24 @@ async def test_a_leader_that_stops_talking_loses_the_lead_and_another_relay_drai
             leader.send_signal(signal.SIGCONT)
             leader.terminate()
             leader.wait(30)
+
+
+async def test_two_writers_racing_number_an_orders_events_without_a_gap_or_a_double(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    async with _scratch_schema(stack, tmp_path) as (schema, conn):
+        other = await connect(stack.database_url, schema)
+        order_id = uuid.uuid4()
+        try:
+
+            async def write(c: Any, n: int) -> None:
+                for _ in range(n):
+                    async with c.transaction():
+                        await outbox.add(c, "swd.test.race", *_events(order_id, range(1, 3)))
+
+            await asyncio.gather(write(conn, 10), write(other, 10))
+        finally:
+            await other.close()
+        bodies = await conn.fetch("SELECT body FROM outbox ORDER BY id")
+        numbers = sorted(json.loads(b["body"])["seq"] for b in bodies)
+        assert numbers == list(range(1, 41))

@@ -22,6 +22,7 @@ from services.audit.domain import (
     fold,
     legacy_link_hash,
     link_problem,
+    missing_events,
     project,
     row_hash,
     seen_by,
@@ -317,3 +318,14 @@ def test_checkpoints_are_signed_and_fold_in_seq_order() -> None:
     assert not checkpoint.model_copy(update={"entries": 1}).valid(KEY)
     again = Checkpoint.model_validate_json(checkpoint.model_dump_json())
     assert again.valid(KEY)
+
+
+def test_a_producer_that_skips_a_number_has_lost_an_event() -> None:
+    assert missing_events({"center": {1, 2, 3}, "station": {1, 2}}) == []
+    assert missing_events({"center": {1, 3, 6}, "station": {2}}) == [
+        ("center", 2),
+        ("center", 4),
+        ("center", 5),
+        ("station", 1),
+    ]
+    assert missing_events({}) == []

@@ -32,7 +32,11 @@ def _verification() -> Verification:
 
     settings = AuditSettings()
     return asyncio.run(
-        _with_pool(lambda pool: verify(pool, settings.hmac_key, settings.audit_checkpoint_file))
+        _with_pool(
+            lambda pool: verify(
+                pool, settings.hmac_key, settings.audit_checkpoint_file, kafka=settings.kafka
+            )
+        )
     )
 
 
@@ -40,9 +44,10 @@ def _verify(args: argparse.Namespace) -> None:
     result = _verification()
     for link in result.broken:
         if link.problem == "missing_event":
+            where = link.dead_letter or "on no dead-letter topic"
             print(
                 f"BROKEN order {link.order_id}: {link.producer} event #{link.seq} never arrived"
-                " (look on the dead-letter topics: swdispatch dlq list)"
+                f" ({where})"
             )
             continue
         print(f"BROKEN order {link.order_id} seq {link.seq} event {link.event_id}: {link.problem}")

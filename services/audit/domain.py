@@ -173,6 +173,10 @@ class BrokenLink:
     problem: Problem
     producer: str | None = None
     """For ``missing_event``: the topic of the producer whose numbering skips it."""
+    dead_letter: str | None = None
+    """For ``missing_event``: where it sits on a dead-letter topic and why
+    (``<topic>:<partition>:<offset> <reason>``); None when it is on none (lost, or still on
+    its way)."""
 
 
 # The topic each event type is published on: its producer, which numbers an order's events.

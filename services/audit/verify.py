@@ -16,8 +16,13 @@ whole trail against the signed checkpoints kept outside the database.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import uuid
+from dataclasses import replace
 from pathlib import Path
+
+from aiokafka.errors import KafkaError
 
 from services.audit import store
 from services.audit.domain import (
@@ -31,10 +36,19 @@ from services.audit.domain import (
     missing_events,
 )
 from shared.db import Connection, Pool
+from shared.dead_letters import Selection, read
+from shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+DEAD_LETTER_READ_TIMEOUT_S = 20
 
 
 async def verify(
-    pool: Pool, key: bytes, checkpoint_file: Path | None, consumer: str = "audit"
+    pool: Pool,
+    key: bytes,
+    checkpoint_file: Path | None,
+    consumer: str = "audit",
+    kafka: KafkaSettings | None = None,
 ) -> Verification:
     broken: list[BrokenLink] = []
     checkpoints: list[Checkpoint] = []
@@ -48,6 +62,8 @@ async def verify(
         orders, entries = await _check_chains(conn, key, broken)
         await _check_inbox(conn, consumer, broken)
         await _check_checkpoints(conn, checkpoints, broken)
+    if kafka is not None and any(b.problem == "missing_event" for b in broken):
+        broken = await _on_dead_letter_topics(kafka, broken)
     newest = max(checkpoints, key=lambda c: c.max_seq, default=None)
     return Verification(
         ok=not broken,
@@ -120,3 +136,31 @@ async def _check_checkpoints(
     for checkpoint in pending:
         if not holds(checkpoint):
             return
+
+
+async def _on_dead_letter_topics(
+    kafka: KafkaSettings, broken: list[BrokenLink]
+) -> list[BrokenLink]:
+    """The missing events, each with the dead letter that holds it, if any."""
+    selection = Selection(topics=tuple(set(PRODUCER_OF.values())))
+    try:
+        letters = await asyncio.wait_for(read(kafka, selection), DEAD_LETTER_READ_TIMEOUT_S)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        log.warning("verify could not read the dead-letter topics: %s", exc)
+        return broken
+    found: dict[tuple[uuid.UUID, str, int], str] = {}
+    for letter in letters:
+        try:
+            body = json.loads(letter.value)
+            where = (uuid.UUID(body["order_id"]), letter.headers["swd-original-topic"], body["seq"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        found.setdefault(
+            where, f"{letter.topic}:{letter.partition}:{letter.offset} {letter.reason}"
+        )
+    return [
+        replace(b, dead_letter=found.get((b.order_id, b.producer, b.seq)))
+        if b.problem == "missing_event" and b.order_id and b.producer and b.seq
+        else b
+        for b in broken
+    ]

@@ -79,7 +79,9 @@ async def verify_trail(_: Evaluator, runtime: AuditRuntime) -> Verification:
     """Check every order's keyed hash chain, the inbox both ways and the checkpoints kept
     outside the database; ``broken`` lists everything that does not hold."""
     settings = runtime.settings
-    return await verify(runtime.pool, settings.hmac_key, settings.audit_checkpoint_file)
+    return await verify(
+        runtime.pool, settings.hmac_key, settings.audit_checkpoint_file, kafka=settings.kafka
+    )
 
 
 @router.get(

@@ -371,6 +371,7 @@ async def test_an_edited_trail_entry_fails_verification_at_that_order(
             "event_id": str(submitted_id),
             "problem": "hash_mismatch",
             "producer": None,
+            "dead_letter": None,
         }
     ]
     assert cli.returncode == 1
@@ -403,11 +404,32 @@ async def test_an_event_the_audit_never_got_is_a_hole_that_verify_names(
             "event_id": None,
             "problem": "missing_event",
             "producer": topics.CENTER_EVENTS,
+            "dead_letter": None,
         }
     ]
     cli = swdispatch(stack, "audit", "verify")
     assert cli.returncode == 1
-    assert f"{topics.CENTER_EVENTS} event #2 never arrived" in cli.stdout
+    assert f"{topics.CENTER_EVENTS} event #2 never arrived (on no dead-letter topic)" in cli.stdout
+
+    # A copy the consumers cannot read is dead-lettered: verify says where it sits.
+    body = json.loads(lost[1].to_json())
+    body["payload"]["dispatch_no"] = "not a number"
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topics.CENTER_EVENTS, json.dumps(body).encode(), key=str(order.order_id).encode()
+        )
+    finally:
+        await producer.stop()
+
+    async def dead_lettered() -> str | None:
+        found = (await http.get(verify_url, headers=supervisor(stack))).json()["broken"]
+        ours = [b for b in found if b["order_id"] == str(order.order_id)]
+        return ours[0]["dead_letter"] if ours else None
+
+    where = await eventually(dead_lettered, timeout_s=45)
+    assert where.startswith(f"{topics.dead_letter(topics.CENTER_EVENTS)}:"), where
 
     order.events = [lost]  # it arrives after all
     await publish(stack, [order], seed=27)

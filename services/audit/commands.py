@@ -87,18 +87,7 @@ def _snapshot(args: argparse.Namespace) -> None:
         month = date.fromisoformat(f"{args.month}-01")
     except ValueError:
         sys.exit(f"--month: {args.month!r} is not a month like 2026-11")
-    made_one = asyncio.run(
-        _with_pool(
-            lambda pool: snapshot_month(
-                pool,
-                month,
-                settings.audit_timezone,
-                settings.audit_evaluation_targets,
-                settings.audit_review_share,
-                now,
-            )
-        )
-    )
+    made_one = asyncio.run(_with_pool(lambda pool: snapshot_month(pool, month, settings, now)))
     print(f"{args.month}: {'kept' if made_one else 'was kept already: unchanged'}")
 
 

@@ -375,26 +375,25 @@ class Stint:
     def open(self) -> bool:
         return self.ended_at is None
 
-    def outcome(self, stage: Stage, now: datetime) -> Outcome:
-        """The stage's outcome for the station (:func:`stage_outcome`): a stint that ended
-        before the deadline without the stage (a timely rejection, an operator's redispatch)
-        is no breach; one that held the order past it is."""
-        deadline, done = {
+    def stage(self, stage: Stage) -> tuple[datetime | None, datetime | None]:
+        """The stage's deadline and when it was done (none for the center's dispatch)."""
+        return {
             Stage.ACCEPT: (self.accept_by, self.accepted_at),
             Stage.ASSIGN: (self.assign_by, self.assigned_at),
             Stage.COMPLETE: (self.complete_by, self.completed_at),
         }.get(stage, (None, None))
+
+    def outcome(self, stage: Stage, now: datetime) -> Outcome:
+        """The stage's outcome for the station (:func:`stage_outcome`): a stint that ended
+        before the deadline without the stage (a timely rejection, an operator's redispatch)
+        is no breach; one that held the order past it is."""
+        deadline, done = self.stage(stage)
         return stage_outcome(deadline, done, now, self.ended_at)
 
     def figure(self, stage: Stage, now: datetime) -> tuple[Outcome, datetime | None]:
         """The stage's outcome and when it fell (:func:`figure_at`)."""
         outcome = self.outcome(stage, now)
-        deadline, done = {
-            Stage.ACCEPT: (self.accept_by, self.accepted_at),
-            Stage.ASSIGN: (self.assign_by, self.assigned_at),
-            Stage.COMPLETE: (self.complete_by, self.completed_at),
-        }[stage]
-        return outcome, figure_at(outcome, deadline, done)
+        return outcome, figure_at(outcome, *self.stage(stage))
 
 
 def figure_at(

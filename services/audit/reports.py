@@ -102,20 +102,14 @@ _CENTER = TypeAdapter(CenterEvaluation)
 EVERY_STATION = Reader("snapshot", "evaluator")
 
 
-async def snapshot_month(
-    pool: Pool,
-    month: date,
-    zone: str,
-    targets: dict[str, float],
-    review_share: float,
-    now: datetime,
-) -> bool:
-    """Keep the month's evaluation of every station and of the center; False when it was
-    kept already (by another replica)."""
-    period = month_period(month, zone)
+async def snapshot_month(pool: Pool, month: date, settings: AuditSettings, now: datetime) -> bool:
+    """Keep the month's evaluation of every station and of the center (the month in
+    ``SWD_AUDIT_TIMEZONE``); False when it was kept already (by another replica)."""
+    period = month_period(month, settings.audit_timezone)
+    targets, share = settings.audit_evaluation_targets, settings.audit_review_share
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         orders = await store.load_timelines(conn, active_in=period)
-        stations = evaluation(EVERY_STATION, orders, now, targets, review_share, None, period)
+        stations = evaluation(EVERY_STATION, orders, now, targets, share, None, period)
         center = evaluate_center(orders, now, targets, period)
         rows = [(s.station, _STATION.dump_python(s, mode="json")) for s in stations]
         rows.append((CENTER_ROW, _CENTER.dump_python(center, mode="json")))
@@ -135,14 +129,7 @@ async def take_snapshots(
     due = [m for m in closed_months(first, now, settings.audit_timezone, after) if m not in kept]
     made = []
     for month in due[:limit]:
-        if await snapshot_month(
-            pool,
-            month,
-            settings.audit_timezone,
-            settings.audit_evaluation_targets,
-            settings.audit_review_share,
-            now,
-        ):
+        if await snapshot_month(pool, month, settings, now):
             made.append(month)
     return made
 

@@ -153,14 +153,12 @@ class OrderTimeliness(BaseModel):
 
 
 def _stint_view(s: Stint, now: datetime) -> dict[str, Any]:
-    stages = {
-        "accept": (Stage.ACCEPT, s.accept_by, s.accepted_at),
-        "assign": (Stage.ASSIGN, s.assign_by, s.assigned_at),
-        "complete": (Stage.COMPLETE, s.complete_by, s.completed_at),
-    }
+    stages = (Stage.ACCEPT, Stage.ASSIGN, Stage.COMPLETE)
     return {k: getattr(s, k) for k in StintView.model_fields if hasattr(s, k)} | {
-        name: StageView(deadline=deadline, done_at=done, outcome=s.outcome(stage, now))
-        for name, (stage, deadline, done) in stages.items()
+        stage.value: StageView(
+            deadline=s.stage(stage)[0], done_at=s.stage(stage)[1], outcome=s.outcome(stage, now)
+        )
+        for stage in stages
     }
 
 

@@ -1207,13 +1207,7 @@ def group_of(order: Timeline, group_by: GroupBy) -> str:
     return value or UNASSIGNED
 
 
-def stage_figures(orders: Sequence[Timeline], stage: Stage, now: datetime) -> StageFigures:
-    outcomes = [o.stage_outcome(stage, now) for o in orders]
-    durations = [
-        (done - o.submitted_at).total_seconds()
-        for o in orders
-        if (done := o.done_at(stage)) is not None and o.submitted_at is not None
-    ]
+def _stage_figures(outcomes: Sequence[Outcome], durations: Sequence[float]) -> StageFigures:
     on_time, breached = outcomes.count("met"), outcomes.count("breached")
     return StageFigures(
         done=len(durations),
@@ -1225,12 +1219,38 @@ def stage_figures(orders: Sequence[Timeline], stage: Stage, now: datetime) -> St
     )
 
 
+NO_STAGE = _stage_figures([], [])
+
+
+def stage_figures(orders: Sequence[Timeline], stage: Stage, now: datetime) -> StageFigures:
+    """The stage of each order against the order's deadline, durations from submission."""
+    return _stage_figures(
+        [o.stage_outcome(stage, now) for o in orders],
+        [
+            (done - o.submitted_at).total_seconds()
+            for o in orders
+            if (done := o.done_at(stage)) is not None and o.submitted_at is not None
+        ],
+    )
+
+
+def stint_stage_figures(stints: Sequence[Stint], stage: Stage, now: datetime) -> StageFigures:
+    """The stage of each stint against the stint's own deadline, durations from its dispatch."""
+    durations = []
+    for s in stints:
+        _, done = s.stage(stage)
+        if done is not None:
+            durations.append((done - s.dispatched_at).total_seconds())
+    return _stage_figures([s.outcome(stage, now) for s in stints], durations)
+
+
 def figures(
     orders: Iterable[Timeline],
     dispatches: Iterable[DispatchRow],
     group_by: GroupBy,
     now: datetime,
 ) -> list[GroupFigures]:
+    """Per category, urgency or worker (of the order as it stands)."""
     by_group: dict[str, list[Timeline]] = defaultdict(list)
     group_of_order: dict[str, str] = {}
     for order in orders:
@@ -1238,10 +1258,7 @@ def figures(
         group_of_order[order.order_id] = group_of(order, group_by)
     dispatches_by_group: dict[str, list[DispatchRow]] = defaultdict(list)
     for d in dispatches:
-        key: str | None = (
-            d.station_id if group_by is GroupBy.STATION else group_of_order.get(d.order_id)
-        )
-        if key is not None:
+        if (key := group_of_order.get(d.order_id)) is not None:
             dispatches_by_group[key].append(d)
 
     groups = []
@@ -1272,11 +1289,94 @@ def figures(
     return groups
 
 
+# The station grouping's row of the center's own figures (dispatch, waits at the center).
+CENTER_GROUP = "center"
+
+
+def station_figures(
+    reader: Reader, orders: Sequence[Timeline], now: datetime
+) -> list[GroupFigures]:
+    """Per station, of its stints (the times it held an order, judged by its own deadlines,
+    durations from its dispatch); then, for evaluators, the center's row: dispatch on time
+    against the order's deadline, orders waiting at the center."""
+    held: dict[str, list[tuple[Timeline, Stint]]] = defaultdict(list)
+    for o in orders:
+        for s in o.stints:
+            if reader.sees_station(s.station_id):
+                held[s.station_id].append((o, s))
+    groups = [_station_group(name, held[name], now) for name in sorted(held)]
+    if reader.is_evaluator and orders:
+        groups.append(_center_group(orders, now))
+    return groups
+
+
+def _station_group(
+    name: str, held: Sequence[tuple[Timeline, Stint]], now: datetime
+) -> GroupFigures:
+    stints = [s for _, s in held]
+    orders = {o.order_id for o, _ in held}
+    came_after_another = {
+        o.order_id for o, s in held if any(e.n < s.n and e.station_id != name for e in o.stints)
+    }
+    rejected = sum(1 for s in stints if s.end == "rejected")
+    ages = [(now - s.dispatched_at).total_seconds() for s in stints if s.open]
+    return GroupFigures(
+        group=name,
+        orders=len(orders),
+        completed=len({o.order_id for o, s in held if s.end == "completed"}),
+        cancelled=len({o.order_id for o, s in held if s.end == "cancelled"}),
+        stages={
+            stage: NO_STAGE if stage is Stage.DISPATCH else stint_stage_figures(stints, stage, now)
+            for stage in Stage
+        },
+        dispatches=len(stints),
+        rejections=rejected,
+        rejection_rate=_rate(rejected, len(stints)),
+        redispatched_orders=len(came_after_another),
+        redispatch_rate=_rate(len(came_after_another), len(orders)),
+        open_backlog=len(ages),
+        oldest_open_age_seconds=max(ages) if ages else None,
+    )
+
+
+def _center_group(orders: Sequence[Timeline], now: datetime) -> GroupFigures:
+    stints = [s for o in orders for s in o.stints]
+    rejected = sum(1 for s in stints if s.end == "rejected")
+    dispatched = [o for o in orders if o.stints]
+    redispatched = sum(1 for o in dispatched if o.redispatches)
+    waiting = [o for o in orders if o.ended_at is None and not any(s.open for s in o.stints)]
+    ages = [
+        (now - since).total_seconds()
+        for o in waiting
+        if (since := o.stints[-1].ended_at if o.stints else o.submitted_at) is not None
+    ]
+    return GroupFigures(
+        group=CENTER_GROUP,
+        orders=len(orders),
+        completed=sum(1 for o in orders if o.completed_at is not None),
+        cancelled=sum(1 for o in orders if o.status == "cancelled"),
+        stages={
+            stage: stage_figures(orders, stage, now) if stage is Stage.DISPATCH else NO_STAGE
+            for stage in Stage
+        },
+        dispatches=len(stints),
+        rejections=rejected,
+        rejection_rate=_rate(rejected, len(stints)),
+        redispatched_orders=redispatched,
+        redispatch_rate=_rate(redispatched, len(dispatched)),
+        open_backlog=len(waiting),
+        oldest_open_age_seconds=max(ages) if ages else None,
+    )
+
+
 def figures_for(
     reader: Reader, orders: Sequence[Timeline], group_by: GroupBy, now: datetime
 ) -> list[GroupFigures]:
-    """The figures a reader sees: a station manager's (a supervisor's) cover the orders their
-    station (stations) hold and the dispatches sent to it (them)."""
+    """The figures a reader sees: by station, each station's own stints (and the center's
+    row, for evaluators); else of the orders their stations hold, with the dispatches sent to
+    their stations."""
+    if group_by is GroupBy.STATION:
+        return station_figures(reader, orders, now)
     return figures(
         [o for o in orders if reader.sees_station(o.station_id)],
         [

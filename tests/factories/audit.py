@@ -63,6 +63,8 @@ class OrderScript:
     events: list[tuple[str, Envelope[Any]]] = field(default_factory=list)
     dispatch_no: int = 0
     send_back_no: int = 0
+    station_deadlines: Deadlines | None = None
+    """The last dispatch's station's own deadlines: the order's windows counted from it."""
 
     @property
     def deadlines(self) -> Deadlines:
@@ -116,6 +118,7 @@ class OrderScript:
     ) -> OrderScript:
         if not resend:
             self.dispatch_no += 1
+            self.station_deadlines = self.deadlines.shifted(timedelta(minutes=minutes))
         original = next(
             (
                 e.event_id
@@ -141,6 +144,7 @@ class OrderScript:
                 location=LOCATION,
                 submitted_at=self.submitted_at,
                 deadlines=self.deadlines,
+                station_deadlines=self.station_deadlines,
                 case=case_details(),
             ),
             minutes,

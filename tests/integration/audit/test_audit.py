@@ -137,19 +137,30 @@ async def test_report_figures_match_a_hand_computed_event_sequence(
     assert resp.status_code == 200, resp.text
     report = resp.json()
     groups = {g["group"]: g for g in report["groups"]}
-    assert set(groups) == {"st-liuhe", "st-shaxi"}
-    liuhe, shaxi = groups["st-liuhe"], groups["st-shaxi"]
+    assert set(groups) == {"st-liuhe", "st-shaxi", "center"}
+    liuhe, shaxi, center = groups["st-liuhe"], groups["st-shaxi"], groups["center"]
+    no_stage = {
+        "done": 0,
+        "on_time": 0,
+        "breached": 0,
+        "on_time_rate": None,
+        "p50_seconds": None,
+        "p90_seconds": None,
+    }
 
-    # st-liuhe holds A, B and C (C came over after st-shaxi rejected it).
-    # dispatch: A 10 met, B 300 breached (4 h), C 20 met; accept: A 60, B 2000 breached (24 h),
-    # C 100; assign: A 120, B 2100 (C cancelled at 500, before its deadline: neither);
-    # complete: A 1000 met, B open past its 15 days: breached.
-    # p50/p90 interpolate: [10, 20, 300] -> 20, 20 + 0.8 * 280 = 244 minutes.
+    # Each station is judged by its stints: its own deadlines (the order's windows counted
+    # from its dispatch), durations from its dispatch. The dispatch is the center's.
+    # st-liuhe held A (dispatched 10), B (300) and C#2 (50, after st-shaxi rejected C#1).
+    # accept: A 60-10 = 50 met, B 2000-300 = 1700 > 24 h breached, C 100-50 = 50 met;
+    #   p50 50, p90 50 + 0.8 * 1650 = 1370.
+    # assign: A 110, B 1800 (by 300 + 48 h: met); C cancelled at 500 before its deadline.
+    #   p50 110 + 0.5 * 1690 = 955, p90 110 + 0.9 * 1690 = 1631.
+    # complete: A 990 met; B open past its 15 days from 300: breached; C neither.
     assert liuhe["stages"] == {
-        "dispatch": stage(3, 2, 1, 2 / 3, 20 * MIN, 244 * MIN),
-        "accept": stage(3, 2, 1, 2 / 3, 100 * MIN, 1620 * MIN),
-        "assign": stage(2, 2, 0, 1.0, 1110 * MIN, 1902 * MIN),
-        "complete": stage(1, 1, 1, 0.5, 1000 * MIN, 1000 * MIN),
+        "dispatch": no_stage,
+        "accept": stage(3, 2, 1, 2 / 3, 50 * MIN, 1370 * MIN),
+        "assign": stage(2, 2, 0, 1.0, 955 * MIN, 1631 * MIN),
+        "complete": stage(1, 1, 1, 0.5, 990 * MIN, 990 * MIN),
     }
     assert {k: v for k, v in liuhe.items() if k not in ("stages", "oldest_open_age_seconds")} == {
         "group": "st-liuhe",
@@ -159,24 +170,48 @@ async def test_report_figures_match_a_hand_computed_event_sequence(
         "dispatches": 3,  # A#1, B#1, C#2
         "rejections": 0,
         "rejection_rate": 0.0,
-        "redispatched_orders": 1,  # C
+        "redispatched_orders": 1,  # C, which came from st-shaxi
         "redispatch_rate": pytest.approx(1 / 3),
         "open_backlog": 1,  # B
     }
-    b_age = (datetime.now(UTC) - orders["b"].submitted_at).total_seconds()
+    b_dispatched = orders["b"].submitted_at + timedelta(minutes=300)
+    b_age = (datetime.now(UTC) - b_dispatched).total_seconds()
     assert liuhe["oldest_open_age_seconds"] == pytest.approx(b_age, abs=30)
 
-    # st-shaxi holds D (its re-sent dispatch is not a redispatch) and was sent C#1, rejected.
+    # st-shaxi held D (dispatched 30; its re-send is no new stint) and C#1, which it rejected
+    # in time (20 -> 30): no breach of C's. D: accept 90-30, assign 200-30, complete 600-30.
     assert shaxi["stages"] == {
-        "dispatch": stage(1, 1, 0, 1.0, 30 * MIN, 30 * MIN),
-        "accept": stage(1, 1, 0, 1.0, 90 * MIN, 90 * MIN),
-        "assign": stage(1, 1, 0, 1.0, 200 * MIN, 200 * MIN),
-        "complete": stage(1, 1, 0, 1.0, 600 * MIN, 600 * MIN),
+        "dispatch": no_stage,
+        "accept": stage(1, 1, 0, 1.0, 60 * MIN, 60 * MIN),
+        "assign": stage(1, 1, 0, 1.0, 170 * MIN, 170 * MIN),
+        "complete": stage(1, 1, 0, 1.0, 570 * MIN, 570 * MIN),
     }
-    assert (shaxi["orders"], shaxi["dispatches"], shaxi["rejections"]) == (1, 2, 1)
-    assert shaxi["rejection_rate"] == 0.5
+    assert (shaxi["orders"], shaxi["completed"], shaxi["cancelled"]) == (2, 1, 0)
+    assert (shaxi["dispatches"], shaxi["rejections"], shaxi["rejection_rate"]) == (2, 1, 0.5)
     assert (shaxi["redispatch_rate"], shaxi["open_backlog"]) == (0.0, 0)
     assert shaxi["oldest_open_age_seconds"] is None
+
+    # The center: dispatch A 10 met, B 300 breached (4 h), C 20 met, D 30 met;
+    # p50 25, p90 30 + 0.7 * 270 = 219. Nothing waits at the center.
+    assert center["stages"] == {
+        "dispatch": stage(4, 3, 1, 0.75, 25 * MIN, 219 * MIN),
+        "accept": no_stage,
+        "assign": no_stage,
+        "complete": no_stage,
+    }
+    assert {k: v for k, v in center.items() if k != "stages"} == {
+        "group": "center",
+        "orders": 4,
+        "completed": 2,
+        "cancelled": 1,
+        "dispatches": 5,
+        "rejections": 1,
+        "rejection_rate": 0.2,
+        "redispatched_orders": 1,
+        "redispatch_rate": 0.25,
+        "open_backlog": 0,
+        "oldest_open_age_seconds": None,
+    }
 
     by_worker = await http.get(
         url, params=window | {"group_by": "worker"}, headers=supervisor(stack)
@@ -196,8 +231,9 @@ async def test_report_figures_match_a_hand_computed_event_sequence(
     assert as_csv.headers["content-type"].startswith("text/csv")
     rows = {r["station"]: r for r in csv.DictReader(io.StringIO(as_csv.text))}
     assert rows["st-liuhe"]["orders"] == "3"
-    assert float(rows["st-liuhe"]["dispatch_on_time_rate"]) == pytest.approx(2 / 3, abs=1e-6)
-    assert rows["st-liuhe"]["dispatch_p90_seconds"] == str(244 * MIN)
+    assert float(rows["st-liuhe"]["accept_on_time_rate"]) == pytest.approx(2 / 3, abs=1e-6)
+    assert rows["st-liuhe"]["accept_p90_seconds"] == str(1370 * MIN)
+    assert rows["center"]["dispatch_p90_seconds"] == str(219 * MIN)
     assert rows["st-shaxi"]["oldest_open_age_seconds"] == ""
 
     # A station manager sees only their own station, with the same figures.

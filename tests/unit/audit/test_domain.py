@@ -250,12 +250,19 @@ def test_a_station_never_sent_the_order_sees_nothing() -> None:
     assert seen_by(Reader("rdr-c", "station_manager", "st-c"), _moved_from_a_to_b(), at(10)) is None
 
 
-def test_a_managers_report_covers_their_orders_and_the_dispatches_sent_to_them() -> None:
+def test_a_managers_report_covers_the_times_their_station_held_an_order() -> None:
     t = _moved_from_a_to_b()
     (a,) = figures_for(MANAGER_A, [t], GroupBy.STATION, at(10))
-    assert (a.group, a.orders, a.dispatches, a.rejections) == ("st-a", 0, 1, 1)
+    assert (a.group, a.orders, a.dispatches, a.rejections) == ("st-a", 1, 1, 1)
+    assert (a.open_backlog, a.redispatched_orders) == (0, 0)
     groups = figures_for(SUPERVISOR, [t], GroupBy.STATION, at(10))
-    assert [(g.group, g.orders, g.dispatches) for g in groups] == [("st-a", 0, 1), ("st-b", 1, 1)]
+    assert [(g.group, g.orders, g.dispatches, g.open_backlog) for g in groups] == [
+        ("st-a", 1, 1, 0),
+        ("st-b", 1, 1, 1),
+        ("center", 1, 2, 0),  # an evaluator's: the center's own row
+    ]
+    assert groups[1].redispatched_orders == 1
+    assert groups[2].stages[Stage.DISPATCH].done == 1
     (worker,) = figures_for(SUPERVISOR, [t], GroupBy.WORKER, at(10))
     assert (worker.group, worker.dispatches, worker.rejection_rate) == ("w-b", 2, 0.5)
 

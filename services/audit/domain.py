@@ -370,6 +370,8 @@ class Stint:
     completed_at: datetime | None = None
     ended_at: datetime | None = None
     end: StintEnd | None = None
+    worker_id: str | None = None
+    """The social worker last assigned in the stint (who completed it, when completed)."""
 
     @property
     def open(self) -> bool:
@@ -727,9 +729,10 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
         t = _stint_step(t, "accepted_at", at)
     elif kind == "order.assigned":
         t = replace(t, assigned_at=_first(t.assigned_at, at), worker_id=p["worker_id"])
-        t = _stint_step(t, "assigned_at", at)
+        t = _stint_worker(_stint_step(t, "assigned_at", at), p["worker_id"])
     elif kind == "order.started":
         t = replace(t, started_at=_first(t.started_at, at), worker_id=p["worker_id"])
+        t = _stint_worker(t, p["worker_id"])
     elif kind == "order.completed":
         if t.status in ENDED:
             return t  # the same service reported done again
@@ -742,7 +745,7 @@ def _apply(t: Timeline, dispatches: dict[int, Dispatch], event: dict[str, Any]) 
             station_id=p["station_id"],
         )
         t = _redo_done(t, "completed_at", at, p["station_id"])
-        t = _stint_completed(t, p["station_id"], at)
+        t = _stint_completed(t, p["station_id"], p["worker_id"], at)
         if p.get("follow_up_by"):
             t = _owe_follow_up(t, p["station_id"], p["worker_id"], at, p["follow_up_by"])
     elif kind == "order.awaiting_feedback":
@@ -834,11 +837,17 @@ def _stint_step(t: Timeline, step: Literal["accepted_at", "assigned_at"], at: da
     )
 
 
+def _stint_worker(t: Timeline, worker_id: str) -> Timeline:
+    return replace(
+        t, stints=tuple(replace(s, worker_id=worker_id) if s.open else s for s in t.stints)
+    )
+
+
 def _stint_with(s: Stint, step: Literal["accepted_at", "assigned_at"], at: datetime) -> Stint:
     return replace(s, accepted_at=at) if step == "accepted_at" else replace(s, assigned_at=at)
 
 
-def _stint_completed(t: Timeline, station_id: str, at: datetime) -> Timeline:
+def _stint_completed(t: Timeline, station_id: str, worker_id: str, at: datetime) -> Timeline:
     """The completing station's latest stint in which it accepted and did not reject (else
     its latest such, else its latest) ends completed; when the completion crossed a
     redispatch, the stint it crossed ends, moved."""
@@ -847,7 +856,9 @@ def _stint_completed(t: Timeline, station_id: str, at: datetime) -> Timeline:
         return t
     mine = [s for s in theirs if s.end != "rejected"] or theirs
     accepted = [s for s in mine if s.accepted_at is not None]
-    done = replace((accepted or mine)[-1], completed_at=at, ended_at=at, end="completed")
+    done = replace(
+        (accepted or mine)[-1], completed_at=at, ended_at=at, end="completed", worker_id=worker_id
+    )
     t = _stint_ended(t, at, "moved", lambda s: s.n != done.n)
     return replace(t, stints=tuple(done if s.n == done.n else s for s in t.stints))
 
@@ -1135,16 +1146,17 @@ def _their_part(reader: Reader, t: Timeline, own: tuple[Dispatch, ...]) -> Timel
 
 
 # -- Report figures -------------------------------------------------------------------------
-# - A stage is on time when done by its deadline; it is breached when done late, or not done
-#   when its deadline passed (the order still open, or ended later). Stages still pending, or
-#   skipped by an order that ended before their deadline, count in neither.
-# - Durations are from submission until the stage was done; p50 and p90 interpolate linearly.
-# - Rejection rate: rejected dispatches / dispatches. Grouped by station, a dispatch counts
-#   for the station it went to, so a station that rejects an order is charged with it even
-#   after the order moved on; by any other grouping it counts for the order's group.
-# - Redispatch rate: orders dispatched more than once / orders dispatched at all.
-# - Open backlog: the orders of the group not completed, closed or cancelled, and the age of
-#   the oldest one since submission, as of the time of the report.
+# Every grouping is made of stints (the times a station held an order), so a reader sees, and
+# a station is judged by, its own part only:
+# - accept, assign and complete are on time when done by the stint's own deadlines (counted
+#   from its dispatch), breached when done late or not done when the deadline passed while
+#   the station held the order; durations are from the stint's dispatch; p50 and p90
+#   interpolate linearly. A stint ended before a deadline without the stage counts in neither.
+# - A stint belongs to its station, to the worker last assigned in it, to the order's category
+#   and urgency. Rejection rate: stints rejected / stints. Redispatched: orders the group
+#   received from another station. Open backlog: open stints, aged from their dispatch.
+# - The center's row (evaluators): dispatch on time against the order's deadline (durations
+#   from submission), and the orders waiting at the center (no station holds them).
 
 UNASSIGNED = "none"
 
@@ -1154,15 +1166,6 @@ class GroupBy(StrEnum):
     CATEGORY = auto()
     URGENCY = auto()
     WORKER = auto()
-
-
-# The timeline's field each grouping groups by.
-GROUPED_BY: dict[GroupBy, str] = {
-    GroupBy.STATION: "station_id",
-    GroupBy.CATEGORY: "category",
-    GroupBy.URGENCY: "urgency",
-    GroupBy.WORKER: "worker_id",
-}
 
 
 @dataclass(frozen=True)
@@ -1191,19 +1194,18 @@ class GroupFigures:
     oldest_open_age_seconds: float | None
 
 
-@dataclass(frozen=True)
-class DispatchRow:
-    order_id: str
-    station_id: str
-    rejected: bool
-
-
 def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def group_of(order: Timeline, group_by: GroupBy) -> str:
-    value: str | None = getattr(order, GROUPED_BY[group_by])
+def group_of(order: Timeline, stint: Stint, group_by: GroupBy) -> str:
+    """The group a stint counts in."""
+    value = {
+        GroupBy.STATION: stint.station_id,
+        GroupBy.WORKER: stint.worker_id,
+        GroupBy.CATEGORY: order.category,
+        GroupBy.URGENCY: order.urgency,
+    }[group_by]
     return value or UNASSIGNED
 
 
@@ -1244,79 +1246,33 @@ def stint_stage_figures(stints: Sequence[Stint], stage: Stage, now: datetime) ->
     return _stage_figures([s.outcome(stage, now) for s in stints], durations)
 
 
-def figures(
-    orders: Iterable[Timeline],
-    dispatches: Iterable[DispatchRow],
-    group_by: GroupBy,
-    now: datetime,
-) -> list[GroupFigures]:
-    """Per category, urgency or worker (of the order as it stands)."""
-    by_group: dict[str, list[Timeline]] = defaultdict(list)
-    group_of_order: dict[str, str] = {}
-    for order in orders:
-        by_group[group_of(order, group_by)].append(order)
-        group_of_order[order.order_id] = group_of(order, group_by)
-    dispatches_by_group: dict[str, list[DispatchRow]] = defaultdict(list)
-    for d in dispatches:
-        if (key := group_of_order.get(d.order_id)) is not None:
-            dispatches_by_group[key].append(d)
-
-    groups = []
-    for name in sorted(by_group.keys() | dispatches_by_group.keys()):
-        members = by_group.get(name, [])
-        sent = dispatches_by_group.get(name, [])
-        rejected = sum(d.rejected for d in sent)
-        dispatched = [o for o in members if o.dispatches]
-        redispatched = sum(1 for o in dispatched if o.redispatches)
-        still_open = [o for o in members if o.ended_at is None]
-        ages = [(now - o.submitted_at).total_seconds() for o in still_open if o.submitted_at]
-        groups.append(
-            GroupFigures(
-                group=name,
-                orders=len(members),
-                completed=sum(1 for o in members if o.completed_at is not None),
-                cancelled=sum(1 for o in members if o.status == "cancelled"),
-                stages={stage: stage_figures(members, stage, now) for stage in Stage},
-                dispatches=len(sent),
-                rejections=rejected,
-                rejection_rate=_rate(rejected, len(sent)),
-                redispatched_orders=redispatched,
-                redispatch_rate=_rate(redispatched, len(dispatched)),
-                open_backlog=len(still_open),
-                oldest_open_age_seconds=max(ages) if ages else None,
-            )
-        )
-    return groups
-
-
-# The station grouping's row of the center's own figures (dispatch, waits at the center).
+# The row of the center's own figures (dispatch, waits at the center), for evaluators.
 CENTER_GROUP = "center"
 
 
-def station_figures(
-    reader: Reader, orders: Sequence[Timeline], now: datetime
+def figures_for(
+    reader: Reader, orders: Sequence[Timeline], group_by: GroupBy, now: datetime
 ) -> list[GroupFigures]:
-    """Per station, of its stints (the times it held an order, judged by its own deadlines,
-    durations from its dispatch); then, for evaluators, the center's row: dispatch on time
-    against the order's deadline, orders waiting at the center."""
+    """Per group, of the stints of the stations the reader sees (the rules above); then, for
+    evaluators, the center's row."""
     held: dict[str, list[tuple[Timeline, Stint]]] = defaultdict(list)
     for o in orders:
         for s in o.stints:
             if reader.sees_station(s.station_id):
-                held[s.station_id].append((o, s))
-    groups = [_station_group(name, held[name], now) for name in sorted(held)]
+                held[group_of(o, s, group_by)].append((o, s))
+    groups = [_stint_group(name, held[name], now) for name in sorted(held)]
     if reader.is_evaluator and orders:
         groups.append(_center_group(orders, now))
     return groups
 
 
-def _station_group(
-    name: str, held: Sequence[tuple[Timeline, Stint]], now: datetime
-) -> GroupFigures:
+def _stint_group(name: str, held: Sequence[tuple[Timeline, Stint]], now: datetime) -> GroupFigures:
     stints = [s for _, s in held]
     orders = {o.order_id for o, _ in held}
     came_after_another = {
-        o.order_id for o, s in held if any(e.n < s.n and e.station_id != name for e in o.stints)
+        o.order_id
+        for o, s in held
+        if any(e.n < s.n and e.station_id != s.station_id for e in o.stints)
     }
     rejected = sum(1 for s in stints if s.end == "rejected")
     ages = [(now - s.dispatched_at).total_seconds() for s in stints if s.open]
@@ -1366,27 +1322,6 @@ def _center_group(orders: Sequence[Timeline], now: datetime) -> GroupFigures:
         redispatch_rate=_rate(redispatched, len(dispatched)),
         open_backlog=len(waiting),
         oldest_open_age_seconds=max(ages) if ages else None,
-    )
-
-
-def figures_for(
-    reader: Reader, orders: Sequence[Timeline], group_by: GroupBy, now: datetime
-) -> list[GroupFigures]:
-    """The figures a reader sees: by station, each station's own stints (and the center's
-    row, for evaluators); else of the orders their stations hold, with the dispatches sent to
-    their stations."""
-    if group_by is GroupBy.STATION:
-        return station_figures(reader, orders, now)
-    return figures(
-        [o for o in orders if reader.sees_station(o.station_id)],
-        [
-            DispatchRow(o.order_id, d.station_id, d.rejected_at is not None)
-            for o in orders
-            for d in o.dispatches
-            if reader.sees_station(d.station_id)
-        ],
-        group_by,
-        now,
     )
 
 

@@ -314,8 +314,8 @@ async def save_timelines(conn: Connection, timelines: dict[uuid.UUID, Timeline])
     await conn.executemany(
         """INSERT INTO stints (order_id, n, dispatch_no, round, station_id, dispatched_at,
                accept_by, assign_by, complete_by, accepted_at, assigned_at, completed_at,
-               ended_at, "end")
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
+               ended_at, "end", worker_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)""",
         [(order_id, *_values(x)) for order_id, t in timelines.items() for x in t.stints],
     )
     await conn.executemany(

@@ -220,7 +220,8 @@ async def test_report_figures_match_a_hand_computed_event_sequence(
         "lh-w1": 1,
         "lh-w2": 1,
         "sx-w1": 1,
-        "none": 1,
+        "none": 1,  # C: rejected by st-shaxi, cancelled at st-liuhe before an assignment
+        "center": 4,
     }
 
     as_csv = await http.get(

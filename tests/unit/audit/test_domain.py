@@ -263,8 +263,32 @@ def test_a_managers_report_covers_the_times_their_station_held_an_order() -> Non
     ]
     assert groups[1].redispatched_orders == 1
     assert groups[2].stages[Stage.DISPATCH].done == 1
-    (worker,) = figures_for(SUPERVISOR, [t], GroupBy.WORKER, at(10))
-    assert (worker.group, worker.dispatches, worker.rejection_rate) == ("w-b", 2, 0.5)
+    by_worker = figures_for(SUPERVISOR, [t], GroupBy.WORKER, at(10))
+    assert [(g.group, g.dispatches, g.rejection_rate) for g in by_worker] == [
+        ("none", 1, 1.0),  # st-a's stint: rejected before anyone was assigned
+        ("w-b", 1, 0.0),
+        ("center", 2, 0.5),
+    ]
+
+
+def test_every_grouping_shows_a_station_its_own_stints_only() -> None:
+    # st-a's work was sent back and redone at st-b: st-b's manager, grouping by category or
+    # worker, sees st-b's stint only, never st-a's accept or worker.
+    script = OrderScript(BASE).submitted().dispatched("st-a", 1).accepted("st-a", 2)
+    script.assigned("st-a", "w-a", 3).completed("st-a", "w-a", 4)
+    script.awaiting_feedback("st-a", 5).feedback("st-a", 6, resolved=False)
+    script.sent_back("st-a", 7, to_station="st-b").accepted("st-b", 800)
+    script.assigned("st-b", "w-b", 801)
+    t = timeline(script)
+    assert [(s.station_id, s.worker_id) for s in t.stints] == [("st-a", "w-a"), ("st-b", "w-b")]
+    for group_by, name in ((GroupBy.CATEGORY, "elder_care"), (GroupBy.WORKER, "w-b")):
+        (mine,) = figures_for(MANAGER_B, [t], group_by, at(900))
+        assert (mine.group, mine.orders, mine.dispatches, mine.completed) == (name, 1, 1, 0)
+        accept = mine.stages[Stage.ACCEPT]
+        assert (accept.done, accept.on_time, accept.breached) == (1, 0, 1)  # 793 min > 60
+        assert accept.p50_seconds == 793 * 60
+    (theirs,) = figures_for(MANAGER_A, [t], GroupBy.WORKER, at(900))
+    assert (theirs.group, theirs.completed, theirs.open_backlog) == ("w-a", 1, 0)
 
 
 # -- The chain --------------------------------------------------------------------------------

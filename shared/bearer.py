@@ -1,17 +1,20 @@
-"""The one bearer-token lookup: a principal is the row whose token hash matches, unrevoked.
-Each service names its query (in its store) and how a row becomes its principal (in its
+"""The one bearer-token lookup: a principal is the unrevoked row whose token hash matches (or
+whose previous hash does, within a rotation's overlap), unexpired. Each service names its
+credential table and columns (in its store) and how a row becomes its principal (in its
 ``api/deps.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.auth import token_hash
+from shared.credentials import CredentialTable, accepted, own_columns
 from shared.errors import Unauthorized
 from shared.runtime import PoolDep
 
@@ -22,17 +25,20 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
 
 def bearer_principal(
-    query: str, principal: Callable[[asyncpg.Record], P]
+    table: CredentialTable, columns: str, principal: Callable[[dict[str, Any]], P]
 ) -> Callable[[asyncpg.Pool, HTTPAuthorizationCredentials | None], Awaitable[P]]:
-    """A dependency giving the principal of the request's bearer token: ``query`` selects the
-    unrevoked row whose token hash is ``$1``; 401 with no token or an unknown one."""
+    """A dependency giving the principal of the request's bearer token (``columns`` of its
+    row in ``table``); 401 with no token, an unknown or revoked one, or an expired one."""
+    query = table.lookup(columns)
 
     async def dependency(pool: PoolDep, credentials: Credentials) -> P:
         if credentials is None:
             raise Unauthorized("missing bearer token")
-        row = await pool.fetchrow(query, token_hash(credentials.credentials))
-        if row is None:
+        found = await pool.fetchrow(query, token_hash(credentials.credentials))
+        if found is None:
             raise Unauthorized("invalid bearer token")
-        return principal(row)
+        row = dict(found)
+        await accepted(pool, table, row, datetime.now(UTC))
+        return principal(own_columns(row))
 
     return dependency

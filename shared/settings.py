@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # The schemas' owner, for `swdispatch migrate` (and SWD_MIGRATE_ON_START); None: database_url.
     migration_database_url: str | None = None
     migrate_on_start: bool = False
+    # How long a new credential (token, integration key) works; None: until revoked.
+    credential_lifetime_days: float | None = Field(default=None, gt=0)
     host: str = "127.0.0.1"
     dispatch_center_port: int = 8001
     station_worker_port: int = 8002

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from services.audit import store
 from services.audit.domain import ReaderRole
@@ -41,6 +42,7 @@ async def create_reader(
     *,
     stations: Sequence[str] = (),
     reissue: bool = False,
+    expires_at: datetime | None = None,
 ) -> str:
     """Create a reader (or, with ``reissue``, give an existing one a new token); return the
     bearer token, shown only now. A station manager has one ``station_id``, a supervisor
@@ -51,16 +53,24 @@ async def create_reader(
     if (role == "supervisor" and not stations) or (role == "station_manager" and stations):
         raise ValueError("stations are given for a supervisor (or a county's evaluator) only")
     token, hashed = _new_token()
-    if await store.insert_reader(conn, (reader_id, name, role, station_id, stations), hashed):
+    reader = (reader_id, name, role, station_id, stations)
+    if await store.insert_reader(conn, reader, hashed, expires_at):
         return token
     if reissue:
-        return await reissue_reader_token(conn, reader_id)
+        return await reissue_reader_token(conn, reader_id, expires_at=expires_at)
     raise AlreadyExists(f"reader {reader_id} exists")
 
 
-async def reissue_reader_token(conn: Connection, reader_id: str) -> str:
-    """A new token for an active reader; the old one stops working."""
+async def reissue_reader_token(
+    conn: Connection,
+    reader_id: str,
+    *,
+    overlap: timedelta = timedelta(0),
+    expires_at: datetime | None = None,
+) -> str:
+    """A new token for an active reader, working until ``expires_at``; the old one stops
+    working after ``overlap`` (at once without one)."""
     token, hashed = _new_token()
-    if not await store.replace_reader_token(conn, reader_id, hashed):
+    if not await store.replace_reader_token(conn, reader_id, hashed, overlap, expires_at):
         raise NoSuchReader(f"no active reader {reader_id}")
     return token

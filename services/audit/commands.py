@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.cli import command
+from shared.cli import command, credential_lifetime, credential_overlap, expires_at, overlap
 from shared.db import Connection, Pool, create_pool, in_schema
 from shared.settings import Settings
 
@@ -119,7 +119,13 @@ def _create_reader(args: argparse.Namespace) -> None:
     _print_token(
         reader_id,
         lambda c: create_reader(
-            c, reader_id, args.name, args.role, args.station, stations=stations
+            c,
+            reader_id,
+            args.name,
+            args.role,
+            args.station,
+            stations=stations,
+            expires_at=expires_at(args),
         ),
         "shown once; store it now",
     )
@@ -128,8 +134,17 @@ def _create_reader(args: argparse.Namespace) -> None:
 def _reissue_reader_token(args: argparse.Namespace) -> None:
     from services.audit.admin import reissue_reader_token
 
+    old = (
+        f"the old one works for {args.overlap_hours:g} h more"
+        if args.overlap_hours
+        else "the old one is void"
+    )
     _print_token(
-        args.id, lambda c: reissue_reader_token(c, args.id), "shown once; the old one is void"
+        args.id,
+        lambda c: reissue_reader_token(
+            c, args.id, overlap=overlap(args), expires_at=expires_at(args)
+        ),
+        f"shown once; {old}",
     )
 
 
@@ -172,7 +187,10 @@ def add_commands(sub: Any) -> None:
     create.add_argument("--station", help="the station a station_manager reads")
     create.add_argument("--stations", help="the stations a supervisor supervises, comma-separated")
     create.add_argument("--id", help="the reader id (default: generated); a taken id is refused")
+    credential_lifetime(create)
     reissue = command(
         readers, "reissue-token", _reissue_reader_token, "a new token for a reader (role unchanged)"
     )
     reissue.add_argument("--id", required=True)
+    credential_lifetime(reissue)
+    credential_overlap(reissue)

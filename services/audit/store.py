@@ -9,7 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import fields
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from services.audit.domain import (
     Stint,
     Timeline,
 )
+from shared.credentials import CredentialTable
 from shared.db import Connection, Pool
 from shared.domain import OrderStatus, Satisfaction, Stage
 from shared.locks import LockNamespace
@@ -43,39 +44,43 @@ _CHECKPOINT_LOCK = f"{int(LockNamespace.AUDIT_CHECKPOINT)}, 0"
 
 # -- Readers --------------------------------------------------------------------------------
 
-ACTIVE_READER = """SELECT id, role, station_id, coalesce(stations, '{}') AS stations
-                   FROM readers WHERE token_hash = $1 AND revoked_at IS NULL"""
+READERS = CredentialTable("readers")
+READER_COLUMNS = "id, role, station_id, coalesce(stations, '{}') AS stations"
 
 
 async def insert_reader(
     conn: Connection,
     reader: tuple[str, str, ReaderRole, str | None, Sequence[str] | None],
     token_hash: str,
+    expires_at: datetime | None = None,
 ) -> bool:
     """Add the reader (id, name, role, station, supervised stations); False, and nothing
     changed, when the id is taken."""
     reader_id, name, role, station_id, stations = reader
     added = await conn.fetchval(
-        """INSERT INTO readers (id, name, role, station_id, stations, token_hash)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id""",
+        """INSERT INTO readers (id, name, role, station_id, stations, token_hash, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id""",
         reader_id,
         name,
         role,
         station_id,
         list(stations) if stations else None,
         token_hash,
+        expires_at,
     )
     return added is not None
 
 
-async def replace_reader_token(conn: Connection, reader_id: str, token_hash: str) -> bool:
+async def replace_reader_token(
+    conn: Connection,
+    reader_id: str,
+    token_hash: str,
+    overlap: timedelta = timedelta(0),
+    expires_at: datetime | None = None,
+) -> bool:
     """False when there is no such reader, or their access was revoked."""
-    replaced = await conn.fetchval(
-        "UPDATE readers SET token_hash = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING true",
-        reader_id,
-        token_hash,
-    )
-    return replaced is not None
+    status = await conn.execute(READERS.rotation(), reader_id, token_hash, overlap, expires_at)
+    return bool(status == "UPDATE 1")
 
 
 # -- The trail ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from shared.cli import command
+from shared.cli import command, credential_lifetime, credential_overlap, expires_at, overlap
 from shared.db import in_schema
 
 
@@ -19,7 +19,11 @@ def _create_integration(args: argparse.Namespace) -> None:
         in_schema(
             "dispatch_center",
             lambda c: create_integration(
-                c, args.name, callback_secret_key=key, rate_limit_per_minute=args.rate_limit
+                c,
+                args.name,
+                callback_secret_key=key,
+                rate_limit_per_minute=args.rate_limit,
+                expires_at=expires_at(args),
             ),
         )
     )
@@ -56,7 +60,9 @@ def _create_operator(args: argparse.Namespace) -> None:
         operator_id, token = asyncio.run(
             in_schema(
                 "dispatch_center",
-                lambda c: create_operator(c, args.name, args.role, stations=stations),
+                lambda c: create_operator(
+                    c, args.name, args.role, stations=stations, expires_at=expires_at(args)
+                ),
             )
         )
     except InvalidField as e:
@@ -66,6 +72,55 @@ def _create_operator(args: argparse.Namespace) -> None:
         f"operator {operator_id} ({args.role}; {scope})\nBearer token: {token}\n"
         "(shown once; store it now)"
     )
+
+
+def _rotated(what: str, args: argparse.Namespace, rotate: Any) -> str:
+    from services.dispatch_center.admin import NoSuchCredential, record_action
+
+    async def work(conn: Any) -> str:
+        new = await rotate(conn, args.id, overlap=overlap(args), expires_at=expires_at(args))
+        details = {"overlap_hours": args.overlap_hours}
+        await record_action(conn, "cli", f"{what}.rotate", args.id, args.reason, details)
+        return str(new)
+
+    try:
+        return asyncio.run(in_schema("dispatch_center", work))
+    except NoSuchCredential as e:
+        raise SystemExit(str(e)) from None
+
+
+def _old_one(args: argparse.Namespace) -> str:
+    if args.overlap_hours:
+        return f"the old one works for {args.overlap_hours:g} h more"
+    return "the old one no longer works"
+
+
+def _rotate_integration_key(args: argparse.Namespace) -> None:
+    from services.dispatch_center.admin import rotate_integration_key
+
+    key = _rotated("integration", args, rotate_integration_key)
+    print(f"integration {args.id}\nX-API-Key: {key}\n(shown once; {_old_one(args)})")
+
+
+def _reissue_operator_token(args: argparse.Namespace) -> None:
+    from services.dispatch_center.admin import rotate_operator_token
+
+    token = _rotated("operator", args, rotate_operator_token)
+    print(f"operator {args.id}\nBearer token: {token}\n(shown once; {_old_one(args)})")
+
+
+def _revoke_operator(args: argparse.Namespace) -> None:
+    from services.dispatch_center.admin import record_action, revoke_operator
+
+    async def revoke(conn: Any) -> bool:
+        done = await revoke_operator(conn, args.id)
+        if done:
+            await record_action(conn, "cli", "operator.revoke", args.id, args.reason)
+        return done
+
+    if not asyncio.run(in_schema("dispatch_center", revoke)):
+        raise SystemExit(f"no active operator {args.id}")
+    print(f"operator {args.id} revoked")
 
 
 def add_commands(sub: Any) -> None:
@@ -80,6 +135,14 @@ def add_commands(sub: Any) -> None:
     )
     create.add_argument("name")
     create.add_argument("--rate-limit", type=int, default=None, help="requests per minute")
+    credential_lifetime(create)
+    rotate = command(
+        integrations, "rotate-key", _rotate_integration_key, "a new key for an integration"
+    )
+    rotate.add_argument("id")
+    rotate.add_argument("--reason", required=True)
+    credential_lifetime(rotate)
+    credential_overlap(rotate)
     revoke = command(integrations, "revoke", _revoke_integration, "revoke an integration's key")
     revoke.add_argument("id")
     revoke.add_argument("--reason", required=True)
@@ -100,3 +163,16 @@ def add_commands(sub: Any) -> None:
         help="bind the operator to these stations (a county's), as the audit's --stations;"
         " without: every station",
     )
+    credential_lifetime(create_op)
+    reissue_op = command(
+        operators, "reissue-token", _reissue_operator_token, "a new token for an operator"
+    )
+    reissue_op.add_argument("id")
+    reissue_op.add_argument("--reason", required=True)
+    credential_lifetime(reissue_op)
+    credential_overlap(reissue_op)
+    revoke_op = command(
+        operators, "revoke", _revoke_operator, "revoke an operator's token (next request: 401)"
+    )
+    revoke_op.add_argument("id")
+    revoke_op.add_argument("--reason", required=True)

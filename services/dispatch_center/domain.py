@@ -105,17 +105,67 @@ def station_scope(station_ids: Iterable[str] | None) -> tuple[str, ...] | None:
     return scope
 
 
-def unknown_to(operator: Operator, station_ids: Iterable[str], unknown: Iterable[str]) -> list[str]:
-    """The stations named that are ``unknown`` or outside the operator's scope (to whom they
-    are as unknown), in the order named."""
+@dataclass(frozen=True)
+class Scope:
+    """What an operator may touch and name: their stations, and the townships those stations
+    serve as they stand before the request changes anything (so no request can widen it);
+    None: everything."""
+
+    stations: frozenset[str] | None
+    townships: frozenset[str] | None
+
+    def has_station(self, station_id: str) -> bool:
+        return self.stations is None or station_id in self.stations
+
+    def has_township(self, township_code: str) -> bool:
+        return self.townships is None or township_code in self.townships
+
+
+@dataclass(frozen=True)
+class Named:
+    """A value a request names, at ``loc``: one station, several, or a township."""
+
+    loc: tuple[str, ...]
+    stations: tuple[str, ...] = ()
+    township: str | None = None
+
+    @classmethod
+    def station(cls, loc: tuple[str, ...], station_id: str | None) -> Named:
+        return cls(loc, stations=() if station_id is None else (station_id,))
+
+
+def check_named(scope: Scope, unknown: Iterable[str], named: Iterable[Named]) -> None:
+    """The one scope check of every value an operator's request names: each station must
+    exist and be in the scope (else 422 ``unknown_station``: outside the scope a station is
+    as unknown as a missing one), each township must be served by one of the operator's
+    stations (else 422 ``out_of_scope``). The first field outside is named."""
     missing = set(unknown)
-    return [s for s in station_ids if s in missing or not operator.covers(s)]
+    for n in named:
+        if outside := [s for s in n.stations if s in missing or not scope.has_station(s)]:
+            detail = (
+                "no station with this id"
+                if len(n.stations) == 1
+                else f"unknown stations: {outside}"
+            )
+            raise InvalidField(n.loc, detail, type="unknown_station")
+        if n.township is not None and not scope.has_township(n.township):
+            raise InvalidField(
+                n.loc, "none of your stations serves this township", type="out_of_scope"
+            )
 
 
 def station_usable(operator: Operator, station_id: str, active: bool) -> bool:
     """Whether the operator may (re)dispatch or send an order to the station: an active one
     in their scope. Outside it the station is as unknown to them as a missing one."""
     return active and operator.covers(station_id)
+
+
+def may_manage_deployment(operator: Operator) -> Operator:
+    """Integrations serve the whole deployment: only an operator bound to no stations may
+    see or manage them."""
+    if operator.stations is not None:
+        raise Forbidden("integrations belong to the whole deployment, not to your stations")
+    return operator
 
 
 def may_act(operator: Operator) -> Operator:

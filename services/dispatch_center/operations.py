@@ -11,16 +11,18 @@ from typing import Any
 from services.dispatch_center import admin, domain, store
 from services.dispatch_center.domain import (
     Community,
+    Named,
     Operator,
     Order,
     OrderFilter,
+    Scope,
     Station,
     TimelineEntry,
 )
 from services.dispatch_center.settings import CenterSettings
 from shared.db import Connection, Pool
 from shared.domain import Category
-from shared.errors import Conflict, InvalidField, NotFound
+from shared.errors import Conflict, NotFound
 from shared.paging import decode_cursor, encode_cursor
 
 
@@ -87,10 +89,15 @@ async def list_stations(pool: Pool, operator: Operator) -> list[Station]:
 
 
 async def put_station(pool: Pool, operator: Operator, station: Station, reason: str) -> Station:
-    """Create or change a station; a scoped operator only theirs (404 for any other)."""
+    """Create or change a station; a scoped operator only theirs (404 for any other), and only
+    in a township their stations serve (422 on ``township_code``)."""
     if not operator.covers(station.id):
         raise NotFound("no such station")
     async with pool.acquire() as conn, conn.transaction():
+        scope = await store.scope_of(conn, operator)
+        await _check_named(
+            conn, scope, Named(("body", "township_code"), township=station.township_code)
+        )
         await store.upsert_station(
             conn, station.id, station.name, station.township_code, station.active
         )
@@ -110,20 +117,10 @@ async def list_integrations(pool: Pool) -> list[dict[str, Any]]:
     return await store.integrations(pool)
 
 
-async def _unknown(conn: Connection, operator: Operator, station_ids: list[str]) -> list[str]:
-    """The stations named that do not exist or are outside the operator's scope."""
-    return domain.unknown_to(operator, station_ids, await store.unknown_stations(conn, station_ids))
-
-
-async def _known_station(conn: Connection, operator: Operator, station_id: str | None) -> None:
-    if station_id is not None and await _unknown(conn, operator, [station_id]):
-        raise InvalidField(
-            ("body", "station_id"), "no station with this id", type="unknown_station"
-        )
-
-
-async def _township_in_scope(conn: Connection, operator: Operator, township_code: str) -> bool:
-    return await store.township_served(conn, township_code, operator.stations)
+async def _check_named(conn: Connection, scope: Scope, *named: Named) -> None:
+    """Every value the request names is in the operator's scope (:func:`domain.check_named`)."""
+    stations = sorted({s for n in named for s in n.stations})
+    domain.check_named(scope, await store.unknown_stations(conn, stations), named)
 
 
 async def put_community(
@@ -134,20 +131,17 @@ async def put_community(
     only with their stations."""
     community.check()
     async with pool.acquire() as conn:
+        scope = await store.scope_of(conn, operator)
         was = await store.community_township(conn, community.code)
-        if was is not None and not await _township_in_scope(conn, operator, was):
+        if was is not None and not scope.has_township(was):
             raise NotFound("no such community")
-        if not await _township_in_scope(conn, operator, community.township_code):
-            raise InvalidField(
-                ("body", "township_code"),
-                "none of your stations serves this township",
-                type="out_of_scope",
-            )
-        await _known_station(conn, operator, community.station_id)
-        if unknown := await _unknown(conn, operator, community.fallbacks):
-            raise InvalidField(
-                ("body", "fallbacks"), f"unknown stations: {unknown}", type="unknown_station"
-            )
+        await _check_named(
+            conn,
+            scope,
+            Named(("body", "township_code"), township=community.township_code),
+            Named.station(("body", "station_id"), community.station_id),
+            Named(("body", "fallbacks"), stations=tuple(community.fallbacks)),
+        )
         async with conn.transaction():
             c = community
             await store.upsert_community(
@@ -169,9 +163,10 @@ async def put_override(
     """Set or clear a township's station for a category; a scoped operator only in a township
     their stations serve (404 elsewhere) and only with their stations."""
     async with pool.acquire() as conn:
-        if not await _township_in_scope(conn, operator, township_code):
+        scope = await store.scope_of(conn, operator)
+        if not scope.has_township(township_code):
             raise NotFound("no such township")
-        await _known_station(conn, operator, station_id)
+        await _check_named(conn, scope, Named.station(("body", "station_id"), station_id))
         async with conn.transaction():
             await store.set_override(conn, township_code, category, station_id)
             await store.record_action(
@@ -211,6 +206,21 @@ async def create_integration(
     except admin.AlreadyExists:
         raise Conflict("an integration with this name exists") from None
     return created
+
+
+async def list_operators(pool: Pool) -> list[dict[str, Any]]:
+    return await store.operators(pool)
+
+
+async def revoke_operator(pool: Pool, operator: Operator, operator_id: str, reason: str) -> None:
+    """Revoke an operator's token: their next request is 401. Not one's own (someone must be
+    left to manage the deployment)."""
+    if operator_id == operator.id:
+        raise Conflict("you cannot revoke yourself")
+    async with pool.acquire() as conn, conn.transaction():
+        if not await store.revoke_operator(conn, operator_id):
+            raise NotFound("no such active operator")
+        await store.record_action(conn, operator.id, "operator.revoke", operator_id, reason)
 
 
 async def revoke_integration(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter as Tally
+from collections.abc import Mapping
 from dataclasses import fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -28,6 +29,7 @@ from services.dispatch_center.domain import (
     Operator,
     Order,
     OrderFilter,
+    Scope,
     Station,
     StatusChange,
     TimelineEntry,
@@ -35,6 +37,7 @@ from services.dispatch_center.domain import (
     distinct_stations,
 )
 from shared import outbox, topics
+from shared.credentials import CredentialTable
 from shared.db import Connection, Pool
 from shared.domain import (
     BeneficiaryGroup,
@@ -351,24 +354,22 @@ async def station_active(conn: Connection, station_id: str) -> bool:
     return bool(await conn.fetchval("SELECT active FROM stations WHERE id = $1", station_id))
 
 
-async def township_served(
-    conn: Connection, township_code: str, scope: tuple[str, ...] | None
-) -> bool:
-    """Whether a station of the operator's ``scope`` serves the township (always, unscoped)."""
-    served = await conn.fetchval(
-        f"SELECT {township_in_scope('$2', '$1::text')}",
-        township_code,
-        _scope(scope),
-    )
-    return bool(served)
-
-
 async def community_township(conn: Connection, code: str) -> str | None:
     """The community's township; None: no such community yet."""
     township: str | None = await conn.fetchval(
         "SELECT township_code FROM communities WHERE code = $1", code
     )
     return township
+
+
+async def scope_of(conn: Connection, operator: Operator) -> Scope:
+    """The operator's scope as it stands: their stations and the townships those serve."""
+    if operator.stations is None:
+        return Scope(None, None)
+    rows = await conn.fetch(
+        "SELECT DISTINCT township_code FROM stations WHERE id = ANY($1)", list(operator.stations)
+    )
+    return Scope(frozenset(operator.stations), frozenset(r["township_code"] for r in rows))
 
 
 async def unknown_stations(conn: Connection, station_ids: list[str]) -> list[str]:
@@ -416,6 +417,13 @@ async def integrations(pool: Pool) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         "SELECT id, name, rate_limit_per_minute, created_at, revoked_at FROM integrations"
         " ORDER BY id"
+    )
+    return [dict(r) for r in rows]
+
+
+async def operators(pool: Pool) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT id, name, role, stations, created_at, revoked_at FROM operators ORDER BY id"
     )
     return [dict(r) for r in rows]
 
@@ -521,17 +529,19 @@ async def put_integration(
     secret_encrypted: str,
     *,
     reissue: bool,
+    expires_at: datetime | None = None,
 ) -> bool:
     """Insert the integration (or with ``reissue`` replace its key and secret); False when it
     exists and ``reissue`` is not set, or its name is taken."""
     try:
         written = await conn.fetchval(
-            """INSERT INTO integrations
-                   (id, name, key_hash, rate_limit_per_minute, callback_secret_encrypted)
-               VALUES ($1, $2, $3, $4, $5)
+            """INSERT INTO integrations (id, name, key_hash, rate_limit_per_minute,
+                   callback_secret_encrypted, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $7)
                ON CONFLICT (id) DO UPDATE SET key_hash = EXCLUDED.key_hash,
                    callback_secret_encrypted = EXCLUDED.callback_secret_encrypted,
-                   callback_secret_cleartext = NULL, revoked_at = NULL
+                   callback_secret_cleartext = NULL, revoked_at = NULL,
+                   expires_at = EXCLUDED.expires_at, previous_hash = NULL
                WHERE $6
                RETURNING id""",
             integration_id,
@@ -540,6 +550,7 @@ async def put_integration(
             rate_limit_per_minute,
             secret_encrypted,
             reissue,
+            expires_at,
         )
     except asyncpg.UniqueViolationError:
         return False
@@ -554,6 +565,14 @@ async def revoke_integration(conn: Connection, integration_id: str) -> bool:
     return bool(status == "UPDATE 1")
 
 
+async def revoke_operator(conn: Connection, operator_id: str) -> bool:
+    status = await conn.execute(
+        "UPDATE operators SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+        operator_id,
+    )
+    return bool(status == "UPDATE 1")
+
+
 async def put_operator(
     conn: Connection,
     operator_id: str,
@@ -563,13 +582,15 @@ async def put_operator(
     stations: tuple[str, ...] | None,
     *,
     reissue: bool,
+    expires_at: datetime | None = None,
 ) -> bool:
     """A new operator; with ``reissue`` an existing one gets the new token and scope."""
     written = await conn.fetchval(
-        """INSERT INTO operators (id, name, role, token_hash, stations)
-           VALUES ($1, $2, $3, $4, $6)
+        """INSERT INTO operators (id, name, role, token_hash, stations, expires_at)
+           VALUES ($1, $2, $3, $4, $6, $7)
            ON CONFLICT (id) DO UPDATE
-           SET token_hash = EXCLUDED.token_hash, stations = EXCLUDED.stations, revoked_at = NULL
+           SET token_hash = EXCLUDED.token_hash, stations = EXCLUDED.stations, revoked_at = NULL,
+               expires_at = EXCLUDED.expires_at, previous_hash = NULL
            WHERE $5
            RETURNING id""",
         operator_id,
@@ -578,18 +599,33 @@ async def put_operator(
         token_hash,
         reissue,
         _scope(stations),
+        expires_at,
     )
     return written is not None
 
 
+async def rotate_credential(
+    conn: Connection,
+    table: CredentialTable,
+    credential_id: str,
+    new_hash: str,
+    overlap: timedelta,
+    expires_at: datetime | None,
+) -> bool:
+    """An operator's token or an integration's key replaced (the old one working for the
+    ``overlap``); False when there is no such active one."""
+    status = await conn.execute(table.rotation(), credential_id, new_hash, overlap, expires_at)
+    return bool(status == "UPDATE 1")
+
+
 # --- callers -------------------------------------------------------------------------------
 
-OPERATOR_BY_HASH = (
-    "SELECT id, name, role, stations FROM operators WHERE token_hash = $1 AND revoked_at IS NULL"
-)
+OPERATORS = CredentialTable("operators")
+OPERATOR_COLUMNS = "id, name, role, stations"
+INTEGRATIONS = CredentialTable("integrations", hash_column="key_hash", scheme="ApiKey")
 
 
-def operator_of(row: asyncpg.Record) -> Operator:
+def operator_of(row: Mapping[str, Any]) -> Operator:
     stations = row["stations"]
     return Operator(
         id=row["id"],
@@ -601,27 +637,28 @@ def operator_of(row: asyncpg.Record) -> Operator:
 
 async def count_request(
     pool: Pool, key_hash: str, window: datetime
-) -> tuple[Integration, int | None, int] | None:
-    """The integration with this key, its own rate limit, and its requests in ``window``
-    with this one counted; None (and nothing counted) for an unknown or revoked key."""
-    row = await pool.fetchrow(
-        """WITH integration AS (
-               SELECT id, name, rate_limit_per_minute FROM integrations
-               WHERE key_hash = $1 AND revoked_at IS NULL),
+) -> tuple[Integration, int | None, int, dict[str, Any]] | None:
+    """The integration with this key (or its previous key, within a rotation's overlap), its
+    own rate limit, its requests in ``window`` with this one counted, and its credential row
+    (for :func:`shared.credentials.accepted`); None (and nothing counted) for an unknown or
+    revoked key."""
+    found = await pool.fetchrow(
+        f"""WITH integration AS ({INTEGRATIONS.lookup("id, name, rate_limit_per_minute")}),
            counted AS (
                INSERT INTO rate_limit_windows (integration_id, window_start, requests)
                SELECT id, $2, 1 FROM integration
                ON CONFLICT (integration_id, window_start)
                DO UPDATE SET requests = rate_limit_windows.requests + 1
                RETURNING requests)
-           SELECT id, name, rate_limit_per_minute, requests FROM integration, counted""",
+           SELECT integration.*, requests FROM integration, counted""",  # noqa: S608
         key_hash,
         window,
     )
-    if row is None:
+    if found is None:
         return None
+    row = dict(found)
     integration = Integration(id=row["id"], name=row["name"])
-    return integration, row["rate_limit_per_minute"], row["requests"]
+    return integration, row["rate_limit_per_minute"], row["requests"], row
 
 
 async def forget_old_rate_windows(pool: Pool) -> None:

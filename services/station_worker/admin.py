@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from services.station_worker import store
 from services.station_worker.domain import Role
@@ -37,21 +38,31 @@ async def create_staff(
     staff_id: str,
     *,
     reissue: bool = False,
+    expires_at: datetime | None = None,
 ) -> str:
     """Create a staff member (or, with ``reissue``, give an existing active one a new token,
-    keeping their role and station); return the bearer token, shown only now."""
+    keeping their role and station); return the bearer token, shown only now. It works until
+    ``expires_at`` (None: until revoked)."""
     token = new_token("swds")
-    if await store.insert_staff(conn, staff_id, name, station_id, role, token_hash(token)):
+    hashed = token_hash(token)
+    if await store.insert_staff(conn, staff_id, name, station_id, role, hashed, expires_at):
         return token
     if reissue:
-        return await reissue_staff_token(conn, staff_id)
+        return await reissue_staff_token(conn, staff_id, expires_at=expires_at)
     raise AlreadyExists(f"staff {staff_id} exists")
 
 
-async def reissue_staff_token(conn: Connection, staff_id: str) -> str:
-    """A new token for an active staff member; the old one stops working."""
+async def reissue_staff_token(
+    conn: Connection,
+    staff_id: str,
+    *,
+    overlap: timedelta = timedelta(0),
+    expires_at: datetime | None = None,
+) -> str:
+    """A new token for an active staff member, working until ``expires_at``; the old one
+    stops working after ``overlap`` (at once without one)."""
     token = new_token("swds")
-    if not await store.set_staff_token(conn, staff_id, token_hash(token)):
+    if not await store.set_staff_token(conn, staff_id, token_hash(token), overlap, expires_at):
         raise NoSuchStaff(f"no active staff member {staff_id}")
     return token
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from shared.cli import command
+from shared.cli import command, credential_lifetime, credential_overlap, expires_at, overlap
 from shared.db import Connection, in_schema
 
 T = TypeVar("T")
@@ -23,7 +23,11 @@ def _create_staff(args: argparse.Namespace) -> None:
 
     staff_id = args.id or new_staff_id()
     try:
-        token = _in_station(lambda c: create_staff(c, args.station, args.role, args.name, staff_id))
+        token = _in_station(
+            lambda c: create_staff(
+                c, args.station, args.role, args.name, staff_id, expires_at=expires_at(args)
+            )
+        )
     except AlreadyExists:
         sys.exit(f"staff {staff_id} already exists: nothing changed (see `staff reissue-token`)")
     print(f"staff {staff_id}\nBearer token: {token}\n(shown once; store it now)")
@@ -33,10 +37,19 @@ def _reissue_token(args: argparse.Namespace) -> None:
     from services.station_worker.admin import NoSuchStaff, reissue_staff_token
 
     try:
-        token = _in_station(lambda c: reissue_staff_token(c, args.id))
+        token = _in_station(
+            lambda c: reissue_staff_token(
+                c, args.id, overlap=overlap(args), expires_at=expires_at(args)
+            )
+        )
     except NoSuchStaff as e:
         sys.exit(str(e))
-    print(f"staff {args.id}\nBearer token: {token}\n(shown once; the old token no longer works)")
+    old = (
+        f"the old token works for {args.overlap_hours:g} h more"
+        if args.overlap_hours
+        else "the old token no longer works"
+    )
+    print(f"staff {args.id}\nBearer token: {token}\n(shown once; {old})")
 
 
 def _revoke(args: argparse.Namespace) -> None:
@@ -56,9 +69,12 @@ def add_commands(sub: Any) -> None:
     create.add_argument("--role", required=True, choices=["station_manager", "social_worker"])
     create.add_argument("--name", required=True)
     create.add_argument("--id", help="the staff id (default: generated); an existing id is refused")
+    credential_lifetime(create)
     reissue = command(
         staff, "reissue-token", _reissue_token, "a new token for a staff member (role unchanged)"
     )
     reissue.add_argument("--id", required=True)
+    credential_lifetime(reissue)
+    credential_overlap(reissue)
     revoke = command(staff, "revoke", _revoke, "revoke a staff member's token")
     revoke.add_argument("--id", required=True)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -18,6 +19,7 @@ from services.station_worker.domain import (
     Worker,
     kept_statuses,
 )
+from shared.credentials import CredentialTable
 from shared.db import Connection, Pool
 from shared.domain import Category, OrderStatus
 from shared.events import OrderDispatched
@@ -25,21 +27,22 @@ from shared.sql import Params
 
 # ------------------------------------------------------------------------------------- staff
 
-STAFF_LOOKUP = (
-    "SELECT id, name, station_id, role, token_hash FROM staff"
-    " WHERE token_hash = $1 AND revoked_at IS NULL"
-)
+STAFF = CredentialTable("staff")
+STAFF_COLUMNS = "id, name, station_id, role, token_hash"
 
 
-def staff_member(row: asyncpg.Record) -> StaffMember:
-    return StaffMember(**dict(row))
+def staff_member(row: Mapping[str, Any]) -> StaffMember:
+    return StaffMember(**row)
 
 
 async def still_valid(pool: Pool, staff: StaffMember) -> bool:
-    """Whether the token ``staff`` signed in with still works (not revoked, not re-issued)."""
+    """Whether the token ``staff`` signed in with still works (not revoked, not expired, not
+    re-issued, or re-issued with an overlap not yet over)."""
     return bool(
         await pool.fetchval(
-            "SELECT true FROM staff WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL",
+            """SELECT true FROM staff WHERE id = $1 AND revoked_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > now())
+                   AND (token_hash = $2 OR (previous_hash = $2 AND previous_expires_at > now()))""",
             staff.id,
             staff.token_hash,
         )
@@ -47,29 +50,38 @@ async def still_valid(pool: Pool, staff: StaffMember) -> bool:
 
 
 async def insert_staff(
-    conn: Connection, staff_id: str, name: str, station_id: str, role: Role, token_hash: str
+    conn: Connection,
+    staff_id: str,
+    name: str,
+    station_id: str,
+    role: Role,
+    token_hash: str,
+    expires_at: datetime | None = None,
 ) -> bool:
     """False when the id is taken (nothing changes then)."""
     return bool(
         await conn.fetchval(
-            """INSERT INTO staff (id, name, station_id, role, token_hash)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING true""",
+            """INSERT INTO staff (id, name, station_id, role, token_hash, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING true""",
             staff_id,
             name,
             station_id,
             role,
             token_hash,
+            expires_at,
         )
     )
 
 
-async def set_staff_token(conn: Connection, staff_id: str, token_hash: str) -> bool:
+async def set_staff_token(
+    conn: Connection,
+    staff_id: str,
+    token_hash: str,
+    overlap: timedelta = timedelta(0),
+    expires_at: datetime | None = None,
+) -> bool:
     """False when there is no active staff member ``staff_id``."""
-    status = await conn.execute(
-        "UPDATE staff SET token_hash = $2 WHERE id = $1 AND revoked_at IS NULL",
-        staff_id,
-        token_hash,
-    )
+    status = await conn.execute(STAFF.rotation(), staff_id, token_hash, overlap, expires_at)
     return bool(status == "UPDATE 1")
 
 

@@ -8,13 +8,13 @@ from fastapi import Depends
 
 from services.audit.domain import Reader
 from services.audit.settings import AuditSettings
-from services.audit.store import ACTIVE_READER
+from services.audit.store import READER_COLUMNS, READERS
 from shared.bearer import bearer_principal
 from shared.errors import Forbidden
 from shared.runtime import Runtime, current_runtime
 
 current_reader = bearer_principal(
-    ACTIVE_READER, lambda row: Reader(**dict(row) | {"stations": tuple(row["stations"])})
+    READERS, READER_COLUMNS, lambda row: Reader(**row | {"stations": tuple(row["stations"])})
 )
 CurrentReader = Annotated[Reader, Depends(current_reader)]
 

@@ -18,6 +18,7 @@ from services.dispatch_center.domain import Integration, Operator
 from services.dispatch_center.settings import CenterSettings
 from shared.auth import token_hash
 from shared.bearer import bearer_principal
+from shared.credentials import accepted
 from shared.errors import TooManyRequests, Unauthorized
 from shared.runtime import Runtime, current_runtime
 
@@ -36,7 +37,8 @@ async def current_integration(
     counted = await store.count_request(runtime.pool, token_hash(key), window)
     if counted is None:
         raise Unauthorized("invalid X-API-Key", scheme="ApiKey")
-    integration, own_limit, requests = counted
+    integration, own_limit, requests, credential = counted
+    await accepted(runtime.pool, store.INTEGRATIONS, credential, now)
     limit = domain.over_rate_limit(requests, own_limit, runtime.settings.rate_limit_per_minute)
     if limit is not None:
         retry_after = max(1, math.ceil(60 - (now - window).total_seconds()))
@@ -46,7 +48,7 @@ async def current_integration(
     return integration
 
 
-current_operator = bearer_principal(store.OPERATOR_BY_HASH, store.operator_of)
+current_operator = bearer_principal(store.OPERATORS, store.OPERATOR_COLUMNS, store.operator_of)
 
 
 async def acting_operator(operator: Annotated[Operator, Depends(current_operator)]) -> Operator:
@@ -54,6 +56,21 @@ async def acting_operator(operator: Annotated[Operator, Depends(current_operator
     return domain.may_act(operator)
 
 
+async def deployment_operator(
+    operator: Annotated[Operator, Depends(current_operator)],
+) -> Operator:
+    """An operator bound to no stations: the whole deployment's (its integrations)."""
+    return domain.may_manage_deployment(operator)
+
+
+async def deployment_acting_operator(
+    operator: Annotated[Operator, Depends(acting_operator)],
+) -> Operator:
+    return domain.may_manage_deployment(operator)
+
+
 CurrentIntegration = Annotated[Integration, Depends(current_integration)]
 CurrentOperator = Annotated[Operator, Depends(current_operator)]
 ActingOperator = Annotated[Operator, Depends(acting_operator)]
+DeploymentOperator = Annotated[Operator, Depends(deployment_operator)]
+DeploymentActingOperator = Annotated[Operator, Depends(deployment_acting_operator)]

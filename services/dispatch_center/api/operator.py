@@ -10,7 +10,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from services.dispatch_center import domain, feedback, operations
-from services.dispatch_center.api.deps import ActingOperator, CenterRuntime, CurrentOperator
+from services.dispatch_center.api.deps import (
+    ActingOperator,
+    CenterRuntime,
+    CurrentOperator,
+    DeploymentActingOperator,
+    DeploymentOperator,
+)
 from services.dispatch_center.api.schemas import (
     CommunityBody,
     CommunityView,
@@ -19,6 +25,7 @@ from services.dispatch_center.api.schemas import (
     IntegrationCreated,
     IntegrationView,
     OperatorTimelineEntry,
+    OperatorView,
     OrderDetail,
     OrderPage,
     OrderSummary,
@@ -213,14 +220,29 @@ async def put_override(
     return OverrideView(township_code=township_code, category=category, station_id=body.station_id)
 
 
+@router.get("/operators", response_model=list[OperatorView])
+async def list_operators(_: DeploymentOperator, pool: PoolDep) -> list[OperatorView]:
+    """Every operator and viewer, revoked ones too: for operators bound to no stations."""
+    return [OperatorView(**o) for o in await operations.list_operators(pool)]
+
+
+@router.post("/operators/{operator_id}/revoke", status_code=204, responses={404: {}, 409: {}})
+async def revoke_operator(
+    operator_id: CodePath, body: ReasonBody, operator: DeploymentActingOperator, pool: PoolDep
+) -> None:
+    """Revoke an operator or viewer: their next request is 401 (not one's own: 409)."""
+    await operations.revoke_operator(pool, operator, operator_id, body.reason)
+
+
 @router.get("/integrations", response_model=list[IntegrationView])
-async def list_integrations(_: CurrentOperator, pool: PoolDep) -> list[IntegrationView]:
+async def list_integrations(_: DeploymentOperator, pool: PoolDep) -> list[IntegrationView]:
+    """The deployment's integrations: for operators bound to no stations (403 otherwise)."""
     return [IntegrationView(**i) for i in await operations.list_integrations(pool)]
 
 
 @router.post("/integrations", status_code=201, response_model=IntegrationCreated)
 async def create_integration(
-    body: IntegrationBody, operator: ActingOperator, runtime: CenterRuntime
+    body: IntegrationBody, operator: DeploymentActingOperator, runtime: CenterRuntime
 ) -> IntegrationCreated:
     created = await operations.create_integration(
         runtime.pool,
@@ -237,6 +259,6 @@ async def create_integration(
 
 @router.post("/integrations/{integration_id}/revoke", status_code=204, responses={404: {}})
 async def revoke_integration(
-    integration_id: CodePath, body: ReasonBody, operator: ActingOperator, pool: PoolDep
+    integration_id: CodePath, body: ReasonBody, operator: DeploymentActingOperator, pool: PoolDep
 ) -> None:
     await operations.revoke_integration(pool, operator, integration_id, body.reason)

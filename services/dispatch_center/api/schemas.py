@@ -248,6 +248,15 @@ class IntegrationCreated(BaseModel):
     callback_secret: str = Field(description="verifies status callbacks; shown only now")
 
 
+class OperatorView(BaseModel):
+    id: str
+    name: str
+    role: str
+    stations: list[str] | None = Field(description="the operator's scope; null: every station")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 class IntegrationView(BaseModel):
     id: str
     name: str

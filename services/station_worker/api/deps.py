@@ -20,7 +20,7 @@ from shared.runtime import PoolDep, Runtime, current_runtime
 
 StationRuntime = Annotated[Runtime[StationSettings], Depends(current_runtime)]
 CurrentStaff = Annotated[
-    StaffMember, Depends(bearer_principal(store.STAFF_LOOKUP, store.staff_member))
+    StaffMember, Depends(bearer_principal(store.STAFF, store.STAFF_COLUMNS, store.staff_member))
 ]
 
 

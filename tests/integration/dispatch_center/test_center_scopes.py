@@ -453,3 +453,100 @@ async def test_a_scoped_viewer_reads_their_county_only_and_may_not_act(
     for order_id in (a_routed, b_routed, str(uuid.uuid4())):
         resp = await http.post(f"{center}/{order_id}/cancel", json={"reason": "r"}, headers=viewer)
         assert resp.status_code == 403, resp.text
+
+
+async def test_a_scoped_operator_cannot_widen_their_county(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, counties: dict[str, str]
+) -> None:
+    # Moving its own station into county B's township would make B's communities its own.
+    base = f"{_center(stack)}/v1/operator"
+    moved = await http.put(
+        f"{base}/stations/st-scope-a1",
+        json={"name": "A1", "township_code": B_TOWNSHIP, "active": True, "reason": "r"},
+        headers=counties,
+    )
+    assert moved.status_code == 422, moved.text
+    assert [(e["loc"], e["type"]) for e in moved.json()["errors"]] == [
+        (["body", "township_code"], "out_of_scope")
+    ]
+    township = "SELECT township_code FROM dispatch_center.stations WHERE id = 'st-scope-a1'"
+    assert await db.fetchval(township) == A_TOWNSHIP
+    coverage = (await http.get(f"{base}/coverage", headers=counties)).json()
+    assert {c["township_code"] for c in coverage["communities"]} == {A_TOWNSHIP}
+    b_community = await http.put(
+        f"{base}/communities/SCOPE-B-ONE",
+        json={
+            "name": "c",
+            "township_code": B_TOWNSHIP,
+            "station_id": "st-scope-a1",
+            "fallbacks": [],
+            "reason": "r",
+        },
+        headers=counties,
+    )
+    assert b_community.status_code == 404, b_community.text
+    routed = "SELECT station_id FROM dispatch_center.coverage WHERE community_code = 'SCOPE-B-ONE'"
+    assert await db.fetchval(routed) == B_STATION
+
+    # Integrations serve the whole deployment: not a county operator's to see or change.
+    integrations = f"{base}/integrations"
+    assert (await http.get(integrations, headers=counties)).status_code == 403
+    created = await http.post(
+        integrations,
+        json={"name": f"county-{uuid.uuid4().hex[:6]}", "reason": "r"},
+        headers=counties,
+    )
+    assert created.status_code == 403, created.text
+    revoked = await http.post(
+        f"{integrations}/{stack.credentials['integration']['id']}/revoke",
+        json={"reason": "r"},
+        headers=counties,
+    )
+    assert revoked.status_code == 403, revoked.text
+    assert (await http.get(integrations, headers=operator_headers(stack))).status_code == 200
+
+
+async def test_operators_are_revoked_by_the_deployments_operator_or_the_command_line(
+    stack: RunningStack, http: httpx.AsyncClient, db: asyncpg.Pool, counties: dict[str, str]
+) -> None:
+    base = f"{_center(stack)}/v1/operator"
+    admin = operator_headers(stack)
+    name = f"county-a-revoked-{uuid.uuid4().hex[:6]}"
+    doomed = _bearer(_create_operator(stack, name, "--stations=st-scope-a1"))
+    assert (await http.get(f"{base}/orders", headers=doomed)).status_code == 200
+    listed = {o["id"]: o for o in (await http.get(f"{base}/operators", headers=admin)).json()}
+    assert (listed[name]["stations"], listed[name]["revoked_at"]) == (["st-scope-a1"], None)
+
+    # A county's operator may not revoke anyone, not even within the county.
+    by_county = await http.post(
+        f"{base}/operators/{name}/revoke", json={"reason": "r"}, headers=counties
+    )
+    assert by_county.status_code == 403, by_county.text
+    assert (await http.get(f"{base}/operators", headers=counties)).status_code == 403
+
+    revoked = await http.post(
+        f"{base}/operators/{name}/revoke", json={"reason": "left the office"}, headers=admin
+    )
+    assert revoked.status_code == 204, revoked.text
+    assert (await http.get(f"{base}/orders", headers=doomed)).status_code == 401
+    again = await http.post(f"{base}/operators/{name}/revoke", json={"reason": "r"}, headers=admin)
+    assert again.status_code == 404, again.text
+    action = await db.fetchrow(
+        "SELECT actor, reason FROM dispatch_center.admin_actions"
+        " WHERE action = 'operator.revoke' AND subject = $1",
+        name,
+    )
+    assert action is not None
+    assert action["reason"] == "left the office"
+
+    by_cli = f"county-a-cli-{uuid.uuid4().hex[:6]}"
+    cli_doomed = _bearer(_create_operator(stack, by_cli, "--stations=st-scope-a1"))
+    done = subprocess.run(
+        [sys.executable, "-m", "swdispatch", "operators", "revoke", by_cli, "--reason", "r"],
+        env={**os.environ, "SWD_DATABASE_URL": stack.database_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (await http.get(f"{base}/orders", headers=cli_doomed)).status_code == 401

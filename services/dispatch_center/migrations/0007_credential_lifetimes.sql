@@ -1,0 +1,12 @@
+-- Every credential can expire, records its last use (at most once a minute), and after a
+-- rotation keeps its previous hash working until previous_expires_at (shared/credentials.py).
+ALTER TABLE operators
+    ADD COLUMN expires_at timestamptz,
+    ADD COLUMN last_used_at timestamptz,
+    ADD COLUMN previous_hash text UNIQUE,
+    ADD COLUMN previous_expires_at timestamptz;
+ALTER TABLE integrations
+    ADD COLUMN expires_at timestamptz,
+    ADD COLUMN last_used_at timestamptz,
+    ADD COLUMN previous_hash text UNIQUE,
+    ADD COLUMN previous_expires_at timestamptz;

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared import outbox
 from shared.db import Connection, Pool
 from shared.errors import Unauthorized
+from shared.events import DEPLOYMENT_ID, Actor, CredentialChanged, new_event
 
 # The last use is written at most this often per credential (not a write per request).
 LAST_USE_RESOLUTION = timedelta(minutes=1)
@@ -44,7 +46,14 @@ class CredentialTable:
             f" previous_hash = CASE WHEN $3::interval > interval '0' THEN {self.hash_column} END,"
             " previous_expires_at = CASE WHEN $3::interval > interval '0' THEN now() + $3 END,"
             f" {self.hash_column} = $2, expires_at = $4"
-            " WHERE id = $1 AND revoked_at IS NULL"
+            " WHERE id = $1 AND revoked_at IS NULL RETURNING *"
+        )
+
+    def revocation(self) -> str:
+        """SQL: revoke the unrevoked row ``$1``."""
+        return (
+            f"UPDATE {self.table} SET revoked_at = now()"  # noqa: S608
+            " WHERE id = $1 AND revoked_at IS NULL RETURNING *"
         )
 
 
@@ -78,3 +87,15 @@ async def accepted(
 def expiry(now: datetime, lifetime_days: float | None) -> datetime | None:
     """When a credential made now expires: after the lifetime; None without one."""
     return None if lifetime_days is None else now + timedelta(days=lifetime_days)
+
+
+# Who changes a credential on the command line (the machine's administrator).
+COMMAND_LINE = Actor(kind="system", id="command-line")
+
+
+async def record_change(
+    conn: Connection, topic: str, payload: CredentialChanged, by: Actor
+) -> None:
+    """The change as an event of the deployment's chain in the audit trail, through the
+    service's outbox, in the transaction that makes it."""
+    await outbox.add(conn, topic, new_event(payload, order_id=DEPLOYMENT_ID, actor=by))

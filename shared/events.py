@@ -302,6 +302,43 @@ class OrderFollowedUp(WorkerEvent):
     )
 
 
+# The deployment's own chain in the audit trail, in place of an order: who made, rotated or
+# revoked which credential, when, with which scope.
+DEPLOYMENT_ID = uuid.UUID(int=0)
+
+
+class CredentialChanged(EventPayload):
+    """A credential made, rotated or revoked (its order_id: ``DEPLOYMENT_ID``); the actor is
+    who did it. Never the secret itself."""
+
+    credential_id: str
+    change: Literal["created", "rotated", "revoked"]
+    role: str | None = None
+    stations: list[str] | None = Field(
+        default=None, description="its scope; null: every station (an integration: none)"
+    )
+    expires_at: AwareDatetime | None = None
+    previous_works_until: AwareDatetime | None = Field(
+        default=None, description="after a rotation with an overlap: the old one works until"
+    )
+
+
+class IntegrationKeyChanged(CredentialChanged):
+    event_type = "integration.key_changed"
+
+
+class OperatorTokenChanged(CredentialChanged):
+    event_type = "operator.token_changed"
+
+
+class StaffTokenChanged(CredentialChanged):
+    event_type = "staff.token_changed"
+
+
+class ReaderTokenChanged(CredentialChanged):
+    event_type = "reader.token_changed"
+
+
 # Which topic carries which events (documented by ``swdispatch asyncapi``).
 PUBLISHED_ON: dict[str, tuple[type[EventPayload], ...]] = {
     topics.CENTER_EVENTS: (
@@ -315,6 +352,8 @@ PUBLISHED_ON: dict[str, tuple[type[EventPayload], ...]] = {
         OrderSentBack,
         OrderSupervisionOpened,
         OrderClosed,
+        IntegrationKeyChanged,
+        OperatorTokenChanged,
     ),
     topics.STATION_EVENTS: (
         OrderReceived,
@@ -324,7 +363,9 @@ PUBLISHED_ON: dict[str, tuple[type[EventPayload], ...]] = {
         OrderStarted,
         OrderCompleted,
         OrderFollowedUp,
+        StaffTokenChanged,
     ),
+    topics.AUDIT_EVENTS: (ReaderTokenChanged,),
 }
 PAYLOAD_TYPES: dict[tuple[str, int], type[EventPayload]] = {
     (cls.event_type, cls.schema_version): cls

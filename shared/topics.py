@@ -5,8 +5,10 @@ from __future__ import annotations
 
 CENTER_EVENTS = "swd.center.order-events"
 STATION_EVENTS = "swd.station.order-events"
+# The audit's own: its readers' credentials (the deployment's chain of the trail).
+AUDIT_EVENTS = "swd.audit.events"
 
-ALL = (CENTER_EVENTS, STATION_EVENTS)
+ALL = (CENTER_EVENTS, STATION_EVENTS, AUDIT_EVENTS)
 
 # What each service's consumer group reads. The audit reads both topics in one group: the topics
 # have the same partition count and key, so one order's center and station events land in the
@@ -14,7 +16,7 @@ ALL = (CENTER_EVENTS, STATION_EVENTS)
 READ_BY = {
     "dispatch_center": (STATION_EVENTS,),
     "station_worker": (CENTER_EVENTS,),
-    "audit": (CENTER_EVENTS, STATION_EVENTS),
+    "audit": (CENTER_EVENTS, STATION_EVENTS, AUDIT_EVENTS),
 }
 
 

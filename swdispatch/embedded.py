@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import socket
 import stat
 import subprocess
@@ -20,10 +21,28 @@ PG_SYSTEM_USER = "embedded_postgres"
 DATABASE = "swdispatch"
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port for a server to listen on, below the kernel's ephemeral range: a port from
+    that range may be taken by any outgoing connection (the service's own, to PostgreSQL or
+    Kafka) between now and its bind."""
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(10_000, 30_000) if p not in ephemeral]
+    for port in random.sample(candidates, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_for_port(port: int, timeout_s: float) -> None:

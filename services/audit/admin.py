@@ -9,11 +9,15 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from services.audit import store
 from services.audit.domain import ReaderRole
+from shared import topics
 from shared.auth import new_token, token_hash
+from shared.credentials import COMMAND_LINE, record_change
 from shared.db import Connection
+from shared.events import Actor, ReaderTokenChanged
 
 
 class AlreadyExists(Exception):
@@ -43,6 +47,7 @@ async def create_reader(
     stations: Sequence[str] = (),
     reissue: bool = False,
     expires_at: datetime | None = None,
+    by: Actor = COMMAND_LINE,
 ) -> str:
     """Create a reader (or, with ``reissue``, give an existing one a new token); return the
     bearer token, shown only now. A station manager has one ``station_id``, a supervisor
@@ -55,10 +60,41 @@ async def create_reader(
     token, hashed = _new_token()
     reader = (reader_id, name, role, station_id, stations)
     if await store.insert_reader(conn, reader, hashed, expires_at):
+        scope = [station_id] if station_id is not None else list(stations) or None
+        change = ReaderTokenChanged(
+            credential_id=reader_id,
+            change="created",
+            role=role,
+            stations=scope,
+            expires_at=expires_at,
+        )
+        await record_change(conn, topics.AUDIT_EVENTS, change, by)
         return token
     if reissue:
-        return await reissue_reader_token(conn, reader_id, expires_at=expires_at)
+        return await reissue_reader_token(conn, reader_id, expires_at=expires_at, by=by)
     raise AlreadyExists(f"reader {reader_id} exists")
+
+
+async def _recorded(
+    conn: Connection, row: dict[str, Any], change: Literal["rotated", "revoked"], by: Actor
+) -> None:
+    scope = [row["station_id"]] if row["station_id"] else row["stations"] or None
+    payload = ReaderTokenChanged(
+        credential_id=row["id"],
+        change=change,
+        role=row["role"],
+        stations=scope,
+        expires_at=row["expires_at"],
+        previous_works_until=row["previous_expires_at"] if change == "rotated" else None,
+    )
+    await record_change(conn, topics.AUDIT_EVENTS, payload, by)
+
+
+async def revoke_reader(conn: Connection, reader_id: str, by: Actor = COMMAND_LINE) -> bool:
+    row = await store.revoke_reader(conn, reader_id)
+    if row is not None:
+        await _recorded(conn, row, "revoked", by)
+    return row is not None
 
 
 async def reissue_reader_token(
@@ -67,10 +103,13 @@ async def reissue_reader_token(
     *,
     overlap: timedelta = timedelta(0),
     expires_at: datetime | None = None,
+    by: Actor = COMMAND_LINE,
 ) -> str:
     """A new token for an active reader, working until ``expires_at``; the old one stops
     working after ``overlap`` (at once without one)."""
     token, hashed = _new_token()
-    if not await store.replace_reader_token(conn, reader_id, hashed, overlap, expires_at):
+    row = await store.replace_reader_token(conn, reader_id, hashed, overlap, expires_at)
+    if row is None:
         raise NoSuchReader(f"no active reader {reader_id}")
+    await _recorded(conn, row, "rotated", by)
     return token

@@ -148,6 +148,14 @@ def _reissue_reader_token(args: argparse.Namespace) -> None:
     )
 
 
+def _revoke_reader(args: argparse.Namespace) -> None:
+    from services.audit.admin import revoke_reader
+
+    if not asyncio.run(in_schema("audit", lambda c: revoke_reader(c, args.id))):
+        sys.exit(f"no active reader {args.id}")
+    print(f"reader {args.id} revoked")
+
+
 def add_commands(sub: Any) -> None:
     # `swdispatch audit` alone runs the service; these are its administrative actions.
     audit = sub.choices["audit"].add_subparsers(dest="action", title="actions")
@@ -194,3 +202,5 @@ def add_commands(sub: Any) -> None:
     reissue.add_argument("--id", required=True)
     credential_lifetime(reissue)
     credential_overlap(reissue)
+    revoke = command(readers, "revoke", _revoke_reader, "revoke a reader's token")
+    revoke.add_argument("--id", required=True)

@@ -77,10 +77,15 @@ async def replace_reader_token(
     token_hash: str,
     overlap: timedelta = timedelta(0),
     expires_at: datetime | None = None,
-) -> bool:
-    """False when there is no such reader, or their access was revoked."""
-    status = await conn.execute(READERS.rotation(), reader_id, token_hash, overlap, expires_at)
-    return bool(status == "UPDATE 1")
+) -> dict[str, Any] | None:
+    """The reader's row; None when there is no such reader, or their access was revoked."""
+    row = await conn.fetchrow(READERS.rotation(), reader_id, token_hash, overlap, expires_at)
+    return None if row is None else dict(row)
+
+
+async def revoke_reader(conn: Connection, reader_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(READERS.revocation(), reader_id)
+    return None if row is None else dict(row)
 
 
 # -- The trail ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from services.audit import store
 from services.audit.domain import Reader, chain, project, visible_entries
 from shared.db import Connection, Pool
 from shared.errors import NotFound
-from shared.events import Envelope
+from shared.events import DEPLOYMENT_ID, Envelope
 
 
 async def append(conn: Connection, key: bytes, events: Sequence[Envelope[Any]]) -> None:
@@ -29,8 +29,9 @@ async def append(conn: Connection, key: bytes, events: Sequence[Envelope[Any]]) 
 
 async def refresh_orders(conn: Connection, order_ids: Collection[uuid.UUID]) -> None:
     """Recompute the orders' projections from their whole trails and record any breach they
-    show. Call with the orders' trail locks held."""
-    trails = await store.trail_events(conn, order_ids)
+    show (the deployment's own chain, of credentials, is no order). Call with the orders'
+    trail locks held."""
+    trails = await store.trail_events(conn, [o for o in order_ids if o != DEPLOYMENT_ID])
     timelines = {order_id: project(str(order_id), events) for order_id, events in trails.items()}
     await store.save_timelines(conn, timelines)
     now = datetime.now(UTC)
@@ -52,6 +53,11 @@ async def rebuild(pool: Pool) -> int:
             await store.lock_orders(conn, [order_id])
             await refresh_orders(conn, [order_id])
     return len(order_ids)
+
+
+async def credential_changes(pool: Pool) -> list[dict[str, Any]]:
+    """The deployment's own chain: every credential made, rotated or revoked, by whom."""
+    return await store.trail_of(pool, DEPLOYMENT_ID)
 
 
 async def trail_for(pool: Pool, reader: Reader, order_id: uuid.UUID) -> list[dict[str, Any]]:

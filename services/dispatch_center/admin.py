@@ -10,21 +10,28 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from cryptography.fernet import Fernet
 
 from services.dispatch_center import domain, store
 from services.dispatch_center.store import (
     record_action,
-    revoke_integration,
-    revoke_operator,
     set_override,
     upsert_community,
     upsert_station,
 )
+from shared import topics
 from shared.auth import new_token, token_hash
+from shared.credentials import COMMAND_LINE, record_change
 from shared.db import Connection
 from shared.errors import InvalidField
+from shared.events import (
+    Actor,
+    CredentialChanged,
+    IntegrationKeyChanged,
+    OperatorTokenChanged,
+)
 
 __all__ = [
     "AlreadyExists",
@@ -33,10 +40,8 @@ __all__ = [
     "create_integration",
     "create_operator",
     "record_action",
-    "revoke_integration",
-    "revoke_operator",
-    "rotate_integration_key",
-    "rotate_operator_token",
+    "revoke",
+    "rotate",
     "set_override",
     "upsert_community",
     "upsert_station",
@@ -68,6 +73,7 @@ async def create_integration(
     callback_secret_key: str,
     rate_limit_per_minute: int | None = None,
     expires_at: datetime | None = None,
+    by: Actor = COMMAND_LINE,
 ) -> NewIntegration:
     """Create an integration; its key and callback secret are shown only now. The secret is
     stored encrypted with ``callback_secret_key`` (the center's SWD_CALLBACK_SECRET_KEY).
@@ -79,7 +85,7 @@ async def create_integration(
     secret = secrets.token_hex(32)
     integration_id = _id_of(name)
     encrypted = Fernet(callback_secret_key).encrypt(secret.encode()).decode()
-    if not await store.put_integration(
+    inserted = await store.put_integration(
         conn,
         integration_id,
         name,
@@ -88,8 +94,11 @@ async def create_integration(
         encrypted,
         reissue=reissue,
         expires_at=expires_at,
-    ):
+    )
+    if inserted is None:
         raise AlreadyExists(f"integration {integration_id} exists")
+    row = {"id": integration_id, "expires_at": expires_at, "previous_expires_at": None}
+    await _record(conn, "integration", row, "created" if inserted else "rotated", by)
     return NewIntegration(id=integration_id, key=key, callback_secret=secret)
 
 
@@ -101,6 +110,7 @@ async def create_operator(
     stations: Iterable[str] | None = None,
     reissue: bool = False,
     expires_at: datetime | None = None,
+    by: Actor = COMMAND_LINE,
 ) -> tuple[str, str]:
     """Create an operator (or, with ``reissue``, give an existing one a new token and this
     scope); return (id, bearer token). The token is shown only now.
@@ -114,7 +124,7 @@ async def create_operator(
         raise InvalidField(("stations",), f"unknown stations: {unknown}", type="unknown_station")
     token = new_token("swdo")
     operator_id = _id_of(name)
-    if not await store.put_operator(
+    inserted = await store.put_operator(
         conn,
         operator_id,
         name,
@@ -123,8 +133,17 @@ async def create_operator(
         scope,
         reissue=reissue,
         expires_at=expires_at,
-    ):
+    )
+    if inserted is None:
         raise AlreadyExists(f"operator {operator_id} exists")
+    row = {
+        "id": operator_id,
+        "role": role,
+        "stations": scope,
+        "expires_at": expires_at,
+        "previous_expires_at": None,
+    }
+    await _record(conn, "operator", row, "created" if inserted else "rotated", by)
     return operator_id, token
 
 
@@ -132,35 +151,61 @@ class NoSuchCredential(Exception):
     """No such operator or integration, or a revoked one."""
 
 
-async def rotate_operator_token(
+Kind = Literal["operator", "integration"]
+_TABLES = {"operator": store.OPERATORS, "integration": store.INTEGRATIONS}
+_EVENTS: dict[Kind, type[CredentialChanged]] = {
+    "operator": OperatorTokenChanged,
+    "integration": IntegrationKeyChanged,
+}
+
+
+async def _record(
     conn: Connection,
-    operator_id: str,
+    kind: Kind,
+    row: dict[str, Any],
+    change: Literal["created", "rotated", "revoked"],
+    by: Actor,
+) -> None:
+    stations = row.get("stations")
+    payload = _EVENTS[kind](
+        credential_id=row["id"],
+        change=change,
+        role=row.get("role"),
+        stations=None if stations is None else list(stations),
+        expires_at=row["expires_at"],
+        previous_works_until=row["previous_expires_at"] if change == "rotated" else None,
+    )
+    await record_change(conn, topics.CENTER_EVENTS, payload, by)
+
+
+async def rotate(
+    conn: Connection,
+    kind: Kind,
+    credential_id: str,
     *,
     overlap: timedelta = timedelta(0),
     expires_at: datetime | None = None,
+    by: Actor = COMMAND_LINE,
 ) -> str:
-    """A new bearer token for an active operator (scope unchanged), working until
-    ``expires_at``; the old one works for the ``overlap`` more."""
-    token = new_token("swdo")
-    if not await store.rotate_credential(
-        conn, store.OPERATORS, operator_id, token_hash(token), overlap, expires_at
-    ):
-        raise NoSuchCredential(f"no active operator {operator_id}")
-    return token
+    """A new token for an active operator (scope unchanged) or key for an integration (its
+    callback secret unchanged), working until ``expires_at``; the old one works for the
+    ``overlap`` more."""
+    secret = new_token("swdo" if kind == "operator" else "swdi")
+    row = await store.rotate_credential(
+        conn, _TABLES[kind], credential_id, token_hash(secret), overlap, expires_at
+    )
+    if row is None:
+        raise NoSuchCredential(f"no active {kind} {credential_id}")
+    await _record(conn, kind, row, "rotated", by)
+    return secret
 
 
-async def rotate_integration_key(
-    conn: Connection,
-    integration_id: str,
-    *,
-    overlap: timedelta = timedelta(0),
-    expires_at: datetime | None = None,
-) -> str:
-    """A new X-API-Key for an active integration (its callback secret unchanged), working
-    until ``expires_at``; the old key works for the ``overlap`` more."""
-    key = new_token("swdi")
-    if not await store.rotate_credential(
-        conn, store.INTEGRATIONS, integration_id, token_hash(key), overlap, expires_at
-    ):
-        raise NoSuchCredential(f"no active integration {integration_id}")
-    return key
+async def revoke(
+    conn: Connection, kind: Kind, credential_id: str, by: Actor = COMMAND_LINE
+) -> bool:
+    """Revoke an operator's token or an integration's key; False when there is no such
+    active one."""
+    row = await store.revoke_credential(conn, _TABLES[kind], credential_id)
+    if row is not None:
+        await _record(conn, kind, row, "revoked", by)
+    return row is not None

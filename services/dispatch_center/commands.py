@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from shared.cli import command, credential_lifetime, credential_overlap, expires_at, overlap
 from shared.db import in_schema
@@ -34,15 +34,15 @@ def _create_integration(args: argparse.Namespace) -> None:
 
 
 def _revoke_integration(args: argparse.Namespace) -> None:
-    from services.dispatch_center.admin import record_action, revoke_integration
+    from services.dispatch_center.admin import record_action, revoke
 
-    async def revoke(conn: Any) -> bool:
-        done = await revoke_integration(conn, args.id)
+    async def work(conn: Any) -> bool:
+        done = await revoke(conn, "integration", args.id)
         if done:
             await record_action(conn, "cli", "integration.revoke", args.id, args.reason)
         return done
 
-    if not asyncio.run(in_schema("dispatch_center", revoke)):
+    if not asyncio.run(in_schema("dispatch_center", work)):
         raise SystemExit(f"no active integration {args.id}")
     print(f"integration {args.id} revoked")
 
@@ -74,11 +74,11 @@ def _create_operator(args: argparse.Namespace) -> None:
     )
 
 
-def _rotated(what: str, args: argparse.Namespace, rotate: Any) -> str:
-    from services.dispatch_center.admin import NoSuchCredential, record_action
+def _rotated(what: Literal["operator", "integration"], args: argparse.Namespace) -> str:
+    from services.dispatch_center.admin import NoSuchCredential, record_action, rotate
 
     async def work(conn: Any) -> str:
-        new = await rotate(conn, args.id, overlap=overlap(args), expires_at=expires_at(args))
+        new = await rotate(conn, what, args.id, overlap=overlap(args), expires_at=expires_at(args))
         details = {"overlap_hours": args.overlap_hours}
         await record_action(conn, "cli", f"{what}.rotate", args.id, args.reason, details)
         return str(new)
@@ -96,29 +96,25 @@ def _old_one(args: argparse.Namespace) -> str:
 
 
 def _rotate_integration_key(args: argparse.Namespace) -> None:
-    from services.dispatch_center.admin import rotate_integration_key
-
-    key = _rotated("integration", args, rotate_integration_key)
+    key = _rotated("integration", args)
     print(f"integration {args.id}\nX-API-Key: {key}\n(shown once; {_old_one(args)})")
 
 
 def _reissue_operator_token(args: argparse.Namespace) -> None:
-    from services.dispatch_center.admin import rotate_operator_token
-
-    token = _rotated("operator", args, rotate_operator_token)
+    token = _rotated("operator", args)
     print(f"operator {args.id}\nBearer token: {token}\n(shown once; {_old_one(args)})")
 
 
 def _revoke_operator(args: argparse.Namespace) -> None:
-    from services.dispatch_center.admin import record_action, revoke_operator
+    from services.dispatch_center.admin import record_action, revoke
 
-    async def revoke(conn: Any) -> bool:
-        done = await revoke_operator(conn, args.id)
+    async def work(conn: Any) -> bool:
+        done = await revoke(conn, "operator", args.id)
         if done:
             await record_action(conn, "cli", "operator.revoke", args.id, args.reason)
         return done
 
-    if not asyncio.run(in_schema("dispatch_center", revoke)):
+    if not asyncio.run(in_schema("dispatch_center", work)):
         raise SystemExit(f"no active operator {args.id}")
     print(f"operator {args.id} revoked")
 

@@ -194,6 +194,7 @@ async def create_integration(
                 name,
                 callback_secret_key=settings.callback_fernet_key(),
                 rate_limit_per_minute=rate_limit_per_minute,
+                by=operator.actor,
             )
             await store.record_action(
                 conn,
@@ -218,7 +219,7 @@ async def revoke_operator(pool: Pool, operator: Operator, operator_id: str, reas
     if operator_id == operator.id:
         raise Conflict("you cannot revoke yourself")
     async with pool.acquire() as conn, conn.transaction():
-        if not await store.revoke_operator(conn, operator_id):
+        if not await admin.revoke(conn, "operator", operator_id, operator.actor):
             raise NotFound("no such active operator")
         await store.record_action(conn, operator.id, "operator.revoke", operator_id, reason)
 
@@ -227,6 +228,6 @@ async def revoke_integration(
     pool: Pool, operator: Operator, integration_id: str, reason: str
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        if not await store.revoke_integration(conn, integration_id):
+        if not await admin.revoke(conn, "integration", integration_id, operator.actor):
             raise NotFound("no such active integration")
         await store.record_action(conn, operator.id, "integration.revoke", integration_id, reason)

@@ -530,11 +530,11 @@ async def put_integration(
     *,
     reissue: bool,
     expires_at: datetime | None = None,
-) -> bool:
-    """Insert the integration (or with ``reissue`` replace its key and secret); False when it
-    exists and ``reissue`` is not set, or its name is taken."""
+) -> bool | None:
+    """Insert the integration (True) or, with ``reissue``, replace its key and secret (False);
+    None when it exists and ``reissue`` is not set, or its name is taken."""
     try:
-        written = await conn.fetchval(
+        written: bool | None = await conn.fetchval(
             """INSERT INTO integrations (id, name, key_hash, rate_limit_per_minute,
                    callback_secret_encrypted, expires_at)
                VALUES ($1, $2, $3, $4, $5, $7)
@@ -543,7 +543,7 @@ async def put_integration(
                    callback_secret_cleartext = NULL, revoked_at = NULL,
                    expires_at = EXCLUDED.expires_at, previous_hash = NULL
                WHERE $6
-               RETURNING id""",
+               RETURNING xmax = 0""",
             integration_id,
             name,
             key_hash,
@@ -553,24 +553,17 @@ async def put_integration(
             expires_at,
         )
     except asyncpg.UniqueViolationError:
-        return False
-    return written is not None
+        return None
+    return written
 
 
-async def revoke_integration(conn: Connection, integration_id: str) -> bool:
-    status = await conn.execute(
-        "UPDATE integrations SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-        integration_id,
-    )
-    return bool(status == "UPDATE 1")
-
-
-async def revoke_operator(conn: Connection, operator_id: str) -> bool:
-    status = await conn.execute(
-        "UPDATE operators SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-        operator_id,
-    )
-    return bool(status == "UPDATE 1")
+async def revoke_credential(
+    conn: Connection, table: CredentialTable, credential_id: str
+) -> dict[str, Any] | None:
+    """An operator's token or an integration's key revoked: its row; None when there is no
+    such active one."""
+    row = await conn.fetchrow(table.revocation(), credential_id)
+    return None if row is None else dict(row)
 
 
 async def put_operator(
@@ -583,16 +576,17 @@ async def put_operator(
     *,
     reissue: bool,
     expires_at: datetime | None = None,
-) -> bool:
-    """A new operator; with ``reissue`` an existing one gets the new token and scope."""
-    written = await conn.fetchval(
+) -> bool | None:
+    """A new operator (True); with ``reissue`` an existing one gets the new token and scope
+    (False); None when it exists and ``reissue`` is not set."""
+    written: bool | None = await conn.fetchval(
         """INSERT INTO operators (id, name, role, token_hash, stations, expires_at)
            VALUES ($1, $2, $3, $4, $6, $7)
            ON CONFLICT (id) DO UPDATE
            SET token_hash = EXCLUDED.token_hash, stations = EXCLUDED.stations, revoked_at = NULL,
                expires_at = EXCLUDED.expires_at, previous_hash = NULL
            WHERE $5
-           RETURNING id""",
+           RETURNING xmax = 0""",
         operator_id,
         name,
         role,
@@ -601,7 +595,7 @@ async def put_operator(
         _scope(stations),
         expires_at,
     )
-    return written is not None
+    return written
 
 
 async def rotate_credential(
@@ -611,11 +605,11 @@ async def rotate_credential(
     new_hash: str,
     overlap: timedelta,
     expires_at: datetime | None,
-) -> bool:
+) -> dict[str, Any] | None:
     """An operator's token or an integration's key replaced (the old one working for the
-    ``overlap``); False when there is no such active one."""
-    status = await conn.execute(table.rotation(), credential_id, new_hash, overlap, expires_at)
-    return bool(status == "UPDATE 1")
+    ``overlap``): its row; None when there is no such active one."""
+    row = await conn.fetchrow(table.rotation(), credential_id, new_hash, overlap, expires_at)
+    return None if row is None else dict(row)
 
 
 # --- callers -------------------------------------------------------------------------------

@@ -11,11 +11,15 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from services.station_worker import store
 from services.station_worker.domain import Role
+from shared import topics
 from shared.auth import new_token, token_hash
+from shared.credentials import COMMAND_LINE, record_change
 from shared.db import Connection
+from shared.events import Actor, StaffTokenChanged
 
 
 class AlreadyExists(Exception):
@@ -39,6 +43,7 @@ async def create_staff(
     *,
     reissue: bool = False,
     expires_at: datetime | None = None,
+    by: Actor = COMMAND_LINE,
 ) -> str:
     """Create a staff member (or, with ``reissue``, give an existing active one a new token,
     keeping their role and station); return the bearer token, shown only now. It works until
@@ -46,10 +51,32 @@ async def create_staff(
     token = new_token("swds")
     hashed = token_hash(token)
     if await store.insert_staff(conn, staff_id, name, station_id, role, hashed, expires_at):
+        change = StaffTokenChanged(
+            credential_id=staff_id,
+            change="created",
+            role=role,
+            stations=[station_id],
+            expires_at=expires_at,
+        )
+        await record_change(conn, topics.STATION_EVENTS, change, by)
         return token
     if reissue:
-        return await reissue_staff_token(conn, staff_id, expires_at=expires_at)
+        return await reissue_staff_token(conn, staff_id, expires_at=expires_at, by=by)
     raise AlreadyExists(f"staff {staff_id} exists")
+
+
+async def _recorded(
+    conn: Connection, row: dict[str, Any], change: Literal["rotated", "revoked"], by: Actor
+) -> None:
+    payload = StaffTokenChanged(
+        credential_id=row["id"],
+        change=change,
+        role=row["role"],
+        stations=[row["station_id"]],
+        expires_at=row["expires_at"],
+        previous_works_until=row["previous_expires_at"] if change == "rotated" else None,
+    )
+    await record_change(conn, topics.STATION_EVENTS, payload, by)
 
 
 async def reissue_staff_token(
@@ -58,17 +85,23 @@ async def reissue_staff_token(
     *,
     overlap: timedelta = timedelta(0),
     expires_at: datetime | None = None,
+    by: Actor = COMMAND_LINE,
 ) -> str:
     """A new token for an active staff member, working until ``expires_at``; the old one
     stops working after ``overlap`` (at once without one)."""
     token = new_token("swds")
-    if not await store.set_staff_token(conn, staff_id, token_hash(token), overlap, expires_at):
+    row = await store.set_staff_token(conn, staff_id, token_hash(token), overlap, expires_at)
+    if row is None:
         raise NoSuchStaff(f"no active staff member {staff_id}")
+    await _recorded(conn, row, "rotated", by)
     return token
 
 
-async def revoke_staff(conn: Connection, staff_id: str) -> bool:
-    return await store.revoke_staff(conn, staff_id)
+async def revoke_staff(conn: Connection, staff_id: str, by: Actor = COMMAND_LINE) -> bool:
+    row = await store.revoke_staff(conn, staff_id)
+    if row is not None:
+        await _recorded(conn, row, "revoked", by)
+    return row is not None
 
 
 async def create_worker(

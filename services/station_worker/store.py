@@ -79,17 +79,15 @@ async def set_staff_token(
     token_hash: str,
     overlap: timedelta = timedelta(0),
     expires_at: datetime | None = None,
-) -> bool:
-    """False when there is no active staff member ``staff_id``."""
-    status = await conn.execute(STAFF.rotation(), staff_id, token_hash, overlap, expires_at)
-    return bool(status == "UPDATE 1")
+) -> dict[str, Any] | None:
+    """The staff member's row; None when there is no active staff member ``staff_id``."""
+    row = await conn.fetchrow(STAFF.rotation(), staff_id, token_hash, overlap, expires_at)
+    return None if row is None else dict(row)
 
 
-async def revoke_staff(conn: Connection, staff_id: str) -> bool:
-    status = await conn.execute(
-        "UPDATE staff SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", staff_id
-    )
-    return bool(status == "UPDATE 1")
+async def revoke_staff(conn: Connection, staff_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(STAFF.revocation(), staff_id)
+    return None if row is None else dict(row)
 
 
 async def is_social_worker(conn: Connection, station_id: str, staff_id: str) -> bool:

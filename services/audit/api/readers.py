@@ -74,6 +74,16 @@ async def get_order_timeliness(
     return OrderTimeliness.of(await reports.order_timeliness(pool, reader, order_id))
 
 
+@router.get(
+    "/audit/credentials", response_model=list[TrailEntry], responses={403: {"model": Problem}}
+)
+async def get_credential_changes(_: Evaluator, pool: PoolDep) -> list[TrailEntry]:
+    """The deployment's own chain of the trail: every integration key, operator, staff and
+    reader token made, rotated or revoked, by whom and when, with its scope (never the
+    secret). For evaluators of every station."""
+    return [TrailEntry(**r) for r in await trail.credential_changes(pool)]
+
+
 @router.get("/audit/verify", response_model=Verification, responses={403: {"model": Problem}})
 async def verify_trail(_: Evaluator, runtime: AuditRuntime) -> Verification:
     """Check every order's keyed hash chain, the inbox both ways and the checkpoints kept

@@ -10,13 +10,14 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import RunningStack
-from tests.helpers import swdispatch
+from tests.helpers import eventually, swdispatch
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +139,73 @@ async def test_a_rotation_keeps_the_old_credential_working_for_its_overlap_only(
     newest = _secret(swdispatch(stack, *kind.rotate(name)), kind.marker)
     assert await _status(http, stack, kind, new) == 401
     assert _ok(await _status(http, stack, kind, newest))
+
+
+async def test_every_credential_change_is_in_the_deployments_chain_of_the_trail(
+    stack: RunningStack, http: httpx.AsyncClient
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    secrets = []
+    operator = f"cred-trail-op-{tag}"
+    secrets.append(_secret(swdispatch(stack, "operators", "create", operator,
+                                      "--stations", "st-liuhe"), "Bearer token: "))  # fmt: skip
+    secrets.append(
+        _secret(swdispatch(stack, *KINDS[1].rotate(operator), "--overlap-hours", "1"), "Bearer ")
+    )
+    center = f"{stack.urls['dispatch_center']}/v1/operator"
+    revoked = await http.post(
+        f"{center}/operators/{operator}/revoke",
+        json={"reason": "left"},
+        headers={"Authorization": f"Bearer {stack.operator_token}"},
+    )
+    assert revoked.status_code == 204, revoked.text
+    staff = f"cred-trail-staff-{tag}"
+    secrets.append(_secret(swdispatch(stack, *KINDS[2].create(staff)), "Bearer token: "))
+    assert swdispatch(stack, "staff", "revoke", "--id", staff).returncode == 0
+    reader = f"cred-trail-rdr-{tag}"
+    secrets.append(_secret(swdispatch(stack, *KINDS[3].create(reader)), "Bearer "))
+    assert swdispatch(stack, "audit", "readers", "revoke", "--id", reader).returncode == 0
+    integration = f"cred-trail-int-{tag}"
+    secrets.append(_secret(swdispatch(stack, *KINDS[0].create(integration)), "X-API-Key: "))
+
+    url = f"{stack.urls['audit']}/v1/audit/credentials"
+    evaluator = {"Authorization": f"Bearer {stack.supervisor_token}"}
+    expected = [
+        ("operator.token_changed", operator, "created", "system:command-line", ["st-liuhe"]),
+        ("operator.token_changed", operator, "rotated", "system:command-line", ["st-liuhe"]),
+        ("operator.token_changed", operator, "revoked", "operator:demo-operator", ["st-liuhe"]),
+        ("staff.token_changed", staff, "created", "system:command-line", ["st-cred"]),
+        ("staff.token_changed", staff, "revoked", "system:command-line", ["st-cred"]),
+        ("reader.token_changed", reader, "created", "system:command-line", None),
+        ("reader.token_changed", reader, "revoked", "system:command-line", None),
+        ("integration.key_changed", integration, "created", "system:command-line", None),
+    ]
+    ours = {operator, staff, reader, integration}
+
+    async def recorded() -> list[tuple[Any, ...]] | None:
+        entries = (await http.get(url, headers=evaluator)).json()
+        found = [
+            (
+                e["event_type"],
+                e["event"]["payload"]["credential_id"],
+                e["event"]["payload"]["change"],
+                f"{e['event']['actor']['kind']}:{e['event']['actor']['id']}",
+                e["event"]["payload"]["stations"],
+            )
+            for e in entries
+            if e["event"]["payload"]["credential_id"] in ours
+        ]
+        return found if len(found) == len(expected) else None
+
+    found = await eventually(recorded)
+    assert sorted(found, key=str) == sorted(expected, key=str)
+    text = (await http.get(url, headers=evaluator)).text
+    assert not [s for s in secrets if s in text]
+    # Not a county's business: a reader bound to stations is refused.
+    manager = _secret(
+        swdispatch(stack, "audit", "readers", "create", "--name", "m", "--role",
+                   "station_manager", "--station", "st-liuhe"), "Bearer ",
+    )  # fmt: skip
+    assert (await http.get(url, headers={"Authorization": f"Bearer {manager}"})).status_code == 403
+    verify = await http.get(f"{stack.urls['audit']}/v1/audit/verify", headers=evaluator)
+    assert verify.json()["ok"] is True, verify.text

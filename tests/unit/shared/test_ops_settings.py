@@ -36,5 +36,9 @@ def test_plaintext_has_no_tls() -> None:
 
 def test_every_consumer_group_reads_known_topics() -> None:
     assert GROUP_TOPICS["swd.station_worker"] == (topics.CENTER_EVENTS,)
-    assert GROUP_TOPICS["swd.audit"] == (topics.CENTER_EVENTS, topics.STATION_EVENTS)
+    assert GROUP_TOPICS["swd.audit"] == (
+        topics.CENTER_EVENTS,
+        topics.STATION_EVENTS,
+        topics.AUDIT_EVENTS,
+    )
     assert all(set(read) <= set(topics.ALL) for read in GROUP_TOPICS.values())

@@ -21,6 +21,7 @@ from faststream.kafka import KafkaBroker
 from shared import topics
 from shared.consumer import Applier, EventConsumer, subscribe
 from shared.db import Pool, create_pool
+from shared.docs import install_docs
 from shared.http import (
     COMMON_RESPONSES,
     answer_errors_as_problems,
@@ -220,7 +221,10 @@ def create_service_app(spec: ServiceSpec[SettingsT], settings: SettingsT) -> Fas
         version="1",
         lifespan=lifespan,
         dependencies=[Depends(reject_control_characters)],
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.runtime = runtime
     answer_errors_as_problems(app)
     answer_transient_errors_503(app)

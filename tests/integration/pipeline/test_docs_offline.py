@@ -1,0 +1,91 @@
+"""Every service's ``/docs`` and ``/redoc`` render in headless Chromium that can reach no host
+but loopback: their scripts, styles and icon come from the service. The browser's own log of
+every request it made shows none to another host."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import RunningStack
+from tests.debian import debian_tool
+
+pytestmark = pytest.mark.integration
+
+SERVICES = ("dispatch_center", "station_worker", "audit")
+SCREENSHOTS = Path(".swdispatch/screenshots")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = debian_tool("chromium", "chromium")
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+        # No name but loopback resolves: a page that needs another host fails to render.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='swd-chromium-')}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(
+        options=options, service=Service(debian_tool("chromedriver", "chromium-driver"))
+    )
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _requested_hosts(browser: WebDriver) -> set[str]:
+    hosts = set()
+    for entry in browser.get_log("performance"):  # type: ignore[no-untyped-call]
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            if url.startswith(("http:", "https:", "ws:", "wss:")):
+                hosts.add(urlsplit(url).hostname or "")
+    return hosts
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_api_docs_render_with_no_other_host(
+    stack: RunningStack, browser: WebDriver, service: str
+) -> None:
+    base = stack.urls[service]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.get_log("performance")  # type: ignore[no-untyped-call]
+
+    browser.get(f"{base}/docs")
+    operations = WebDriverWait(browser, 20).until(
+        ec.presence_of_all_elements_located((By.CSS_SELECTOR, ".opblock"))
+    )
+    assert len(operations) >= 3
+    browser.save_screenshot(str(SCREENSHOTS / f"{service}-docs.png"))
+
+    browser.get(f"{base}/redoc")
+    WebDriverWait(browser, 20).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "[data-section-id]"))
+    )
+    browser.save_screenshot(str(SCREENSHOTS / f"{service}-redoc.png"))
+
+    assert _requested_hosts(browser) <= {"127.0.0.1", "localhost"}

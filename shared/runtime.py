@@ -34,6 +34,7 @@ from shared.ops_metrics import OPS_JOBS
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
 from shared.strings import reject_control_characters
+from shared.web import install_web
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ def create_service_app(spec: ServiceSpec[SettingsT], settings: SettingsT) -> Fas
         redoc_url=None,
     )
     install_docs(app)
+    install_web(app, spec.name)
     app.state.runtime = runtime
     answer_errors_as_problems(app)
     answer_transient_errors_503(app)

@@ -10,13 +10,28 @@ import subprocess
 import pytest
 
 
+def debian_file(path: str, package: str) -> str:
+    """``path`` (a font, say), installing ``package`` with apt-get first when it is missing."""
+    if not os.path.exists(path):
+        _install(path, package)
+    assert os.path.exists(path), f"{package} installed but {path} is missing"
+    return path
+
+
 def debian_tool(command: str, package: str) -> str:
     """The path of ``command``; install ``package`` with apt-get first when it is missing."""
     found = shutil.which(command)
     if found:
         return found
+    _install(command, package)
+    found = shutil.which(command)
+    assert found, f"{package} installed but {command} not on PATH"
+    return found
+
+
+def _install(what: str, package: str) -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.fail(f"{command} is missing: install the Debian package {package!r}")
+        pytest.fail(f"{what} is missing: install the Debian package {package!r}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     lock = ["-o", "DPkg::Lock::Timeout=300"]
     subprocess.run(["apt-get", *lock, "update", "-qq"], check=True, env=env)
@@ -26,6 +41,3 @@ def debian_tool(command: str, package: str) -> str:
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    found = shutil.which(command)
-    assert found, f"{package} installed but {command} not on PATH"
-    return found

@@ -1,6 +1,7 @@
-"""Every service's ``/docs`` and ``/redoc`` render in headless Chromium that can reach no host
-but loopback: their scripts, styles and icon come from the service. The browser's own log of
-every request it made shows none to another host."""
+"""Every service's pages in headless Chromium that can reach no host but loopback: the landing
+page in Simplified Chinese first and in English by the switch, ``/docs`` and ``/redoc``; their
+scripts, styles and icons come from the service. The browser's own log of every request it
+made shows none to another host."""
 
 from __future__ import annotations
 
@@ -19,16 +20,23 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import RunningStack
-from tests.debian import debian_tool
+from tests.debian import debian_file, debian_tool
 
 pytestmark = pytest.mark.integration
 
 SERVICES = ("dispatch_center", "station_worker", "audit")
 SCREENSHOTS = Path(".swdispatch/screenshots")
+TITLES = {
+    "dispatch_center": ("派单中心", "Dispatch center"),
+    "station_worker": ("社工站", "Social-work station"),
+    "audit": ("审计与考核", "Audit and evaluation"),
+}
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
+    # A font with Chinese glyphs, for the screenshots (the pages name none: the system's).
+    debian_file("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "fonts-wqy-microhei")
     options = webdriver.ChromeOptions()
     options.binary_location = debian_tool("chromium", "chromium")
     for flag in (
@@ -46,6 +54,9 @@ def browser() -> Iterator[WebDriver]:
         f"--user-data-dir={tempfile.mkdtemp(prefix='swd-chromium-')}",
     ):
         options.add_argument(flag)
+    # A browser in a county office: Simplified Chinese first.
+    options.add_argument("--lang=zh-CN")
+    options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(
         options=options, service=Service(debian_tool("chromedriver", "chromium-driver"))
@@ -88,4 +99,32 @@ def test_the_api_docs_render_with_no_other_host(
     )
     browser.save_screenshot(str(SCREENSHOTS / f"{service}-redoc.png"))
 
+    assert _requested_hosts(browser) <= {"127.0.0.1", "localhost"}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_landing_page_is_chinese_first_and_english_by_the_switch(
+    stack: RunningStack, browser: WebDriver, service: str
+) -> None:
+    base = stack.urls[service]
+    chinese, english = TITLES[service]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.delete_all_cookies()
+    browser.get_log("performance")  # type: ignore[no-untyped-call]
+
+    browser.get(f"{base}/")
+    heading = WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.TAG_NAME, "h1")))
+    assert heading.text == chinese
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
+    browser.save_screenshot(str(SCREENSHOTS / f"{service}-landing-zh_CN.png"))
+
+    browser.find_element(By.LINK_TEXT, "English").click()
+    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), english))
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+    browser.save_screenshot(str(SCREENSHOTS / f"{service}-landing-en.png"))
+    browser.get(f"{base}/")  # remembered
+    assert browser.find_element(By.TAG_NAME, "h1").text == english
+
+    browser.find_element(By.LINK_TEXT, "中文").click()
+    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), chinese))
     assert _requested_hosts(browser) <= {"127.0.0.1", "localhost"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from shared import outbox
 from shared.db import Connection, Pool
@@ -87,6 +87,27 @@ async def accepted(
 def expiry(now: datetime, lifetime_days: float | None) -> datetime | None:
     """When a credential made now expires: after the lifetime; None without one."""
     return None if lifetime_days is None else now + timedelta(days=lifetime_days)
+
+
+Change = Literal["created", "rotated", "revoked"]
+
+
+def change_of(
+    event: type[CredentialChanged],
+    row: Mapping[str, Any],
+    change: Change,
+    stations: list[str] | None,
+) -> CredentialChanged:
+    """The event of a change to the credential ``row`` (its id, role and expiry; after a
+    rotation, when the previous one stops working), with its scope ``stations``."""
+    return event(
+        credential_id=row["id"],
+        change=change,
+        role=row.get("role"),
+        stations=stations,
+        expires_at=row.get("expires_at"),
+        previous_works_until=row.get("previous_expires_at") if change == "rotated" else None,
+    )
 
 
 # Who changes a credential on the command line (the machine's administrator).

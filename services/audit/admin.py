@@ -9,13 +9,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from services.audit import store
 from services.audit.domain import ReaderRole
 from shared import topics
 from shared.auth import new_token, token_hash
-from shared.credentials import COMMAND_LINE, record_change
+from shared.credentials import COMMAND_LINE, Change, change_of, record_change
 from shared.db import Connection
 from shared.events import Actor, ReaderTokenChanged
 
@@ -60,33 +60,23 @@ async def create_reader(
     token, hashed = _new_token()
     reader = (reader_id, name, role, station_id, stations)
     if await store.insert_reader(conn, reader, hashed, expires_at):
-        scope = [station_id] if station_id is not None else list(stations) or None
-        change = ReaderTokenChanged(
-            credential_id=reader_id,
-            change="created",
-            role=role,
-            stations=scope,
-            expires_at=expires_at,
-        )
-        await record_change(conn, topics.AUDIT_EVENTS, change, by)
+        row = {
+            "id": reader_id,
+            "role": role,
+            "station_id": station_id,
+            "stations": list(stations),
+            "expires_at": expires_at,
+        }
+        await _recorded(conn, row, "created", by)
         return token
     if reissue:
         return await reissue_reader_token(conn, reader_id, expires_at=expires_at, by=by)
     raise AlreadyExists(f"reader {reader_id} exists")
 
 
-async def _recorded(
-    conn: Connection, row: dict[str, Any], change: Literal["rotated", "revoked"], by: Actor
-) -> None:
+async def _recorded(conn: Connection, row: dict[str, Any], change: Change, by: Actor) -> None:
     scope = [row["station_id"]] if row["station_id"] else row["stations"] or None
-    payload = ReaderTokenChanged(
-        credential_id=row["id"],
-        change=change,
-        role=row["role"],
-        stations=scope,
-        expires_at=row["expires_at"],
-        previous_works_until=row["previous_expires_at"] if change == "rotated" else None,
-    )
+    payload = change_of(ReaderTokenChanged, row, change, scope)
     await record_change(conn, topics.AUDIT_EVENTS, payload, by)
 
 

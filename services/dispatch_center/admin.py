@@ -23,7 +23,7 @@ from services.dispatch_center.store import (
 )
 from shared import topics
 from shared.auth import new_token, token_hash
-from shared.credentials import COMMAND_LINE, record_change
+from shared.credentials import COMMAND_LINE, Change, change_of, record_change
 from shared.db import Connection
 from shared.errors import InvalidField
 from shared.events import (
@@ -97,7 +97,7 @@ async def create_integration(
     )
     if inserted is None:
         raise AlreadyExists(f"integration {integration_id} exists")
-    row = {"id": integration_id, "expires_at": expires_at, "previous_expires_at": None}
+    row = {"id": integration_id, "expires_at": expires_at}
     await _record(conn, "integration", row, "created" if inserted else "rotated", by)
     return NewIntegration(id=integration_id, key=key, callback_secret=secret)
 
@@ -136,13 +136,7 @@ async def create_operator(
     )
     if inserted is None:
         raise AlreadyExists(f"operator {operator_id} exists")
-    row = {
-        "id": operator_id,
-        "role": role,
-        "stations": scope,
-        "expires_at": expires_at,
-        "previous_expires_at": None,
-    }
+    row = {"id": operator_id, "role": role, "stations": scope, "expires_at": expires_at}
     await _record(conn, "operator", row, "created" if inserted else "rotated", by)
     return operator_id, token
 
@@ -160,21 +154,11 @@ _EVENTS: dict[Kind, type[CredentialChanged]] = {
 
 
 async def _record(
-    conn: Connection,
-    kind: Kind,
-    row: dict[str, Any],
-    change: Literal["created", "rotated", "revoked"],
-    by: Actor,
+    conn: Connection, kind: Kind, row: dict[str, Any], change: Change, by: Actor
 ) -> None:
     stations = row.get("stations")
-    payload = _EVENTS[kind](
-        credential_id=row["id"],
-        change=change,
-        role=row.get("role"),
-        stations=None if stations is None else list(stations),
-        expires_at=row["expires_at"],
-        previous_works_until=row["previous_expires_at"] if change == "rotated" else None,
-    )
+    scope = None if stations is None else list(stations)
+    payload = change_of(_EVENTS[kind], row, change, scope)
     await record_change(conn, topics.CENTER_EVENTS, payload, by)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 from typing import Any, Literal
 
 from shared.cli import command, credential_lifetime, credential_overlap, expires_at, overlap
@@ -33,18 +34,23 @@ def _create_integration(args: argparse.Namespace) -> None:
     )
 
 
-def _revoke_integration(args: argparse.Namespace) -> None:
-    from services.dispatch_center.admin import record_action, revoke
+def _revoker(kind: Literal["operator", "integration"]) -> Callable[[argparse.Namespace], None]:
+    """The ``revoke`` command of an operator or an integration."""
 
-    async def work(conn: Any) -> bool:
-        done = await revoke(conn, "integration", args.id)
-        if done:
-            await record_action(conn, "cli", "integration.revoke", args.id, args.reason)
-        return done
+    def run(args: argparse.Namespace) -> None:
+        from services.dispatch_center.admin import record_action, revoke
 
-    if not asyncio.run(in_schema("dispatch_center", work)):
-        raise SystemExit(f"no active integration {args.id}")
-    print(f"integration {args.id} revoked")
+        async def work(conn: Any) -> bool:
+            done = await revoke(conn, kind, args.id)
+            if done:
+                await record_action(conn, "cli", f"{kind}.revoke", args.id, args.reason)
+            return done
+
+        if not asyncio.run(in_schema("dispatch_center", work)):
+            raise SystemExit(f"no active {kind} {args.id}")
+        print(f"{kind} {args.id} revoked")
+
+    return run
 
 
 def _create_operator(args: argparse.Namespace) -> None:
@@ -105,20 +111,6 @@ def _reissue_operator_token(args: argparse.Namespace) -> None:
     print(f"operator {args.id}\nBearer token: {token}\n(shown once; {_old_one(args)})")
 
 
-def _revoke_operator(args: argparse.Namespace) -> None:
-    from services.dispatch_center.admin import record_action, revoke
-
-    async def work(conn: Any) -> bool:
-        done = await revoke(conn, "operator", args.id)
-        if done:
-            await record_action(conn, "cli", "operator.revoke", args.id, args.reason)
-        return done
-
-    if not asyncio.run(in_schema("dispatch_center", work)):
-        raise SystemExit(f"no active operator {args.id}")
-    print(f"operator {args.id} revoked")
-
-
 def add_commands(sub: Any) -> None:
     integrations = sub.add_parser("integrations", help="intake API keys").add_subparsers(
         dest="action", required=True
@@ -139,7 +131,7 @@ def add_commands(sub: Any) -> None:
     rotate.add_argument("--reason", required=True)
     credential_lifetime(rotate)
     credential_overlap(rotate)
-    revoke = command(integrations, "revoke", _revoke_integration, "revoke an integration's key")
+    revoke = command(integrations, "revoke", _revoker("integration"), "revoke an integration's key")
     revoke.add_argument("id")
     revoke.add_argument("--reason", required=True)
 
@@ -168,7 +160,7 @@ def add_commands(sub: Any) -> None:
     credential_lifetime(reissue_op)
     credential_overlap(reissue_op)
     revoke_op = command(
-        operators, "revoke", _revoke_operator, "revoke an operator's token (next request: 401)"
+        operators, "revoke", _revoker("operator"), "revoke an operator's token (next request: 401)"
     )
     revoke_op.add_argument("id")
     revoke_op.add_argument("--reason", required=True)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from services.station_worker import store
 from services.station_worker.domain import Role
 from shared import topics
 from shared.auth import new_token, token_hash
-from shared.credentials import COMMAND_LINE, record_change
+from shared.credentials import COMMAND_LINE, Change, change_of, record_change
 from shared.db import Connection
 from shared.events import Actor, StaffTokenChanged
 
@@ -51,31 +51,16 @@ async def create_staff(
     token = new_token("swds")
     hashed = token_hash(token)
     if await store.insert_staff(conn, staff_id, name, station_id, role, hashed, expires_at):
-        change = StaffTokenChanged(
-            credential_id=staff_id,
-            change="created",
-            role=role,
-            stations=[station_id],
-            expires_at=expires_at,
-        )
-        await record_change(conn, topics.STATION_EVENTS, change, by)
+        row = {"id": staff_id, "role": role, "station_id": station_id, "expires_at": expires_at}
+        await _recorded(conn, row, "created", by)
         return token
     if reissue:
         return await reissue_staff_token(conn, staff_id, expires_at=expires_at, by=by)
     raise AlreadyExists(f"staff {staff_id} exists")
 
 
-async def _recorded(
-    conn: Connection, row: dict[str, Any], change: Literal["rotated", "revoked"], by: Actor
-) -> None:
-    payload = StaffTokenChanged(
-        credential_id=row["id"],
-        change=change,
-        role=row["role"],
-        stations=[row["station_id"]],
-        expires_at=row["expires_at"],
-        previous_works_until=row["previous_expires_at"] if change == "rotated" else None,
-    )
+async def _recorded(conn: Connection, row: dict[str, Any], change: Change, by: Actor) -> None:
+    payload = change_of(StaffTokenChanged, row, change, [row["station_id"]])
     await record_change(conn, topics.STATION_EVENTS, payload, by)
 
 

@@ -6,21 +6,20 @@ made shows none to another host."""
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser import chromium
 from tests.conftest import RunningStack
-from tests.debian import debian_file, debian_tool
+from tests.debian import debian_file
 
 pytestmark = pytest.mark.integration
 
@@ -38,33 +37,16 @@ def browser() -> Iterator[WebDriver]:
     # A font with Chinese glyphs, for the screenshots (the pages name none: the system's).
     debian_file("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "fonts-wqy-microhei")
     options = webdriver.ChromeOptions()
-    options.binary_location = debian_tool("chromium", "chromium")
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,900",
-        # No name but loopback resolves: a page that needs another host fails to render.
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='swd-chromium-')}",
-    ):
-        options.add_argument(flag)
     # A browser in a county office: Simplified Chinese first.
-    options.add_argument("--lang=zh-CN")
     options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(
-        options=options, service=Service(debian_tool("chromedriver", "chromium-driver"))
-    )
-    try:
+    with chromium(
+        "--lang=zh-CN",
+        # No name but loopback resolves: a page that needs another host fails to render.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
+        options=options,
+    ) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _requested_hosts(browser: WebDriver) -> set[str]:

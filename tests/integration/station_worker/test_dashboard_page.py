@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from tests.browser import chromium
 from tests.conftest import RunningStack
-from tests.debian import debian_tool
 from tests.factories.requests import request_body
 from tests.helpers import get_json_when, post_request
 from tests.integration.station_worker.station import (
@@ -55,30 +51,8 @@ def sign_in(browser: WebDriver, base: str, token: str) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    chromium = debian_tool("chromium", "chromium")
-    chromedriver = debian_tool("chromedriver", "chromium-driver")
-    profile = tempfile.mkdtemp(prefix="swd-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,900",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 async def test_staff_see_a_new_order_live_accept_and_assign_it_and_the_audit_sees_it(

@@ -52,3 +52,10 @@ def expires_at(args: argparse.Namespace) -> datetime | None:
 
 def overlap(args: argparse.Namespace) -> timedelta:
     return timedelta(hours=args.overlap_hours)
+
+
+def old_one(args: argparse.Namespace) -> str:
+    """What a rotation left of the old credential, for the command's output."""
+    if args.overlap_hours:
+        return f"the old one works for {args.overlap_hours:g} h more"
+    return "the old one no longer works"

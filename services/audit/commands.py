@@ -8,7 +8,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.cli import command, credential_lifetime, credential_overlap, expires_at, overlap
+from shared.cli import (
+    command,
+    credential_lifetime,
+    credential_overlap,
+    expires_at,
+    old_one,
+    overlap,
+)
 from shared.db import Connection, Pool, create_pool, in_schema
 from shared.settings import Settings
 
@@ -134,17 +141,12 @@ def _create_reader(args: argparse.Namespace) -> None:
 def _reissue_reader_token(args: argparse.Namespace) -> None:
     from services.audit.admin import reissue_reader_token
 
-    old = (
-        f"the old one works for {args.overlap_hours:g} h more"
-        if args.overlap_hours
-        else "the old one is void"
-    )
     _print_token(
         args.id,
         lambda c: reissue_reader_token(
             c, args.id, overlap=overlap(args), expires_at=expires_at(args)
         ),
-        f"shown once; {old}",
+        f"shown once; {old_one(args)}",
     )
 
 

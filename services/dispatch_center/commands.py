@@ -7,8 +7,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Literal
 
-from shared.cli import command, credential_lifetime, credential_overlap, expires_at, overlap
+from shared.cli import (
+    command,
+    credential_lifetime,
+    credential_overlap,
+    expires_at,
+    old_one,
+    overlap,
+)
 from shared.db import in_schema
+
+Kind = Literal["operator", "integration"]
+_SECRET_LINE = {"operator": "Bearer token", "integration": "X-API-Key"}
 
 
 def _create_integration(args: argparse.Namespace) -> None:
@@ -34,7 +44,7 @@ def _create_integration(args: argparse.Namespace) -> None:
     )
 
 
-def _revoker(kind: Literal["operator", "integration"]) -> Callable[[argparse.Namespace], None]:
+def _revoker(kind: Kind) -> Callable[[argparse.Namespace], None]:
     """The ``revoke`` command of an operator or an integration."""
 
     def run(args: argparse.Namespace) -> None:
@@ -80,35 +90,37 @@ def _create_operator(args: argparse.Namespace) -> None:
     )
 
 
-def _rotated(what: Literal["operator", "integration"], args: argparse.Namespace) -> str:
-    from services.dispatch_center.admin import NoSuchCredential, record_action, rotate
+def _rotator(kind: Kind) -> Callable[[argparse.Namespace], None]:
+    """The command that gives an operator a new token or an integration a new key."""
 
-    async def work(conn: Any) -> str:
-        new = await rotate(conn, what, args.id, overlap=overlap(args), expires_at=expires_at(args))
-        details = {"overlap_hours": args.overlap_hours}
-        await record_action(conn, "cli", f"{what}.rotate", args.id, args.reason, details)
-        return str(new)
+    def run(args: argparse.Namespace) -> None:
+        from services.dispatch_center.admin import NoSuchCredential, record_action, rotate
 
-    try:
-        return asyncio.run(in_schema("dispatch_center", work))
-    except NoSuchCredential as e:
-        raise SystemExit(str(e)) from None
+        async def work(conn: Any) -> str:
+            new = await rotate(
+                conn, kind, args.id, overlap=overlap(args), expires_at=expires_at(args)
+            )
+            details = {"overlap_hours": args.overlap_hours}
+            await record_action(conn, "cli", f"{kind}.rotate", args.id, args.reason, details)
+            return str(new)
 
+        try:
+            secret = asyncio.run(in_schema("dispatch_center", work))
+        except NoSuchCredential as e:
+            raise SystemExit(str(e)) from None
+        print(f"{kind} {args.id}\n{_SECRET_LINE[kind]}: {secret}\n(shown once; {old_one(args)})")
 
-def _old_one(args: argparse.Namespace) -> str:
-    if args.overlap_hours:
-        return f"the old one works for {args.overlap_hours:g} h more"
-    return "the old one no longer works"
-
-
-def _rotate_integration_key(args: argparse.Namespace) -> None:
-    key = _rotated("integration", args)
-    print(f"integration {args.id}\nX-API-Key: {key}\n(shown once; {_old_one(args)})")
+    return run
 
 
-def _reissue_operator_token(args: argparse.Namespace) -> None:
-    token = _rotated("operator", args)
-    print(f"operator {args.id}\nBearer token: {token}\n(shown once; {_old_one(args)})")
+def _credential_command(
+    sub: Any, name: str, handler: Callable[[argparse.Namespace], None], help_text: str
+) -> argparse.ArgumentParser:
+    """A command on one credential: its id and the reason (recorded with the change)."""
+    parser = command(sub, name, handler, help_text)
+    parser.add_argument("id")
+    parser.add_argument("--reason", required=True)
+    return parser
 
 
 def add_commands(sub: Any) -> None:
@@ -124,16 +136,14 @@ def add_commands(sub: Any) -> None:
     create.add_argument("name")
     create.add_argument("--rate-limit", type=int, default=None, help="requests per minute")
     credential_lifetime(create)
-    rotate = command(
-        integrations, "rotate-key", _rotate_integration_key, "a new key for an integration"
+    rotate = _credential_command(
+        integrations, "rotate-key", _rotator("integration"), "a new key for an integration"
     )
-    rotate.add_argument("id")
-    rotate.add_argument("--reason", required=True)
     credential_lifetime(rotate)
     credential_overlap(rotate)
-    revoke = command(integrations, "revoke", _revoker("integration"), "revoke an integration's key")
-    revoke.add_argument("id")
-    revoke.add_argument("--reason", required=True)
+    _credential_command(
+        integrations, "revoke", _revoker("integration"), "revoke an integration's key"
+    )
 
     operators = sub.add_parser("operators", help="dispatch center operators").add_subparsers(
         dest="action", required=True
@@ -152,15 +162,11 @@ def add_commands(sub: Any) -> None:
         " without: every station",
     )
     credential_lifetime(create_op)
-    reissue_op = command(
-        operators, "reissue-token", _reissue_operator_token, "a new token for an operator"
+    reissue_op = _credential_command(
+        operators, "reissue-token", _rotator("operator"), "a new token for an operator"
     )
-    reissue_op.add_argument("id")
-    reissue_op.add_argument("--reason", required=True)
     credential_lifetime(reissue_op)
     credential_overlap(reissue_op)
-    revoke_op = command(
+    _credential_command(
         operators, "revoke", _revoker("operator"), "revoke an operator's token (next request: 401)"
     )
-    revoke_op.add_argument("id")
-    revoke_op.add_argument("--reason", required=True)

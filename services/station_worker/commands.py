@@ -8,7 +8,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from shared.cli import command, credential_lifetime, credential_overlap, expires_at, overlap
+from shared.cli import (
+    command,
+    credential_lifetime,
+    credential_overlap,
+    expires_at,
+    old_one,
+    overlap,
+)
 from shared.db import Connection, in_schema
 
 T = TypeVar("T")
@@ -44,12 +51,7 @@ def _reissue_token(args: argparse.Namespace) -> None:
         )
     except NoSuchStaff as e:
         sys.exit(str(e))
-    old = (
-        f"the old token works for {args.overlap_hours:g} h more"
-        if args.overlap_hours
-        else "the old token no longer works"
-    )
-    print(f"staff {args.id}\nBearer token: {token}\n(shown once; {old})")
+    print(f"staff {args.id}\nBearer token: {token}\n(shown once; {old_one(args)})")
 
 
 def _revoke(args: argparse.Namespace) -> None:
